@@ -1,0 +1,65 @@
+// Release manifests: validation, signing and verification.
+//
+// The signed bytes are SignedManifest.manifest exactly as produced by the
+// signer; verification parses them only after a signature checks out, so a
+// forged manifest is never even interpreted.
+//
+//   TrustedKeys keys;
+//   RETURN_IF_ERROR(keys.AddPemFile("/etc/fleet/release.pub"));
+//   ASSIGN_OR_RETURN(v1::ReleaseManifest m, VerifyManifest(signed, keys, now));
+#ifndef FLEET_COMMON_MANIFEST_H_
+#define FLEET_COMMON_MANIFEST_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/ed25519.h"
+#include "proto/fleet/v1/release.pb.h"
+
+namespace fleet {
+
+// The set of release public keys a verifier accepts, by key id.
+class TrustedKeys {
+ public:
+  void Add(Ed25519PublicKey key);
+  // Loads a PEM public key file and adds it. NOT_FOUND / INVALID_ARGUMENT.
+  absl::Status AddPemFile(const std::string& path);
+  // nullptr if the id is unknown.
+  const Ed25519PublicKey* Find(absl::string_view key_id) const;
+  bool empty() const { return keys_.empty(); }
+  size_t size() const { return keys_.size(); }
+
+ private:
+  std::vector<Ed25519PublicKey> keys_;
+};
+
+// Checks every field of a manifest: product name, SemVer version, platform
+// ("os/arch" from the known set), 32-byte digest, size > 0, expiry not
+// before creation. INVALID_ARGUMENT naming the first bad field.
+absl::Status ValidateManifest(const v1::ReleaseManifest& manifest);
+
+// Validates `manifest`, serializes it and signs the bytes with `key`.
+absl::StatusOr<v1::SignedManifest> SignManifest(
+    const v1::ReleaseManifest& manifest, const Ed25519PrivateKey& key);
+
+// Adds another signature over the same bytes (for k-of-n signing).
+void AddSignature(v1::SignedManifest& signed_manifest,
+                  const Ed25519PrivateKey& key);
+
+// Verifies that at least `threshold` distinct trusted keys signed the
+// manifest bytes, then parses and validates them.
+//   PERMISSION_DENIED: fewer than `threshold` valid trusted signatures
+//                      (message says how many were valid / unknown key ids).
+//   INVALID_ARGUMENT:  bytes do not parse, or a field is invalid.
+//   FAILED_PRECONDITION: the manifest expired before `now` (only when
+//                      `check_expiry`).
+absl::StatusOr<v1::ReleaseManifest> VerifyManifest(
+    const v1::SignedManifest& signed_manifest, const TrustedKeys& keys,
+    absl::Time now, int threshold = 1, bool check_expiry = true);
+
+}  // namespace fleet
+
+#endif  // FLEET_COMMON_MANIFEST_H_
