@@ -3,6 +3,7 @@
 #ifndef FLEET_COMMON_CLOCK_H_
 #define FLEET_COMMON_CLOCK_H_
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace fleet {

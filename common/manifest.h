@@ -29,6 +29,8 @@ class TrustedKeys {
   absl::Status AddPemFile(const std::string& path);
   // nullptr if the id is unknown.
   const Ed25519PublicKey* Find(absl::string_view key_id) const;
+  // The ids of all keys, in the order they were added (for error messages).
+  std::vector<std::string> KeyIds() const;
   bool empty() const { return keys_.empty(); }
   size_t size() const { return keys_.size(); }
 
