@@ -1,0 +1,66 @@
+#include "cli/agent_commands.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cli/human.h"
+#include "cli/table.h"
+#include "common/names.h"
+
+namespace fleet::cli {
+
+namespace {
+
+std::string Products(const v1::Agent& agent) {
+  if (agent.installed().empty()) return "-";
+  std::vector<std::string> products;
+  for (const v1::InstalledProduct& p : agent.installed()) {
+    products.push_back(absl::StrCat(
+        p.product(), "@", p.version().empty() ? "unknown" : p.version()));
+  }
+  return absl::StrJoin(products, ",");
+}
+
+}  // namespace
+
+absl::Status AgentsList(const AgentsListOptions& options, CommandContext& ctx) {
+  if (!options.product.empty()) {
+    if (absl::Status s = ValidateProductName(options.product); !s.ok()) {
+      return UsageError(absl::StrCat("invalid --product \"", options.product,
+                                     "\": ", s.message()));
+    }
+  }
+  v1::ListAgentsRequest request;
+  request.set_product(options.product);
+  v1::ListAgentsResponse response;
+  grpc::ClientContext rpc;
+  ctx.SetDeadline(rpc);
+  grpc::Status status = ctx.admin().ListAgents(&rpc, request, &response);
+  if (!status.ok()) return ExplainRpcError(status, ctx.Call("list agents"));
+
+  if (ctx.json()) return ctx.PrintJson(response);
+  if (response.agents().empty()) {
+    ctx.err() << (options.product.empty()
+                      ? std::string("no agents have connected yet")
+                      : absl::StrCat("no agents run ", options.product))
+              << '\n';
+    return absl::OkStatus();
+  }
+  Table table({{"AGENT"},
+               {"HOSTNAME"},
+               {"PLATFORM"},
+               {"PRODUCTS"},
+               {"CONNECTED"},
+               {"LAST SEEN"}});
+  const absl::Time now = ctx.Now();
+  for (const v1::Agent& a : response.agents()) {
+    table.AddRow({a.agent_id(), a.hostname(), a.platform(), Products(a),
+                  a.connected() ? "yes" : "no",
+                  HumanAgo(absl::FromUnixMillis(a.last_seen_unix_ms()), now)});
+  }
+  table.Print(ctx.out());
+  return absl::OkStatus();
+}
+
+}  // namespace fleet::cli

@@ -1,0 +1,249 @@
+#include "cli/command_line.h"
+
+#include <exception>
+#include <functional>
+#include <utility>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cli/agent_commands.h"
+#include "cli/errors.h"
+#include "cli/human.h"
+#include "cli/keys_commands.h"
+#include "cli/release_commands.h"
+#include "cli/rollout_commands.h"
+#include "common/names.h"
+
+namespace fleet::cli {
+
+namespace {
+
+constexpr char kFooter[] =
+    "Environment:\n"
+    "  FLEET_CONTROLLER   default for --controller\n"
+    "\n"
+    "Exit codes:\n"
+    "  0  success\n"
+    "  1  the operation failed (controller error or unreachable, file "
+    "error)\n"
+    "  2  usage error (unknown command or flag, missing or invalid value)";
+
+// "fleetctl release push": the deepest command the parser got to.
+std::string CommandPath(const CLI::App* app) {
+  std::vector<std::string> names = {app->get_name()};
+  const CLI::App* current = app;
+  while (true) {
+    std::vector<CLI::App*> chosen = current->get_subcommands();
+    if (chosen.empty()) break;
+    current = chosen.front();
+    names.push_back(current->get_name());
+  }
+  return absl::StrJoin(names, " ");
+}
+
+void PrintError(const Io& io, const absl::Status& status) {
+  io.err << "fleetctl: " << status.message() << '\n';
+}
+
+// Holds what CLI11 fills in and the command that runs once parsing succeeds.
+class CommandLine {
+ public:
+  explicit CommandLine(absl::string_view controller_from_env)
+      : app_("fleetctl: keeps software on a fleet of machines up to date.",
+             "fleetctl") {
+    if (!controller_from_env.empty()) {
+      global_.controller = std::string(controller_from_env);
+    }
+    push_.platform = HostPlatform();
+    Define();
+  }
+
+  CLI::App& app() { return app_; }
+
+  // Runs the command the parsed arguments chose.
+  absl::Status Run(const Io& io) {
+    if (output_ == "json") global_.output = OutputFormat::kJson;
+    absl::StatusOr<absl::Duration> timeout = ParseHumanDuration(timeout_);
+    if (!timeout.ok() || *timeout <= absl::ZeroDuration()) {
+      return UsageError(
+          absl::StrCat("invalid --timeout \"", timeout_,
+                       "\": expected a positive duration such as 30s or 2m"));
+    }
+    global_.timeout = *timeout;
+    if (absl::Status s = ValidateControllerTarget(global_.controller);
+        !s.ok()) {
+      return s;
+    }
+    CommandContext ctx(global_, io);
+    for (const auto& [command, run] : commands_) {
+      if (command->parsed()) return run(ctx);
+    }
+    return UsageError("no command given; run `fleetctl --help`");
+  }
+
+ private:
+  void Define() {
+    app_.set_version_flag("--version",
+                          absl::StrCat("fleetctl ", kFleetctlVersion));
+    app_.footer(kFooter);
+    app_.require_subcommand(1);
+    // Global flags are accepted after the command too: `release list -o json`.
+    app_.fallthrough();
+    app_.failure_message([](const CLI::App* app, const CLI::Error& e) {
+      return absl::StrCat("fleetctl: ", e.what(), "\nRun '", CommandPath(app),
+                          " --help' for usage.\n");
+    });
+    app_.add_option("--controller", global_.controller,
+                    "controller address HOST:PORT ($FLEET_CONTROLLER)")
+        ->capture_default_str();
+    app_.add_option("-o,--output", output_, "output format: table or json")
+        ->check(CLI::IsMember({"table", "json"}))
+        ->capture_default_str();
+    app_.add_option("--timeout", timeout_,
+                    "deadline of each request, e.g. 30s, 2m (a push adds 1s "
+                    "per MiB)")
+        ->capture_default_str();
+
+    CLI::App* keys = app_.add_subcommand("keys", "Release signing keys");
+    keys->require_subcommand(1);
+    CLI::App* generate = keys->add_subcommand(
+        "generate",
+        "Create an Ed25519 key pair: DIR/release.key (private, 0600) and "
+        "DIR/release.pub");
+    generate
+        ->add_option("--out", keys_generate_.out_dir,
+                     "directory for the key pair")
+        ->required();
+    Add(generate, [this](CommandContext& ctx) {
+      return KeysGenerate(keys_generate_, ctx);
+    });
+
+    CLI::App* release = app_.add_subcommand("release", "Signed releases");
+    release->require_subcommand(1);
+    CLI::App* push = release->add_subcommand(
+        "push", "Sign a release locally and upload it to the controller");
+    push->add_option("--product", push_.product, "product name, e.g. web")
+        ->required();
+    push->add_option("--version", push_.version, "SemVer, e.g. 1.2.0")
+        ->required();
+    push->add_option("--platform", push_.platform, "os/arch of the file")
+        ->capture_default_str();
+    push->add_option("--file", push_.file, "the executable to release")
+        ->required();
+    push->add_option("--key", push_.key_file,
+                     "private key from `fleetctl keys generate`")
+        ->required();
+    push->add_option("--expires", push_.expires,
+                     "manifest lifetime, e.g. 90d, 12h; 0 or never: no expiry")
+        ->capture_default_str();
+    Add(push, [this](CommandContext& ctx) { return ReleasePush(push_, ctx); });
+
+    CLI::App* release_list =
+        release->add_subcommand("list", "List stored releases");
+    release_list->add_option("--product", release_list_.product,
+                             "only this product");
+    release_list->add_option("--platform", release_list_.platform,
+                             "only this os/arch");
+    Add(release_list, [this](CommandContext& ctx) {
+      return ReleaseList(release_list_, ctx);
+    });
+
+    CLI::App* agents = app_.add_subcommand("agents", "Managed machines");
+    agents->require_subcommand(1);
+    CLI::App* agents_list =
+        agents->add_subcommand("list", "List agents the controller knows");
+    agents_list->add_option("--product", agents_list_.product,
+                            "only agents that run this product");
+    Add(agents_list,
+        [this](CommandContext& ctx) { return AgentsList(agents_list_, ctx); });
+
+    CLI::App* rollout =
+        app_.add_subcommand("rollout", "Move the fleet to a release");
+    rollout->require_subcommand(1);
+    CLI::App* create =
+        rollout->add_subcommand("create", "Start rolling out a release");
+    create->add_option("--product", create_.product, "product name")
+        ->required();
+    create->add_option("--version", create_.version, "version to roll out")
+        ->required();
+    create
+        ->add_option("--selector", create_.selector,
+                     "only agents with these labels: key=value[,key=value]")
+        ->delimiter(',');
+    create->add_option("--platform", create_.platform,
+                       "only agents on this os/arch");
+    create
+        ->add_option("--stages", create_.stages,
+                     "cohorts as increasing percents, e.g. 10,50,100 "
+                     "(default: 100)")
+        ->delimiter(',');
+    create->add_option("--bake", create_.bake,
+                       "healthy time before the next stage, e.g. 10m");
+    Add(create,
+        [this](CommandContext& ctx) { return RolloutCreate(create_, ctx); });
+
+    CLI::App* status =
+        rollout->add_subcommand("status", "Show a rollout and its targets");
+    status->add_option("id", rollout_id_, "rollout id (ro-...)")->required();
+    Add(status, [this](CommandContext& ctx) {
+      return RolloutStatus(rollout_id_, ctx);
+    });
+
+    CLI::App* rollout_list =
+        rollout->add_subcommand("list", "List rollouts, newest first");
+    rollout_list->add_option("--product", rollout_list_.product,
+                             "only this product");
+    Add(rollout_list, [this](CommandContext& ctx) {
+      return RolloutList(rollout_list_, ctx);
+    });
+  }
+
+  void Add(CLI::App* command,
+           std::function<absl::Status(CommandContext&)> run) {
+    commands_.emplace_back(command, std::move(run));
+  }
+
+  CLI::App app_;
+  GlobalOptions global_;
+  std::string output_ = "table";
+  std::string timeout_ = "30s";
+  KeysGenerateOptions keys_generate_;
+  ReleasePushOptions push_;
+  ReleaseListOptions release_list_;
+  AgentsListOptions agents_list_;
+  RolloutCreateOptions create_;
+  std::string rollout_id_;
+  RolloutListOptions rollout_list_;
+  std::vector<
+      std::pair<CLI::App*, std::function<absl::Status(CommandContext&)>>>
+      commands_;
+};
+
+}  // namespace
+
+int RunFleetctl(const std::vector<std::string>& args, const Io& io,
+                absl::string_view controller_from_env) {
+  try {
+    CommandLine command_line(controller_from_env);
+    std::vector<const char*> argv;
+    argv.reserve(args.size());
+    for (const std::string& arg : args) argv.push_back(arg.c_str());
+    try {
+      command_line.app().parse(static_cast<int>(argv.size()), argv.data());
+    } catch (const CLI::ParseError& e) {
+      // --help and --version are "errors" with exit code 0.
+      int code = command_line.app().exit(e, io.out, io.err);
+      return code == 0 ? kExitOk : kExitUsage;
+    }
+    absl::Status status = command_line.Run(io);
+    if (!status.ok()) PrintError(io, status);
+    return ExitCodeFor(status);
+  } catch (const std::exception& e) {
+    io.err << "fleetctl: internal error: " << e.what() << '\n';
+    return kExitFailed;
+  }
+}
+
+}  // namespace fleet::cli

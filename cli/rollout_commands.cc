@@ -1,0 +1,276 @@
+#include "cli/rollout_commands.h"
+
+#include <algorithm>
+#include <map>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
+#include "cli/human.h"
+#include "cli/table.h"
+#include "common/names.h"
+
+namespace fleet::cli {
+
+namespace {
+
+std::string EnumLabel(const std::string& name, absl::string_view prefix) {
+  absl::string_view rest = name;
+  if (!absl::ConsumePrefix(&rest, prefix)) rest = name;
+  if (rest.empty()) return "unknown";
+  return absl::StrReplaceAll(absl::AsciiStrToLower(rest), {{"_", "-"}});
+}
+
+absl::Status InvalidFlag(absl::string_view flag, absl::string_view value,
+                         absl::string_view why) {
+  return UsageError(absl::StrCat("invalid ", flag, " \"", value, "\": ", why));
+}
+
+std::string SelectorText(const v1::Selector& selector) {
+  std::vector<std::string> parts;
+  if (!selector.platform().empty()) {
+    parts.push_back(absl::StrCat("platform ", selector.platform()));
+  }
+  // Proto maps are unordered; sort for output that is the same every time.
+  std::map<std::string, std::string> labels(selector.labels().begin(),
+                                            selector.labels().end());
+  for (const auto& [key, value] : labels) {
+    parts.push_back(absl::StrCat(key, "=", value));
+  }
+  if (parts.empty()) return "all agents";
+  return absl::StrJoin(parts, ", ");
+}
+
+std::string StageText(const v1::Rollout& rollout) {
+  const int stages = std::max(rollout.stages_size(), 1);
+  const int current =
+      std::min(static_cast<int>(rollout.current_stage()), stages - 1);
+  std::string text = absl::StrCat(current + 1, "/", stages);
+  if (rollout.stages_size() > 0) {
+    absl::StrAppend(&text, " (", rollout.stages(current).percent(), "%)");
+  }
+  return text;
+}
+
+std::string VersionOrDash(absl::string_view version) {
+  return version.empty() ? "-" : std::string(version);
+}
+
+void PrintRolloutSummary(const v1::Rollout& r, const CommandContext& ctx) {
+  const absl::Time now = ctx.Now();
+  const v1::TargetCounts& c = r.counts();
+  std::vector<std::pair<std::string, std::string>> fields = {
+      {"ROLLOUT", r.rollout_id()},
+      {"RELEASE", absl::StrCat(r.product(), " ", r.version())},
+      {"SELECTOR", SelectorText(r.selector())},
+      {"STATE", RolloutStateLabel(r.state())},
+  };
+  if (!r.state_reason().empty()) fields.push_back({"REASON", r.state_reason()});
+  fields.push_back({"STAGE", StageText(r)});
+  fields.push_back(
+      {"TARGETS",
+       absl::StrCat(c.total(), " total: ", c.healthy(), " healthy, ",
+                    c.in_flight(), " in flight, ", c.pending(), " pending, ",
+                    c.failed(), " failed, ", c.skipped(), " skipped")});
+  fields.push_back(
+      {"CREATED", HumanAgo(absl::FromUnixMillis(r.created_unix_ms()), now)});
+  fields.push_back(
+      {"UPDATED", HumanAgo(absl::FromUnixMillis(r.updated_unix_ms()), now)});
+  PrintFields(fields, ctx.out());
+}
+
+}  // namespace
+
+std::string RolloutStateLabel(v1::RolloutState state) {
+  return EnumLabel(v1::RolloutState_Name(state), "ROLLOUT_STATE_");
+}
+
+std::string TargetStateLabel(v1::TargetState state) {
+  return EnumLabel(v1::TargetState_Name(state), "TARGET_STATE_");
+}
+
+absl::StatusOr<v1::CreateRolloutRequest> BuildCreateRolloutRequest(
+    const RolloutCreateOptions& options) {
+  if (absl::Status s = ValidateProductName(options.product); !s.ok()) {
+    return InvalidFlag("--product", options.product, s.message());
+  }
+  if (absl::Status s = ValidateVersion(options.version); !s.ok()) {
+    return InvalidFlag("--version", options.version, s.message());
+  }
+  v1::CreateRolloutRequest request;
+  request.set_product(options.product);
+  request.set_version(options.version);
+  if (!options.platform.empty()) {
+    if (absl::Status s = ValidatePlatform(options.platform); !s.ok()) {
+      return InvalidFlag("--platform", options.platform, s.message());
+    }
+    request.mutable_selector()->set_platform(options.platform);
+  }
+  auto& labels = *request.mutable_selector()->mutable_labels();
+  for (const std::string& pair : options.selector) {
+    size_t eq = pair.find('=');
+    if (eq == std::string::npos) {
+      return InvalidFlag("--selector", pair, "expected key=value");
+    }
+    std::string key = pair.substr(0, eq);
+    std::string value = pair.substr(eq + 1);
+    if (absl::Status s = ValidateLabel(key, value); !s.ok()) {
+      return InvalidFlag("--selector", pair, s.message());
+    }
+    if (!labels.insert({key, value}).second) {
+      return InvalidFlag("--selector", pair,
+                         absl::StrCat("label ", key, " is given twice"));
+    }
+  }
+
+  int64_t bake_seconds = 0;
+  if (!options.bake.empty()) {
+    if (options.stages.empty()) {
+      return UsageError(
+          "--bake needs --stages: it is the healthy time between stages");
+    }
+    absl::StatusOr<absl::Duration> bake = ParseHumanDuration(options.bake);
+    if (!bake.ok()) {
+      return InvalidFlag("--bake", options.bake, bake.status().message());
+    }
+    bake_seconds = absl::ToInt64Seconds(*bake);
+  }
+  uint32_t previous = 0;
+  for (const std::string& text : options.stages) {
+    uint32_t percent = 0;
+    if (!absl::SimpleAtoi(text, &percent) || percent < 1 || percent > 100) {
+      return InvalidFlag("--stages", text,
+                         "each stage is a percent from 1 to 100");
+    }
+    if (percent <= previous) {
+      return InvalidFlag("--stages", absl::StrJoin(options.stages, ","),
+                         "stage percents must increase, e.g. 10,50,100");
+    }
+    previous = percent;
+    v1::Stage* stage = request.add_stages();
+    stage->set_percent(percent);
+    stage->set_bake_seconds(bake_seconds);
+  }
+  return request;
+}
+
+absl::Status RolloutCreate(const RolloutCreateOptions& options,
+                           CommandContext& ctx) {
+  absl::StatusOr<v1::CreateRolloutRequest> request =
+      BuildCreateRolloutRequest(options);
+  if (!request.ok()) return request.status();
+
+  const std::string release =
+      absl::StrCat(options.product, " ", options.version);
+  v1::Rollout rollout;
+  grpc::ClientContext rpc;
+  ctx.SetDeadline(rpc);
+  grpc::Status status = ctx.admin().CreateRollout(&rpc, *request, &rollout);
+  if (!status.ok()) {
+    return ExplainRpcError(
+        status,
+        ctx.Call(absl::StrCat("create a rollout of ", release),
+                 {{grpc::StatusCode::FAILED_PRECONDITION,
+                   absl::StrCat("cannot roll out ", release,
+                                ": the controller has no such release"),
+                   absl::StrCat("push it first with `fleetctl release push "
+                                "--product ",
+                                options.product, " --version ", options.version,
+                                "`, or see `fleetctl "
+                                "release list`")}}));
+  }
+
+  if (ctx.json()) return ctx.PrintJson(rollout);
+  const uint32_t n = rollout.counts().total();
+  ctx.out() << "rollout " << rollout.rollout_id() << " created: " << n
+            << (n == 1 ? " target" : " targets") << '\n';
+  return absl::OkStatus();
+}
+
+absl::Status RolloutStatus(const std::string& rollout_id, CommandContext& ctx) {
+  if (absl::Status s = ValidateId(rollout_id, "rollout id"); !s.ok()) {
+    return UsageError(
+        absl::StrCat("invalid rollout id \"", rollout_id, "\": ", s.message()));
+  }
+  v1::GetRolloutRequest request;
+  request.set_rollout_id(rollout_id);
+  v1::Rollout rollout;
+  grpc::ClientContext rpc;
+  ctx.SetDeadline(rpc);
+  grpc::Status status = ctx.admin().GetRollout(&rpc, request, &rollout);
+  if (!status.ok()) {
+    return ExplainRpcError(
+        status,
+        ctx.Call(absl::StrCat("get rollout ", rollout_id),
+                 {{grpc::StatusCode::NOT_FOUND,
+                   absl::StrCat("rollout ", rollout_id, " does not exist"),
+                   "see `fleetctl rollout list` for rollout ids"}}));
+  }
+
+  if (ctx.json()) return ctx.PrintJson(rollout);
+  PrintRolloutSummary(rollout, ctx);
+  if (rollout.targets().empty()) {
+    ctx.out() << "\nno targets: no agent matches the selector yet\n";
+    return absl::OkStatus();
+  }
+  ctx.out() << '\n';
+  Table table({{"AGENT"}, {"STATE"}, {"FROM → TO"}, {"UPDATED"}, {"ERROR"}});
+  const absl::Time now = ctx.Now();
+  for (const v1::RolloutTarget& t : rollout.targets()) {
+    table.AddRow({t.agent_id(), TargetStateLabel(t.state()),
+                  absl::StrCat(VersionOrDash(t.from_version()), " → ",
+                               rollout.version()),
+                  HumanAgo(absl::FromUnixMillis(t.updated_unix_ms()), now),
+                  t.error()});
+  }
+  table.Print(ctx.out());
+  return absl::OkStatus();
+}
+
+absl::Status RolloutList(const RolloutListOptions& options,
+                         CommandContext& ctx) {
+  if (!options.product.empty()) {
+    if (absl::Status s = ValidateProductName(options.product); !s.ok()) {
+      return InvalidFlag("--product", options.product, s.message());
+    }
+  }
+  v1::ListRolloutsRequest request;
+  request.set_product(options.product);
+  v1::ListRolloutsResponse response;
+  grpc::ClientContext rpc;
+  ctx.SetDeadline(rpc);
+  grpc::Status status = ctx.admin().ListRollouts(&rpc, request, &response);
+  if (!status.ok()) return ExplainRpcError(status, ctx.Call("list rollouts"));
+
+  if (ctx.json()) return ctx.PrintJson(response);
+  if (response.rollouts().empty()) {
+    ctx.err() << "no rollouts found; start one with `fleetctl rollout "
+                 "create`\n";
+    return absl::OkStatus();
+  }
+  Table table({{"ROLLOUT"},
+               {"PRODUCT"},
+               {"VERSION"},
+               {"STATE"},
+               {"STAGE"},
+               {"TARGETS", Table::Align::kRight},
+               {"HEALTHY", Table::Align::kRight},
+               {"FAILED", Table::Align::kRight},
+               {"CREATED"}});
+  const absl::Time now = ctx.Now();
+  for (const v1::Rollout& r : response.rollouts()) {
+    table.AddRow(
+        {r.rollout_id(), r.product(), r.version(), RolloutStateLabel(r.state()),
+         StageText(r), absl::StrCat(r.counts().total()),
+         absl::StrCat(r.counts().healthy()), absl::StrCat(r.counts().failed()),
+         HumanAgo(absl::FromUnixMillis(r.created_unix_ms()), now)});
+  }
+  table.Print(ctx.out());
+  return absl::OkStatus();
+}
+
+}  // namespace fleet::cli

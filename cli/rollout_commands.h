@@ -1,0 +1,59 @@
+// `fleetctl rollout ...`: moving a product's fleet to a version.
+#ifndef FLEET_CLI_ROLLOUT_COMMANDS_H_
+#define FLEET_CLI_ROLLOUT_COMMANDS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "cli/command_context.h"
+#include "proto/fleet/v1/admin.pb.h"
+
+namespace fleet::cli {
+
+struct RolloutCreateOptions {
+  std::string product;
+  std::string version;
+  std::vector<std::string> selector;  // "key=value" label pairs
+  std::string platform;               // "" = every platform
+  std::vector<std::string> stages;    // percents, e.g. {"10", "50", "100"}
+  std::string bake;                   // ParseHumanDuration; needs stages
+};
+
+// Checks the options and builds the request. UsageError naming the flag for
+// a bad product, version, platform, selector pair (not key=value, invalid
+// label, key given twice), stage (not 1..100, not increasing) or bake time.
+absl::StatusOr<v1::CreateRolloutRequest> BuildCreateRolloutRequest(
+    const RolloutCreateOptions& options);
+
+// `rollout create`: AdminService.CreateRollout; prints "rollout ID created:
+// N targets" (table) or the Rollout (json). FAILED_PRECONDITION (no such
+// release) says to push it first; other failures via ExplainRpcError.
+absl::Status RolloutCreate(const RolloutCreateOptions& options,
+                           CommandContext& ctx);
+
+// `rollout status ID`: AdminService.GetRollout; prints the rollout's state,
+// stage, counts and ages, then one row per target (agent, state, from → to,
+// error), or the Rollout as JSON. UsageError for a malformed id; NOT_FOUND
+// says to list rollouts.
+absl::Status RolloutStatus(const std::string& rollout_id, CommandContext& ctx);
+
+struct RolloutListOptions {
+  std::string product;  // "" = all
+};
+
+// `rollout list`: AdminService.ListRollouts, newest first, as a table (id,
+// product, version, state, stage, target counts, age) or the JSON of the
+// ListRolloutsResponse. An empty table prints a note on err instead.
+absl::Status RolloutList(const RolloutListOptions& options,
+                         CommandContext& ctx);
+
+// "running", "rolled-back": the enum value's name without its prefix, lower
+// case, '_' as '-'.
+std::string RolloutStateLabel(v1::RolloutState state);
+std::string TargetStateLabel(v1::TargetState state);
+
+}  // namespace fleet::cli
+
+#endif  // FLEET_CLI_ROLLOUT_COMMANDS_H_

@@ -1,0 +1,272 @@
+#include "cli/rollout_commands.h"
+
+#include <sstream>
+
+#include "cli/command_context.h"
+#include "cli/errors.h"
+#include "cli/testing/fake_admin_service.h"
+#include "common/testing/fake_clock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace fleet::cli {
+namespace {
+
+using ::fleet::cli::testing::FakeAdminServer;
+
+RolloutCreateOptions WebRollout() {
+  RolloutCreateOptions options;
+  options.product = "web";
+  options.version = "1.2.0";
+  return options;
+}
+
+TEST(BuildCreateRolloutRequestTest, FillsSelectorAndStages) {
+  RolloutCreateOptions options = WebRollout();
+  options.platform = "linux/arm64";
+  options.selector = {"env=prod", "region=eu-west"};
+  options.stages = {"10", "50", "100"};
+  options.bake = "10m";
+  absl::StatusOr<v1::CreateRolloutRequest> request =
+      BuildCreateRolloutRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->product(), "web");
+  EXPECT_EQ(request->version(), "1.2.0");
+  EXPECT_EQ(request->selector().platform(), "linux/arm64");
+  EXPECT_EQ(request->selector().labels().size(), 2u);
+  EXPECT_EQ(request->selector().labels().at("env"), "prod");
+  EXPECT_EQ(request->selector().labels().at("region"), "eu-west");
+  ASSERT_EQ(request->stages_size(), 3);
+  EXPECT_EQ(request->stages(0).percent(), 10u);
+  EXPECT_EQ(request->stages(2).percent(), 100u);
+  EXPECT_EQ(request->stages(1).bake_seconds(), 600);
+}
+
+TEST(BuildCreateRolloutRequestTest, DefaultsToEveryAgentInOneStage) {
+  absl::StatusOr<v1::CreateRolloutRequest> request =
+      BuildCreateRolloutRequest(WebRollout());
+  ASSERT_TRUE(request.ok());
+  EXPECT_EQ(request->selector().platform(), "");
+  EXPECT_TRUE(request->selector().labels().empty());
+  EXPECT_EQ(request->stages_size(), 0);  // the controller's one 100% stage
+}
+
+TEST(BuildCreateRolloutRequestTest, RejectsBadValuesAsUsageErrors) {
+  struct Case {
+    const char* flag;
+    void (*mutate)(RolloutCreateOptions&);
+  };
+  const Case cases[] = {
+      {"--product", [](RolloutCreateOptions& o) { o.product = "WEB"; }},
+      {"--version", [](RolloutCreateOptions& o) { o.version = "latest"; }},
+      {"--platform", [](RolloutCreateOptions& o) { o.platform = "linux"; }},
+      {"--selector", [](RolloutCreateOptions& o) { o.selector = {"env"}; }},
+      {"--selector", [](RolloutCreateOptions& o) { o.selector = {"=prod"}; }},
+      {"--selector",
+       [](RolloutCreateOptions& o) {
+         o.selector = {"env=a", "env=b"};
+       }},
+      {"--stages",
+       [](RolloutCreateOptions& o) {
+         o.stages = {"0", "100"};
+       }},
+      {"--stages",
+       [](RolloutCreateOptions& o) {
+         o.stages = {"50", "101"};
+       }},
+      {"--stages",
+       [](RolloutCreateOptions& o) {
+         o.stages = {"50", "10"};
+       }},
+      {"--stages", [](RolloutCreateOptions& o) { o.stages = {"ten"}; }},
+      {"--bake", [](RolloutCreateOptions& o) { o.bake = "5m"; }},  // no stages
+      {"--bake",
+       [](RolloutCreateOptions& o) {
+         o.stages = {"100"};
+         o.bake = "a while";
+       }},
+  };
+  for (const Case& c : cases) {
+    RolloutCreateOptions options = WebRollout();
+    c.mutate(options);
+    absl::Status s = BuildCreateRolloutRequest(options).status();
+    EXPECT_TRUE(IsUsageError(s)) << c.flag << ": " << s;
+    EXPECT_NE(s.message().find(c.flag), std::string::npos) << s.message();
+  }
+}
+
+TEST(StateLabelTest, DropsPrefixLowerCasesAndHyphenates) {
+  EXPECT_EQ(RolloutStateLabel(v1::ROLLOUT_STATE_RUNNING), "running");
+  EXPECT_EQ(RolloutStateLabel(v1::ROLLOUT_STATE_UNSPECIFIED), "unspecified");
+  EXPECT_EQ(TargetStateLabel(v1::TARGET_STATE_ROLLED_BACK), "rolled-back");
+  EXPECT_EQ(TargetStateLabel(v1::TARGET_STATE_HEALTHY), "healthy");
+}
+
+class RolloutCommandsTest : public ::testing::Test {
+ protected:
+  CommandContext Context(OutputFormat format = OutputFormat::kTable) {
+    GlobalOptions options;
+    options.controller = server_.address();
+    options.output = format;
+    return CommandContext(options, io_);
+  }
+
+  int64_t AgoMs(absl::Duration d) {
+    return absl::ToUnixMillis(clock_.Now() - d);
+  }
+
+  v1::Rollout SampleRollout() {
+    v1::Rollout r;
+    r.set_rollout_id("ro-3f2a9c0d11b2e4f7");
+    r.set_product("web");
+    r.set_version("1.2.0");
+    r.mutable_selector()->set_platform("linux/amd64");
+    (*r.mutable_selector()->mutable_labels())["env"] = "prod";
+    r.add_stages()->set_percent(10);
+    r.add_stages()->set_percent(100);
+    r.set_current_stage(1);
+    r.set_state(v1::ROLLOUT_STATE_RUNNING);
+    r.set_created_unix_ms(AgoMs(absl::Minutes(3)));
+    r.set_updated_unix_ms(AgoMs(absl::Seconds(12)));
+    v1::TargetCounts* c = r.mutable_counts();
+    c->set_total(3);
+    c->set_healthy(1);
+    c->set_in_flight(1);
+    c->set_failed(1);
+    v1::RolloutTarget* t1 = r.add_targets();
+    t1->set_agent_id("agent-1");
+    t1->set_state(v1::TARGET_STATE_HEALTHY);
+    t1->set_from_version("1.1.0");
+    t1->set_updated_unix_ms(AgoMs(absl::Seconds(40)));
+    v1::RolloutTarget* t2 = r.add_targets();
+    t2->set_agent_id("agent-22");
+    t2->set_state(v1::TARGET_STATE_ROLLED_BACK);
+    t2->set_from_version("1.1.0");
+    t2->set_error("health check failed: exited with status 1");
+    t2->set_updated_unix_ms(AgoMs(absl::Seconds(12)));
+    v1::RolloutTarget* t3 = r.add_targets();
+    t3->set_agent_id("agent-3");
+    t3->set_state(v1::TARGET_STATE_DOWNLOADING);
+    t3->set_updated_unix_ms(AgoMs(absl::Seconds(2)));
+    return r;
+  }
+
+  FakeAdminServer server_;
+  std::ostringstream out_;
+  std::ostringstream err_;
+  FakeClock clock_;
+  Io io_{out_, err_, false, clock_};
+};
+
+TEST_F(RolloutCommandsTest, CreatePrintsIdAndTargetCount) {
+  server_.service().SetRollout(SampleRollout());
+  RolloutCreateOptions options = WebRollout();
+  options.selector = {"env=prod"};
+  CommandContext ctx = Context();
+  ASSERT_TRUE(RolloutCreate(options, ctx).ok()) << err_.str();
+  EXPECT_EQ(out_.str(), "rollout ro-3f2a9c0d11b2e4f7 created: 3 targets\n");
+  ASSERT_TRUE(server_.service().last_create_rollout().has_value());
+  EXPECT_EQ(
+      server_.service().last_create_rollout()->selector().labels().at("env"),
+      "prod");
+}
+
+TEST_F(RolloutCommandsTest, CreateWithOneTargetSaysTarget) {
+  v1::Rollout rollout = SampleRollout();
+  rollout.mutable_counts()->set_total(1);
+  server_.service().SetRollout(rollout);
+  CommandContext ctx = Context();
+  ASSERT_TRUE(RolloutCreate(WebRollout(), ctx).ok());
+  EXPECT_EQ(out_.str(), "rollout ro-3f2a9c0d11b2e4f7 created: 1 target\n");
+}
+
+TEST_F(RolloutCommandsTest, CreateJsonIsTheRollout) {
+  server_.service().SetRollout(SampleRollout());
+  CommandContext ctx = Context(OutputFormat::kJson);
+  ASSERT_TRUE(RolloutCreate(WebRollout(), ctx).ok());
+  nlohmann::json json = nlohmann::json::parse(out_.str());
+  EXPECT_EQ(json["rollout_id"], "ro-3f2a9c0d11b2e4f7");
+  EXPECT_EQ(json["state"], "ROLLOUT_STATE_RUNNING");
+  EXPECT_EQ(json["counts"]["total"], 3);
+}
+
+TEST_F(RolloutCommandsTest, CreateOfUnknownReleaseSaysToPushItFirst) {
+  server_.service().FailWith(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                          "no release web 1.2.0"));
+  CommandContext ctx = Context();
+  absl::Status s = RolloutCreate(WebRollout(), ctx);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.message(),
+            "cannot roll out web 1.2.0: the controller has no such release "
+            "(no release web 1.2.0); push it first with `fleetctl release "
+            "push --product web --version 1.2.0`, or see `fleetctl release "
+            "list`");
+}
+
+TEST_F(RolloutCommandsTest, StatusShowsSummaryAndOneRowPerTarget) {
+  server_.service().SetRollout(SampleRollout());
+  CommandContext ctx = Context();
+  ASSERT_TRUE(RolloutStatus("ro-3f2a9c0d11b2e4f7", ctx).ok()) << err_.str();
+  EXPECT_EQ(out_.str(),
+            "ROLLOUT    ro-3f2a9c0d11b2e4f7\n"
+            "RELEASE    web 1.2.0\n"
+            "SELECTOR   platform linux/amd64, env=prod\n"
+            "STATE      running\n"
+            "STAGE      2/2 (100%)\n"
+            "TARGETS    3 total: 1 healthy, 1 in flight, 0 pending, 1 failed, "
+            "0 skipped\n"
+            "CREATED    3m ago\n"
+            "UPDATED    12s ago\n"
+            "\n"
+            "AGENT      STATE         FROM → TO       UPDATED   ERROR\n"
+            "agent-1    healthy       1.1.0 → 1.2.0   40s ago\n"
+            "agent-22   rolled-back   1.1.0 → 1.2.0   12s ago   health check "
+            "failed: exited with status 1\n"
+            "agent-3    downloading   - → 1.2.0       2s ago\n");
+}
+
+TEST_F(RolloutCommandsTest, StatusOfUnknownRolloutPointsAtRolloutList) {
+  server_.service().SetRollout(SampleRollout());
+  CommandContext ctx = Context();
+  absl::Status s = RolloutStatus("ro-missing", ctx);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ExitCodeFor(s), kExitFailed);
+  EXPECT_NE(s.message().find("rollout ro-missing does not exist"),
+            std::string::npos);
+  EXPECT_NE(s.message().find("fleetctl rollout list"), std::string::npos);
+}
+
+TEST_F(RolloutCommandsTest, StatusWithMalformedIdIsAUsageError) {
+  CommandContext ctx = Context();
+  EXPECT_TRUE(IsUsageError(RolloutStatus("../etc/passwd", ctx)));
+  EXPECT_EQ(server_.service().calls(), 0);
+}
+
+TEST_F(RolloutCommandsTest, ListPrintsOneRowPerRollout) {
+  v1::ListRolloutsResponse response;
+  *response.add_rollouts() = SampleRollout();
+  v1::Rollout* done = response.add_rollouts();
+  done->set_rollout_id("ro-0000000000000001");
+  done->set_product("web");
+  done->set_version("1.1.0");
+  done->set_state(v1::ROLLOUT_STATE_COMPLETED);
+  done->mutable_counts()->set_total(12);
+  done->mutable_counts()->set_healthy(12);
+  done->set_created_unix_ms(AgoMs(absl::Hours(50)));
+  server_.service().SetRollouts(response);
+
+  CommandContext ctx = Context();
+  ASSERT_TRUE(RolloutList({.product = "web"}, ctx).ok());
+  EXPECT_EQ(
+      out_.str(),
+      "ROLLOUT               PRODUCT   VERSION   STATE       STAGE        "
+      "TARGETS   HEALTHY   FAILED   CREATED\n"
+      "ro-3f2a9c0d11b2e4f7   web       1.2.0     running     2/2 (100%) "
+      "        3         1        1   3m ago\n"
+      "ro-0000000000000001   web       1.1.0     completed   1/1        "
+      "       12        12        0   2d ago\n");
+  EXPECT_EQ(server_.service().last_list_rollouts()->product(), "web");
+}
+
+}  // namespace
+}  // namespace fleet::cli
