@@ -1,0 +1,305 @@
+#include "controller/rollout.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/names.h"
+
+namespace fleet::controller {
+namespace {
+
+constexpr int kMaxStages = 20;
+constexpr int64_t kMaxBakeSeconds = 30 * 24 * 3600;
+constexpr uint32_t kBuckets = 100;
+
+int64_t ToMs(absl::Time t) { return absl::ToUnixMillis(t); }
+
+// FNV-1a: stable across builds and platforms, unlike std::hash.
+uint64_t Fnv1a(absl::string_view a, absl::string_view b) {
+  uint64_t h = 14695981039346656037ull;
+  auto mix = [&h](absl::string_view s) {
+    for (unsigned char c : s) {
+      h ^= c;
+      h *= 1099511628211ull;
+    }
+  };
+  mix(a);
+  mix(absl::string_view("\0", 1));
+  mix(b);
+  return h;
+}
+
+bool SettledThrough(const std::vector<v1::RolloutTarget>& targets,
+                    uint32_t stage) {
+  for (const v1::RolloutTarget& t : targets) {
+    if (t.stage() <= stage && !IsFinal(t.state())) return false;
+  }
+  return true;
+}
+
+std::string CompletionReason(const v1::TargetCounts& c) {
+  return absl::StrCat("all ", c.total(), " targets final: ", c.healthy(),
+                      " healthy, ", c.failed(), " failed or rolled back, ",
+                      c.skipped(), " skipped");
+}
+
+}  // namespace
+
+bool IsFinal(v1::TargetState state) {
+  return state == v1::TARGET_STATE_HEALTHY ||
+         state == v1::TARGET_STATE_FAILED ||
+         state == v1::TARGET_STATE_ROLLED_BACK ||
+         state == v1::TARGET_STATE_SKIPPED;
+}
+
+std::string TargetStateName(v1::TargetState state) {
+  return std::string(
+      absl::StripPrefix(v1::TargetState_Name(state), "TARGET_STATE_"));
+}
+
+v1::TargetState TargetStateForPhase(v1::UpdatePhase phase) {
+  switch (phase) {
+    case v1::UPDATE_PHASE_RECEIVED:
+      return v1::TARGET_STATE_DIRECTED;
+    case v1::UPDATE_PHASE_DOWNLOADING:
+    case v1::UPDATE_PHASE_DOWNLOADED:
+      return v1::TARGET_STATE_DOWNLOADING;
+    case v1::UPDATE_PHASE_VERIFIED:
+    case v1::UPDATE_PHASE_STAGED:
+      return v1::TARGET_STATE_VERIFIED;
+    case v1::UPDATE_PHASE_SWAPPED:
+      return v1::TARGET_STATE_SWAPPED;
+    case v1::UPDATE_PHASE_RESTARTED:
+      return v1::TARGET_STATE_RESTARTED;
+    case v1::UPDATE_PHASE_HEALTHY:
+      return v1::TARGET_STATE_HEALTHY;
+    case v1::UPDATE_PHASE_FAILED:
+      return v1::TARGET_STATE_FAILED;
+    case v1::UPDATE_PHASE_ROLLED_BACK:
+      return v1::TARGET_STATE_ROLLED_BACK;
+    default:
+      return v1::TARGET_STATE_UNSPECIFIED;
+  }
+}
+
+bool ApplyEvent(const v1::UpdateEvent& event, absl::Time now,
+                v1::RolloutTarget& target) {
+  if (event.directive_id().empty() ||
+      event.directive_id() != target.directive_id()) {
+    return false;
+  }
+  if (IsFinal(target.state())) return false;
+  const v1::TargetState next = TargetStateForPhase(event.phase());
+  if (next == v1::TARGET_STATE_UNSPECIFIED) return false;
+  // Non-final states are numbered in the order an update passes them.
+  if (!IsFinal(next) && next <= target.state()) return false;
+  target.set_state(next);
+  if (next == v1::TARGET_STATE_FAILED || next == v1::TARGET_STATE_ROLLED_BACK) {
+    std::string cause =
+        event.error().empty()
+            ? "agent reported " + TargetStateName(next) + " without a cause"
+            : event.error();
+    target.set_error(event.error_class().empty()
+                         ? cause
+                         : absl::StrCat(event.error_class(), ": ", cause));
+  }
+  target.set_updated_unix_ms(ToMs(now));
+  return true;
+}
+
+absl::Status ValidateSelector(const v1::Selector& selector) {
+  if (!selector.platform().empty()) {
+    absl::Status s = ValidatePlatform(selector.platform());
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("selector.platform: ", s.message()));
+    }
+  }
+  for (const auto& [key, value] : selector.labels()) {
+    absl::Status s = ValidateLabel(key, value);
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("selector.labels: ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Stages> NormalizeStages(const Stages& stages) {
+  Stages out;
+  if (stages.empty()) {
+    out.Add()->set_percent(100);
+    return out;
+  }
+  if (stages.size() > kMaxStages) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("at most ", kMaxStages, " stages, got ", stages.size()));
+  }
+  uint32_t previous = 0;
+  for (int i = 0; i < stages.size(); ++i) {
+    const v1::Stage& s = stages[i];
+    if (s.percent() < 1 || s.percent() > 100) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stages[", i, "].percent must be 1..100, got ", s.percent()));
+    }
+    if (s.percent() <= previous) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stages[", i,
+                       "].percent must be greater than the "
+                       "previous stage's ",
+                       previous, ", got ", s.percent()));
+    }
+    if (s.bake_seconds() < 0 || s.bake_seconds() > kMaxBakeSeconds) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stages[", i, "].bake_seconds must be 0..",
+                       kMaxBakeSeconds, ", got ", s.bake_seconds()));
+    }
+    previous = s.percent();
+  }
+  if (previous != 100) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the last stage must reach 100 percent, got ", previous));
+  }
+  out = stages;
+  return out;
+}
+
+uint32_t StageOf(absl::string_view rollout_id, absl::string_view agent_id,
+                 const Stages& stages) {
+  const uint32_t bucket =
+      static_cast<uint32_t>(Fnv1a(rollout_id, agent_id) % kBuckets);
+  for (int i = 0; i < stages.size(); ++i) {
+    if (bucket < stages[i].percent()) return static_cast<uint32_t>(i);
+  }
+  return stages.empty() ? 0 : static_cast<uint32_t>(stages.size() - 1);
+}
+
+bool SelectorMatches(const v1::Selector& selector, const v1::Agent& agent) {
+  if (!selector.platform().empty() && selector.platform() != agent.platform()) {
+    return false;
+  }
+  for (const auto& [key, value] : selector.labels()) {
+    auto it = agent.labels().find(key);
+    if (it == agent.labels().end() || it->second != value) return false;
+  }
+  return true;
+}
+
+std::optional<v1::RolloutTarget> NewTarget(
+    const v1::Rollout& rollout, const v1::Agent& agent,
+    const std::vector<std::string>& release_platforms, absl::Time now) {
+  const v1::InstalledProduct* installed = nullptr;
+  for (const v1::InstalledProduct& p : agent.installed()) {
+    if (p.product() == rollout.product()) installed = &p;
+  }
+  if (installed == nullptr) return std::nullopt;
+  bool released = false;
+  for (const std::string& platform : release_platforms) {
+    released = released || platform == agent.platform();
+  }
+  if (!released || !SelectorMatches(rollout.selector(), agent)) {
+    return std::nullopt;
+  }
+  v1::RolloutTarget target;
+  target.set_agent_id(agent.agent_id());
+  target.set_from_version(installed->version());
+  target.set_state(installed->version() == rollout.version()
+                       ? v1::TARGET_STATE_HEALTHY
+                       : v1::TARGET_STATE_PENDING);
+  target.set_stage(
+      StageOf(rollout.rollout_id(), agent.agent_id(), rollout.stages()));
+  target.set_updated_unix_ms(ToMs(now));
+  return target;
+}
+
+bool NeedsDirective(const RolloutRecord& record,
+                    const v1::RolloutTarget& target) {
+  return record.rollout.state() == v1::ROLLOUT_STATE_RUNNING &&
+         target.state() == v1::TARGET_STATE_PENDING &&
+         target.stage() <= record.rollout.current_stage();
+}
+
+bool AdvanceRollout(const std::vector<v1::RolloutTarget>& targets,
+                    absl::Time now, RolloutRecord& record) {
+  v1::Rollout& r = record.rollout;
+  if (r.state() != v1::ROLLOUT_STATE_RUNNING || targets.empty() ||
+      r.stages().empty()) {
+    return false;
+  }
+  const uint32_t last = static_cast<uint32_t>(r.stages_size() - 1);
+  bool changed = false;
+  while (true) {
+    if (!SettledThrough(targets, r.current_stage())) {
+      // A target that joined late can reopen a settled stage.
+      if (record.stage_settled_ms != 0) {
+        record.stage_settled_ms = 0;
+        changed = true;
+      }
+      break;
+    }
+    if (r.current_stage() >= last) {
+      r.set_state(v1::ROLLOUT_STATE_COMPLETED);
+      r.set_state_reason(CompletionReason(CountTargets(targets)));
+      changed = true;
+      break;
+    }
+    if (record.stage_settled_ms == 0) {
+      record.stage_settled_ms = ToMs(now);
+      changed = true;
+    }
+    const absl::Duration bake = absl::Seconds(
+        r.stages(static_cast<int>(r.current_stage())).bake_seconds());
+    if (now - absl::FromUnixMillis(record.stage_settled_ms) < bake) break;
+    r.set_current_stage(r.current_stage() + 1);
+    record.stage_settled_ms = 0;
+    changed = true;
+  }
+  if (changed) r.set_updated_unix_ms(ToMs(now));
+  return changed;
+}
+
+v1::TargetCounts CountTargets(
+    const std::map<v1::TargetState, uint32_t>& by_state) {
+  v1::TargetCounts c;
+  for (const auto& [state, n] : by_state) {
+    c.set_total(c.total() + n);
+    switch (state) {
+      case v1::TARGET_STATE_PENDING:
+        c.set_pending(c.pending() + n);
+        break;
+      case v1::TARGET_STATE_HEALTHY:
+        c.set_healthy(c.healthy() + n);
+        break;
+      case v1::TARGET_STATE_FAILED:
+      case v1::TARGET_STATE_ROLLED_BACK:
+        c.set_failed(c.failed() + n);
+        break;
+      case v1::TARGET_STATE_SKIPPED:
+        c.set_skipped(c.skipped() + n);
+        break;
+      default:
+        c.set_in_flight(c.in_flight() + n);
+        break;
+    }
+  }
+  return c;
+}
+
+v1::TargetCounts CountTargets(const std::vector<v1::RolloutTarget>& targets) {
+  std::map<v1::TargetState, uint32_t> by_state;
+  for (const v1::RolloutTarget& t : targets) ++by_state[t.state()];
+  return CountTargets(by_state);
+}
+
+v1::UpdateDirective MakeDirective(const std::string& directive_id,
+                                  const std::string& rollout_id,
+                                  const v1::Release& release) {
+  v1::UpdateDirective d;
+  d.set_directive_id(directive_id);
+  d.set_rollout_id(rollout_id);
+  d.set_kind(v1::DIRECTIVE_KIND_UPDATE);
+  *d.mutable_manifest() = release.signed_manifest();
+  d.set_deadline_unix_ms(0);
+  return d;
+}
+
+}  // namespace fleet::controller

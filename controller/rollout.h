@@ -1,0 +1,108 @@
+// Rollout logic as pure functions over stored state: who is a target, what
+// an update event does to a target, when a stage is done and when a rollout
+// completes. No I/O and no clock reads: callers pass `now` (from a
+// fleet::Clock), so every decision is reproducible in tests.
+//
+// Model. A rollout names a product and version, a selector and an ordered
+// list of stages (percent of the selected fleet, bake time). Each target is
+// assigned to a stage's cohort by a stable hash of (rollout id, agent id);
+// directives go only to targets whose stage is at or below the rollout's
+// current stage. A stage is settled when every target in it and before it is
+// final; after its bake time the next stage starts. A rollout with targets
+// completes when all of them are final. A rollout without targets keeps
+// running so agents that connect later can join it.
+//
+// Target states follow the table in docs/ARCHITECTURE.md: events move a
+// target forward only, a final target never changes, and events of a
+// directive that is not the target's current one do not move it.
+#ifndef FLEET_CONTROLLER_ROLLOUT_H_
+#define FLEET_CONTROLLER_ROLLOUT_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "controller/store/store.h"
+#include "proto/fleet/v1/admin.pb.h"
+#include "proto/fleet/v1/agent.pb.h"
+#include "proto/fleet/v1/release.pb.h"
+
+namespace fleet::controller {
+
+using Stages = google::protobuf::RepeatedPtrField<v1::Stage>;
+
+// HEALTHY, FAILED, ROLLED_BACK and SKIPPED.
+bool IsFinal(v1::TargetState state);
+// "HEALTHY", "FAILED", ... (the enum name without its prefix).
+std::string TargetStateName(v1::TargetState state);
+
+// The target state an event phase moves a target to; UNSPECIFIED for an
+// unknown phase.
+v1::TargetState TargetStateForPhase(v1::UpdatePhase phase);
+
+// Applies `event` to `target` if it moves it: the event names the target's
+// current directive, the target is not final, and the new state is final or
+// further along. Then sets state, error (for FAILED and ROLLED_BACK) and
+// updated time, and returns true; otherwise leaves `target` alone and
+// returns false.
+bool ApplyEvent(const v1::UpdateEvent& event, absl::Time now,
+                v1::RolloutTarget& target);
+
+// INVALID_ARGUMENT naming the bad field: a platform that is not "os/arch",
+// a bad label key or value.
+absl::Status ValidateSelector(const v1::Selector& selector);
+
+// The stages a rollout runs: one stage of 100 % without bake when `stages`
+// is empty. INVALID_ARGUMENT unless percents are in 1..100, strictly
+// increasing and end at 100, and bake times are in [0, 30 days].
+absl::StatusOr<Stages> NormalizeStages(const Stages& stages);
+
+// The index of the stage whose cohort holds `agent_id`: stable for a given
+// rollout, spreading agents evenly over percent buckets.
+// REQUIRES: stages normalized (non-empty, ending at 100).
+uint32_t StageOf(absl::string_view rollout_id, absl::string_view agent_id,
+                 const Stages& stages);
+
+// True if the agent is on the selector's platform (when set) and carries
+// every one of its labels with the same value.
+bool SelectorMatches(const v1::Selector& selector, const v1::Agent& agent);
+
+// The target `agent` starts as in `rollout`, or nullopt if it is not one:
+// it must list the rollout's product as installed (any version, even ""),
+// run on a platform in `release_platforms` (where a release of the product
+// and version exists) and match the selector. Agents already on the version
+// start HEALTHY, the rest PENDING.
+std::optional<v1::RolloutTarget> NewTarget(
+    const v1::Rollout& rollout, const v1::Agent& agent,
+    const std::vector<std::string>& release_platforms, absl::Time now);
+
+// True if `target` should be sent a new directive now: the rollout is
+// RUNNING, the target PENDING and in a started stage.
+bool NeedsDirective(const RolloutRecord& record,
+                    const v1::RolloutTarget& target);
+
+// Moves a RUNNING rollout forward given all of its targets: settles the
+// current stage, starts the next one after the bake time, completes the
+// rollout when every target is final on the last stage. Returns true if
+// `record` changed (state, reason, current stage, settled or updated time).
+bool AdvanceRollout(const std::vector<v1::RolloutTarget>& targets,
+                    absl::Time now, RolloutRecord& record);
+
+v1::TargetCounts CountTargets(
+    const std::map<v1::TargetState, uint32_t>& by_state);
+v1::TargetCounts CountTargets(const std::vector<v1::RolloutTarget>& targets);
+
+// An UPDATE directive carrying the release's signed manifest, no deadline.
+v1::UpdateDirective MakeDirective(const std::string& directive_id,
+                                  const std::string& rollout_id,
+                                  const v1::Release& release);
+
+}  // namespace fleet::controller
+
+#endif  // FLEET_CONTROLLER_ROLLOUT_H_

@@ -1,0 +1,338 @@
+#include "controller/rollout.h"
+
+#include <string>
+#include <vector>
+
+#include "common/testing/fake_clock.h"
+#include "gtest/gtest.h"
+
+namespace fleet::controller {
+namespace {
+
+v1::Agent MakeAgent(const std::string& id, const std::string& platform,
+                    const std::string& installed_version,
+                    std::map<std::string, std::string> labels = {}) {
+  v1::Agent a;
+  a.set_agent_id(id);
+  a.set_platform(platform);
+  for (const auto& [k, v] : labels) (*a.mutable_labels())[k] = v;
+  v1::InstalledProduct* p = a.add_installed();
+  p->set_product("app");
+  p->set_version(installed_version);
+  return a;
+}
+
+v1::Rollout MakeRollout(std::vector<std::pair<uint32_t, int64_t>> stages = {
+                            {100, 0}}) {
+  v1::Rollout r;
+  r.set_rollout_id("ro-1");
+  r.set_product("app");
+  r.set_version("1.1.0");
+  r.set_state(v1::ROLLOUT_STATE_RUNNING);
+  for (const auto& [percent, bake] : stages) {
+    v1::Stage* s = r.add_stages();
+    s->set_percent(percent);
+    s->set_bake_seconds(bake);
+  }
+  return r;
+}
+
+v1::RolloutTarget Target(const std::string& id, v1::TargetState state,
+                         uint32_t stage = 0) {
+  v1::RolloutTarget t;
+  t.set_agent_id(id);
+  t.set_state(state);
+  t.set_stage(stage);
+  t.set_directive_id("dir-" + id);
+  return t;
+}
+
+TEST(RolloutTest, PhaseMapsToTargetStateAsDocumented) {
+  struct Case {
+    v1::UpdatePhase phase;
+    v1::TargetState state;
+  };
+  const Case cases[] = {
+      {v1::UPDATE_PHASE_RECEIVED, v1::TARGET_STATE_DIRECTED},
+      {v1::UPDATE_PHASE_DOWNLOADING, v1::TARGET_STATE_DOWNLOADING},
+      {v1::UPDATE_PHASE_DOWNLOADED, v1::TARGET_STATE_DOWNLOADING},
+      {v1::UPDATE_PHASE_VERIFIED, v1::TARGET_STATE_VERIFIED},
+      {v1::UPDATE_PHASE_STAGED, v1::TARGET_STATE_VERIFIED},
+      {v1::UPDATE_PHASE_SWAPPED, v1::TARGET_STATE_SWAPPED},
+      {v1::UPDATE_PHASE_RESTARTED, v1::TARGET_STATE_RESTARTED},
+      {v1::UPDATE_PHASE_HEALTHY, v1::TARGET_STATE_HEALTHY},
+      {v1::UPDATE_PHASE_FAILED, v1::TARGET_STATE_FAILED},
+      {v1::UPDATE_PHASE_ROLLED_BACK, v1::TARGET_STATE_ROLLED_BACK},
+      {v1::UPDATE_PHASE_UNSPECIFIED, v1::TARGET_STATE_UNSPECIFIED},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(TargetStateForPhase(c.phase), c.state)
+        << v1::UpdatePhase_Name(c.phase);
+  }
+}
+
+TEST(RolloutTest, EventsMoveTargetsForwardOnlyAndNeverOutOfFinal) {
+  struct Case {
+    std::string name;
+    v1::TargetState from;
+    v1::UpdatePhase phase;
+    bool same_directive;
+    v1::TargetState want;
+  };
+  const Case cases[] = {
+      {"ack keeps directed", v1::TARGET_STATE_DIRECTED,
+       v1::UPDATE_PHASE_RECEIVED, true, v1::TARGET_STATE_DIRECTED},
+      {"download starts", v1::TARGET_STATE_DIRECTED,
+       v1::UPDATE_PHASE_DOWNLOADING, true, v1::TARGET_STATE_DOWNLOADING},
+      {"skips ahead", v1::TARGET_STATE_DIRECTED, v1::UPDATE_PHASE_SWAPPED, true,
+       v1::TARGET_STATE_SWAPPED},
+      {"late downloading after verified", v1::TARGET_STATE_VERIFIED,
+       v1::UPDATE_PHASE_DOWNLOADED, true, v1::TARGET_STATE_VERIFIED},
+      {"restarted to healthy", v1::TARGET_STATE_RESTARTED,
+       v1::UPDATE_PHASE_HEALTHY, true, v1::TARGET_STATE_HEALTHY},
+      {"failure before swap", v1::TARGET_STATE_DOWNLOADING,
+       v1::UPDATE_PHASE_FAILED, true, v1::TARGET_STATE_FAILED},
+      {"rollback after restart", v1::TARGET_STATE_RESTARTED,
+       v1::UPDATE_PHASE_ROLLED_BACK, true, v1::TARGET_STATE_ROLLED_BACK},
+      {"healthy is final", v1::TARGET_STATE_HEALTHY,
+       v1::UPDATE_PHASE_ROLLED_BACK, true, v1::TARGET_STATE_HEALTHY},
+      {"failed is final", v1::TARGET_STATE_FAILED, v1::UPDATE_PHASE_HEALTHY,
+       true, v1::TARGET_STATE_FAILED},
+      {"other directive ignored", v1::TARGET_STATE_DIRECTED,
+       v1::UPDATE_PHASE_HEALTHY, false, v1::TARGET_STATE_DIRECTED},
+      {"unknown phase ignored", v1::TARGET_STATE_DIRECTED,
+       v1::UPDATE_PHASE_UNSPECIFIED, true, v1::TARGET_STATE_DIRECTED},
+  };
+  FakeClock clock;
+  for (const Case& c : cases) {
+    v1::RolloutTarget t = Target("a1", c.from);
+    t.set_updated_unix_ms(1);
+    v1::UpdateEvent e;
+    e.set_directive_id(c.same_directive ? "dir-a1" : "dir-old");
+    e.set_phase(c.phase);
+    e.set_error("disk full");
+    e.set_error_class("disk");
+    const bool moved = ApplyEvent(e, clock.Now(), t);
+    EXPECT_EQ(t.state(), c.want) << c.name;
+    EXPECT_EQ(moved, c.want != c.from) << c.name;
+    if (moved) {
+      EXPECT_EQ(t.updated_unix_ms(), absl::ToUnixMillis(clock.Now()));
+    } else {
+      EXPECT_EQ(t.updated_unix_ms(), 1) << c.name;
+    }
+    const bool failed = c.want == v1::TARGET_STATE_FAILED ||
+                        c.want == v1::TARGET_STATE_ROLLED_BACK;
+    EXPECT_EQ(t.error(), failed && moved ? "disk: disk full" : "") << c.name;
+  }
+}
+
+TEST(RolloutTest, TargetSelection) {
+  struct Case {
+    std::string name;
+    v1::Agent agent;
+    v1::Selector selector;
+    std::optional<v1::TargetState> want;  // nullopt: not a target
+  };
+  v1::Selector eu;
+  (*eu.mutable_labels())["region"] = "eu";
+  v1::Selector darwin;
+  darwin.set_platform("darwin/arm64");
+  v1::Agent no_product = MakeAgent("a", "linux/amd64", "1.0.0");
+  no_product.mutable_installed(0)->set_product("other");
+  const std::vector<Case> cases = {
+      {"runs older version",
+       MakeAgent("a", "linux/amd64", "1.0.0"),
+       {},
+       v1::TARGET_STATE_PENDING},
+      {"nothing installed yet",
+       MakeAgent("a", "linux/amd64", ""),
+       {},
+       v1::TARGET_STATE_PENDING},
+      {"already on version",
+       MakeAgent("a", "linux/amd64", "1.1.0"),
+       {},
+       v1::TARGET_STATE_HEALTHY},
+      {"does not run the product", no_product, {}, std::nullopt},
+      {"no release for its platform",
+       MakeAgent("a", "linux/arm64", "1.0.0"),
+       {},
+       std::nullopt},
+      {"label matches",
+       MakeAgent("a", "linux/amd64", "1.0.0", {{"region", "eu"}}), eu,
+       v1::TARGET_STATE_PENDING},
+      {"label differs",
+       MakeAgent("a", "linux/amd64", "1.0.0", {{"region", "us"}}), eu,
+       std::nullopt},
+      {"label missing", MakeAgent("a", "linux/amd64", "1.0.0"), eu,
+       std::nullopt},
+      {"selector platform differs", MakeAgent("a", "linux/amd64", "1.0.0"),
+       darwin, std::nullopt},
+  };
+  FakeClock clock;
+  for (const Case& c : cases) {
+    v1::Rollout r = MakeRollout();
+    *r.mutable_selector() = c.selector;
+    std::optional<v1::RolloutTarget> t =
+        NewTarget(r, c.agent, {"darwin/arm64", "linux/amd64"}, clock.Now());
+    ASSERT_EQ(t.has_value(), c.want.has_value()) << c.name;
+    if (t) {
+      EXPECT_EQ(t->state(), *c.want) << c.name;
+      EXPECT_EQ(t->from_version(), c.agent.installed(0).version()) << c.name;
+      EXPECT_EQ(t->agent_id(), "a");
+      EXPECT_EQ(t->stage(), 0u);
+    }
+  }
+}
+
+TEST(RolloutTest, StageValidation) {
+  struct Case {
+    std::string name;
+    std::vector<std::pair<uint32_t, int64_t>> stages;
+    bool ok;
+  };
+  const std::vector<Case> cases = {
+      {"empty means one stage", {}, true},
+      {"single 100", {{100, 0}}, true},
+      {"canary then all", {{1, 600}, {10, 600}, {100, 0}}, true},
+      {"zero percent", {{0, 0}, {100, 0}}, false},
+      {"over 100", {{101, 0}}, false},
+      {"not increasing", {{50, 0}, {50, 0}, {100, 0}}, false},
+      {"does not reach 100", {{10, 0}, {50, 0}}, false},
+      {"negative bake", {{10, -1}, {100, 0}}, false},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<Stages> stages =
+        NormalizeStages(MakeRollout(c.stages).stages());
+    EXPECT_EQ(stages.ok(), c.ok) << c.name << ": " << stages.status();
+    if (!c.ok) {
+      EXPECT_EQ(stages.status().code(), absl::StatusCode::kInvalidArgument);
+    } else if (c.stages.empty()) {
+      ASSERT_EQ(stages->size(), 1);
+      EXPECT_EQ((*stages)[0].percent(), 100u);
+    }
+  }
+}
+
+TEST(RolloutTest, CohortsAreStableAndRoughlyProportional) {
+  v1::Rollout r = MakeRollout({{10, 0}, {50, 0}, {100, 0}});
+  int per_stage[3] = {0, 0, 0};
+  for (int i = 0; i < 2000; ++i) {
+    const std::string id = "agent-" + std::to_string(i);
+    uint32_t stage = StageOf("ro-1", id, r.stages());
+    ASSERT_LT(stage, 3u);
+    EXPECT_EQ(stage, StageOf("ro-1", id, r.stages()));
+    ++per_stage[stage];
+  }
+  EXPECT_NEAR(per_stage[0], 200, 80);
+  EXPECT_NEAR(per_stage[1], 800, 120);
+  EXPECT_NEAR(per_stage[2], 1000, 120);
+}
+
+TEST(RolloutTest, SingleStageCompletesWhenEveryTargetIsFinal) {
+  FakeClock clock;
+  RolloutRecord record{MakeRollout()};
+  std::vector<v1::RolloutTarget> targets = {
+      Target("a", v1::TARGET_STATE_HEALTHY),
+      Target("b", v1::TARGET_STATE_SWAPPED)};
+  EXPECT_FALSE(AdvanceRollout(targets, clock.Now(), record));
+  EXPECT_EQ(record.rollout.state(), v1::ROLLOUT_STATE_RUNNING);
+
+  targets[1].set_state(v1::TARGET_STATE_ROLLED_BACK);
+  clock.Advance(absl::Seconds(5));
+  EXPECT_TRUE(AdvanceRollout(targets, clock.Now(), record));
+  EXPECT_EQ(record.rollout.state(), v1::ROLLOUT_STATE_COMPLETED);
+  EXPECT_EQ(record.rollout.updated_unix_ms(), absl::ToUnixMillis(clock.Now()));
+  EXPECT_NE(record.rollout.state_reason().find("1 healthy"), std::string::npos)
+      << record.rollout.state_reason();
+  // Completed is terminal.
+  EXPECT_FALSE(AdvanceRollout(targets, clock.Now(), record));
+}
+
+TEST(RolloutTest, RolloutWithoutTargetsKeepsRunningForLateJoiners) {
+  FakeClock clock;
+  RolloutRecord record{MakeRollout()};
+  EXPECT_FALSE(AdvanceRollout({}, clock.Now(), record));
+  EXPECT_EQ(record.rollout.state(), v1::ROLLOUT_STATE_RUNNING);
+}
+
+TEST(RolloutTest, NextStageStartsAfterBakeTime) {
+  FakeClock clock;
+  RolloutRecord record{MakeRollout({{50, 60}, {100, 0}})};
+  std::vector<v1::RolloutTarget> targets = {
+      Target("a", v1::TARGET_STATE_RESTARTED, 0),
+      Target("b", v1::TARGET_STATE_PENDING, 1)};
+  EXPECT_FALSE(NeedsDirective(record, targets[1]));
+  EXPECT_FALSE(AdvanceRollout(targets, clock.Now(), record));
+
+  targets[0].set_state(v1::TARGET_STATE_HEALTHY);
+  EXPECT_TRUE(AdvanceRollout(targets, clock.Now(), record));
+  EXPECT_EQ(record.stage_settled_ms, absl::ToUnixMillis(clock.Now()));
+  EXPECT_EQ(record.rollout.current_stage(), 0u);
+
+  clock.Advance(absl::Seconds(59));
+  EXPECT_FALSE(AdvanceRollout(targets, clock.Now(), record));
+  clock.Advance(absl::Seconds(1));
+  EXPECT_TRUE(AdvanceRollout(targets, clock.Now(), record));
+  EXPECT_EQ(record.rollout.current_stage(), 1u);
+  EXPECT_EQ(record.stage_settled_ms, 0);
+  EXPECT_TRUE(NeedsDirective(record, targets[1]));
+  EXPECT_EQ(record.rollout.state(), v1::ROLLOUT_STATE_RUNNING);
+
+  targets[1].set_state(v1::TARGET_STATE_HEALTHY);
+  EXPECT_TRUE(AdvanceRollout(targets, clock.Now(), record));
+  EXPECT_EQ(record.rollout.state(), v1::ROLLOUT_STATE_COMPLETED);
+}
+
+TEST(RolloutTest, LateJoinerReopensASettledStage) {
+  FakeClock clock;
+  RolloutRecord record{MakeRollout({{50, 60}, {100, 0}})};
+  std::vector<v1::RolloutTarget> targets = {
+      Target("a", v1::TARGET_STATE_HEALTHY, 0)};
+  EXPECT_TRUE(AdvanceRollout(targets, clock.Now(), record));
+  EXPECT_NE(record.stage_settled_ms, 0);
+  targets.push_back(Target("late", v1::TARGET_STATE_DIRECTED, 0));
+  clock.Advance(absl::Seconds(120));
+  EXPECT_TRUE(AdvanceRollout(targets, clock.Now(), record));
+  EXPECT_EQ(record.stage_settled_ms, 0);
+  EXPECT_EQ(record.rollout.current_stage(), 0u);
+}
+
+TEST(RolloutTest, NeedsDirectiveOnlyForPendingTargetsOfRunningRollouts) {
+  RolloutRecord record{MakeRollout()};
+  EXPECT_TRUE(NeedsDirective(record, Target("a", v1::TARGET_STATE_PENDING)));
+  EXPECT_FALSE(NeedsDirective(record, Target("a", v1::TARGET_STATE_DIRECTED)));
+  EXPECT_FALSE(NeedsDirective(record, Target("a", v1::TARGET_STATE_HEALTHY)));
+  record.rollout.set_state(v1::ROLLOUT_STATE_PAUSED);
+  EXPECT_FALSE(NeedsDirective(record, Target("a", v1::TARGET_STATE_PENDING)));
+}
+
+TEST(RolloutTest, CountsGroupStates) {
+  v1::TargetCounts c = CountTargets(
+      std::vector<v1::RolloutTarget>{Target("a", v1::TARGET_STATE_PENDING),
+                                     Target("b", v1::TARGET_STATE_DIRECTED),
+                                     Target("c", v1::TARGET_STATE_RESTARTED),
+                                     Target("d", v1::TARGET_STATE_HEALTHY),
+                                     Target("e", v1::TARGET_STATE_FAILED),
+                                     Target("f", v1::TARGET_STATE_ROLLED_BACK),
+                                     Target("g", v1::TARGET_STATE_SKIPPED)});
+  EXPECT_EQ(c.total(), 7u);
+  EXPECT_EQ(c.pending(), 1u);
+  EXPECT_EQ(c.in_flight(), 2u);
+  EXPECT_EQ(c.healthy(), 1u);
+  EXPECT_EQ(c.failed(), 2u);
+  EXPECT_EQ(c.skipped(), 1u);
+}
+
+TEST(RolloutTest, SelectorValidationNamesTheField) {
+  v1::Selector s;
+  s.set_platform("plan9/mips");
+  EXPECT_EQ(ValidateSelector(s).code(), absl::StatusCode::kInvalidArgument);
+  s.set_platform("");
+  (*s.mutable_labels())["bad key!"] = "v";
+  absl::Status status = ValidateSelector(s);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("selector.labels"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fleet::controller
