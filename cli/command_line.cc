@@ -30,17 +30,53 @@ constexpr char kFooter[] =
     "error)\n"
     "  2  usage error (unknown command or flag, missing or invalid value)";
 
-// "fleetctl release push": the deepest command the parser got to.
-std::string CommandPath(const CLI::App* app) {
-  std::vector<std::string> names = {app->get_name()};
-  const CLI::App* current = app;
+// The deepest command the parser got to: fleetctl, or fleetctl release, ...
+const CLI::App* ChosenCommand(const CLI::App* app) {
   while (true) {
-    std::vector<CLI::App*> chosen = current->get_subcommands();
-    if (chosen.empty()) break;
-    current = chosen.front();
-    names.push_back(current->get_name());
+    std::vector<CLI::App*> chosen = app->get_subcommands();
+    if (chosen.empty()) return app;
+    app = chosen.front();
+  }
+}
+
+// "fleetctl release push".
+std::string CommandPath(const CLI::App* command) {
+  std::vector<std::string> names;
+  for (; command != nullptr; command = command->get_parent()) {
+    names.insert(names.begin(), command->get_name());
   }
   return absl::StrJoin(names, " ");
+}
+
+// CLI11 says only "A subcommand is required"; name what was typed and what
+// would have been accepted, as kubectl does.
+std::string MissingCommandMessage(const CLI::App* root,
+                                  const CLI::App* command) {
+  std::vector<std::string> names;
+  for (const CLI::App* sub :
+       command->get_subcommands([](const CLI::App*) { return true; })) {
+    names.push_back(sub->get_name());
+  }
+  const std::string path = CommandPath(command);
+  for (const std::string& arg : root->remaining(true)) {
+    if (!arg.empty() && arg[0] != '-') {
+      return absl::StrCat("unknown command \"", arg, "\" for \"", path,
+                          "\"; expected one of: ", absl::StrJoin(names, ", "));
+    }
+  }
+  return absl::StrCat("\"", path,
+                      "\" needs a command: ", absl::StrJoin(names, ", "));
+}
+
+std::string FailureMessage(const CLI::App* root, const CLI::Error& e) {
+  const CLI::App* command = ChosenCommand(root);
+  std::string what = e.what();
+  if (e.get_name() == "RequiredError" &&
+      what.find("subcommand is required") != std::string::npos) {
+    what = MissingCommandMessage(root, command);
+  }
+  return absl::StrCat("fleetctl: ", what, "\nRun '", CommandPath(command),
+                      " --help' for usage.\n");
 }
 
 void PrintError(const Io& io, const absl::Status& status) {
@@ -91,10 +127,7 @@ class CommandLine {
     app_.require_subcommand(1);
     // Global flags are accepted after the command too: `release list -o json`.
     app_.fallthrough();
-    app_.failure_message([](const CLI::App* app, const CLI::Error& e) {
-      return absl::StrCat("fleetctl: ", e.what(), "\nRun '", CommandPath(app),
-                          " --help' for usage.\n");
-    });
+    app_.failure_message(FailureMessage);
     app_.add_option("--controller", global_.controller,
                     "controller address HOST:PORT ($FLEET_CONTROLLER)")
         ->capture_default_str();

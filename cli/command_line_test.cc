@@ -52,6 +52,7 @@ TEST_F(FleetctlTest, UsageErrorsExit2WithOneFleetctlLineAndAHelpPointer) {
       {"release"},
       {"release", "push", "--version", "1.0.0"},  // --product etc. missing
       {"release", "list", "--bogus"},
+      {"release", "list", "extra"},
       {"-o", "yaml", "release", "list"},
       {"rollout", "status"},  // no id
   };
@@ -63,6 +64,27 @@ TEST_F(FleetctlTest, UsageErrorsExit2WithOneFleetctlLineAndAHelpPointer) {
     EXPECT_EQ(out_.str(), "");
   }
   EXPECT_EQ(server_.service().calls(), 0);
+}
+
+TEST_F(FleetctlTest, UnknownOrMissingCommandListsTheChoices) {
+  EXPECT_EQ(Run({"release", "lst"}), kExitUsage);
+  EXPECT_EQ(err_.str(),
+            "fleetctl: unknown command \"lst\" for \"fleetctl release\"; "
+            "expected one of: push, list\n"
+            "Run 'fleetctl release --help' for usage.\n");
+  EXPECT_EQ(Run({"rollout"}), kExitUsage);
+  EXPECT_EQ(err_.str().rfind("fleetctl: \"fleetctl rollout\" needs a command: "
+                             "create, status, list\n",
+                             0),
+            0u)
+      << err_.str();
+  EXPECT_EQ(Run({"deploy"}), kExitUsage);
+  EXPECT_EQ(err_.str().rfind("fleetctl: unknown command \"deploy\" for "
+                             "\"fleetctl\"; expected one of: keys, release, "
+                             "agents, rollout\n",
+                             0),
+            0u)
+      << err_.str();
 }
 
 TEST_F(FleetctlTest, MissingRequiredFlagIsNamed) {

@@ -314,7 +314,7 @@ TEST_F(ReleaseCommandsTest, ListJsonIsTheResponse) {
 }
 
 TEST_F(ReleaseCommandsTest, ListWithBadFilterIsAUsageError) {
-  EXPECT_TRUE(IsUsageError(List({.platform = "plan9/amd64"})));
+  EXPECT_TRUE(IsUsageError(List({.product = "", .platform = "plan9/amd64"})));
   EXPECT_EQ(server_.service().calls(), 0);
 }
 
