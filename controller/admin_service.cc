@@ -1,0 +1,241 @@
+#include "controller/admin_service.h"
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/log.h"
+#include "common/names.h"
+#include "common/sha256.h"
+#include "common/status_macros.h"
+#include "controller/rollout.h"
+
+namespace fleet::controller {
+namespace {
+
+absl::Status Field(absl::string_view field, const absl::Status& cause) {
+  if (cause.ok()) return cause;
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", cause.message()));
+}
+
+absl::Status OptionalProduct(absl::string_view product) {
+  return product.empty() ? absl::OkStatus()
+                         : Field("product", ValidateProductName(product));
+}
+
+absl::Status OptionalPlatform(absl::string_view platform) {
+  return platform.empty() ? absl::OkStatus()
+                          : Field("platform", ValidatePlatform(platform));
+}
+
+}  // namespace
+
+AdminService::AdminService(Store& reads, ControlLoop& loop,
+                           const BlobStore& blobs,
+                           const TrustedKeys& trusted_keys, const Clock& clock)
+    : reads_(&reads),
+      loop_(loop),
+      blobs_(blobs),
+      trusted_keys_(trusted_keys),
+      clock_(clock) {}
+
+// ---------------------------------------------------------------- releases
+
+grpc::Status AdminService::PushRelease(
+    grpc::ServerContext* context,
+    grpc::ServerReader<v1::PushReleaseRequest>* reader, v1::Release* response) {
+  absl::StatusOr<v1::Release> release = DoPushRelease(context, reader);
+  if (!release.ok()) {
+    LogWarning("release push refused",
+               {{"peer", context->peer()},
+                {"error", std::string(release.status().ToString())}});
+    return ToGrpcStatus(release.status());
+  }
+  *response = *std::move(release);
+  return grpc::Status::OK;
+}
+
+absl::StatusOr<v1::Release> AdminService::DoPushRelease(
+    grpc::ServerContext* context,
+    grpc::ServerReader<v1::PushReleaseRequest>* reader) {
+  v1::PushReleaseRequest request;
+  if (!reader->Read(&request)) {
+    return absl::InvalidArgumentError(
+        "PushRelease got no messages; the first must carry the signed "
+        "manifest");
+  }
+  if (!request.has_manifest()) {
+    return absl::InvalidArgumentError(
+        "the first PushRelease message must carry the signed manifest, not "
+        "artifact bytes");
+  }
+  v1::SignedManifest signed_manifest = std::move(*request.mutable_manifest());
+  ASSIGN_OR_RETURN(
+      v1::ReleaseManifest manifest,
+      VerifyManifest(signed_manifest, trusted_keys_, clock_.Now()));
+  RETURN_IF_ERROR(ValidateManifest(manifest));
+  ASSIGN_OR_RETURN(Digest digest, DigestFromBytes(manifest.sha256()));
+  // Refuse a duplicate before receiving a possibly large artifact.
+  RETURN_IF_ERROR(CheckNotStored(manifest));
+
+  ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, blobs_.NewWriter());
+  while (reader->Read(&request)) {
+    if (request.body_case() != v1::PushReleaseRequest::kChunk) {
+      return absl::InvalidArgumentError(
+          "after the manifest, PushRelease messages must carry artifact "
+          "bytes");
+    }
+    const std::string& chunk = request.chunk();
+    if (writer->size() + chunk.size() > manifest.size()) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "upload exceeds the manifest's size of ", manifest.size(),
+          " bytes (received at least ", writer->size() + chunk.size(), ")"));
+    }
+    RETURN_IF_ERROR(writer->Append(chunk));
+  }
+  if (context->IsCancelled()) {
+    return absl::CancelledError("the client cancelled the upload");
+  }
+  RETURN_IF_ERROR(writer->Commit(digest, manifest.size()));
+
+  v1::Release release;
+  release.set_product(manifest.product());
+  release.set_version(manifest.version());
+  release.set_platform(manifest.platform());
+  release.set_sha256(manifest.sha256());
+  release.set_size(manifest.size());
+  *release.mutable_signed_manifest() = std::move(signed_manifest);
+  return loop_.AddRelease(std::move(release));
+}
+
+absl::Status AdminService::CheckNotStored(const v1::ReleaseManifest& manifest) {
+  absl::MutexLock lock(&reads_mu_);
+  absl::StatusOr<v1::Release> existing = reads_->GetRelease(
+      manifest.product(), manifest.version(), manifest.platform());
+  if (existing.ok()) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("release ", manifest.product(), " ", manifest.version(),
+                     " for ", manifest.platform(), " already exists"));
+  }
+  return absl::IsNotFound(existing.status()) ? absl::OkStatus()
+                                             : existing.status();
+}
+
+grpc::Status AdminService::ListReleases(grpc::ServerContext* context,
+                                        const v1::ListReleasesRequest* request,
+                                        v1::ListReleasesResponse* response) {
+  absl::Status valid = OptionalProduct(request->product());
+  if (valid.ok()) valid = OptionalPlatform(request->platform());
+  if (!valid.ok()) return ToGrpcStatus(valid);
+  absl::MutexLock lock(&reads_mu_);
+  absl::StatusOr<std::vector<v1::Release>> releases =
+      reads_->ListReleases(request->product(), request->platform());
+  if (!releases.ok()) return ToGrpcStatus(releases.status());
+  for (v1::Release& r : *releases) *response->add_releases() = std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::GetRelease(grpc::ServerContext* context,
+                                      const v1::GetReleaseRequest* request,
+                                      v1::Release* response) {
+  absl::Status valid =
+      Field("product", ValidateProductName(request->product()));
+  if (valid.ok()) valid = Field("version", ValidateVersion(request->version()));
+  if (valid.ok()) {
+    valid = Field("platform", ValidatePlatform(request->platform()));
+  }
+  if (!valid.ok()) return ToGrpcStatus(valid);
+  absl::MutexLock lock(&reads_mu_);
+  absl::StatusOr<v1::Release> release = reads_->GetRelease(
+      request->product(), request->version(), request->platform());
+  if (!release.ok()) return ToGrpcStatus(release.status());
+  *response = *std::move(release);
+  return grpc::Status::OK;
+}
+
+// ------------------------------------------------------------------ agents
+
+grpc::Status AdminService::ListAgents(grpc::ServerContext* context,
+                                      const v1::ListAgentsRequest* request,
+                                      v1::ListAgentsResponse* response) {
+  absl::Status valid = OptionalProduct(request->product());
+  if (!valid.ok()) return ToGrpcStatus(valid);
+  absl::MutexLock lock(&reads_mu_);
+  absl::StatusOr<std::vector<v1::Agent>> agents =
+      reads_->ListAgents(request->product());
+  if (!agents.ok()) return ToGrpcStatus(agents.status());
+  for (v1::Agent& a : *agents) *response->add_agents() = std::move(a);
+  return grpc::Status::OK;
+}
+
+// ---------------------------------------------------------------- rollouts
+
+grpc::Status AdminService::CreateRollout(
+    grpc::ServerContext* context, const v1::CreateRolloutRequest* request,
+    v1::Rollout* response) {
+  absl::Status valid =
+      Field("product", ValidateProductName(request->product()));
+  if (valid.ok()) valid = Field("version", ValidateVersion(request->version()));
+  if (valid.ok()) valid = ValidateSelector(request->selector());
+  if (valid.ok()) valid = NormalizeStages(request->stages()).status();
+  if (!valid.ok()) return ToGrpcStatus(valid);
+  absl::StatusOr<v1::Rollout> rollout = loop_.CreateRollout(*request);
+  if (!rollout.ok()) return ToGrpcStatus(rollout.status());
+  *response = *std::move(rollout);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::GetRollout(grpc::ServerContext* context,
+                                      const v1::GetRolloutRequest* request,
+                                      v1::Rollout* response) {
+  absl::Status valid = ValidateId(request->rollout_id(), "rollout_id");
+  if (!valid.ok()) return ToGrpcStatus(valid);
+  absl::MutexLock lock(&reads_mu_);
+  absl::StatusOr<RolloutRecord> record =
+      reads_->GetRollout(request->rollout_id());
+  if (!record.ok()) return ToGrpcStatus(record.status());
+  absl::StatusOr<v1::Rollout> view = View(*record, /*with_targets=*/true);
+  if (!view.ok()) return ToGrpcStatus(view.status());
+  *response = *std::move(view);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListRollouts(grpc::ServerContext* context,
+                                        const v1::ListRolloutsRequest* request,
+                                        v1::ListRolloutsResponse* response) {
+  absl::Status valid = OptionalProduct(request->product());
+  if (!valid.ok()) return ToGrpcStatus(valid);
+  absl::MutexLock lock(&reads_mu_);
+  absl::StatusOr<std::vector<RolloutRecord>> records =
+      reads_->ListRollouts(request->product(), /*active_only=*/false);
+  if (!records.ok()) return ToGrpcStatus(records.status());
+  for (const RolloutRecord& record : *records) {
+    absl::StatusOr<v1::Rollout> view = View(record, /*with_targets=*/false);
+    if (!view.ok()) return ToGrpcStatus(view.status());
+    *response->add_rollouts() = *std::move(view);
+  }
+  return grpc::Status::OK;
+}
+
+absl::StatusOr<v1::Rollout> AdminService::View(const RolloutRecord& record,
+                                               bool with_targets) {
+  v1::Rollout rollout = record.rollout;
+  const std::string& id = rollout.rollout_id();
+  if (with_targets) {
+    ASSIGN_OR_RETURN(std::vector<v1::RolloutTarget> targets,
+                     reads_->ListTargets(id));
+    *rollout.mutable_counts() = CountTargets(targets);
+    for (v1::RolloutTarget& t : targets) {
+      *rollout.add_targets() = std::move(t);
+    }
+  } else {
+    ASSIGN_OR_RETURN(auto by_state, reads_->CountTargetsByState(id));
+    *rollout.mutable_counts() = CountTargets(by_state);
+  }
+  return rollout;
+}
+
+}  // namespace fleet::controller

@@ -1,0 +1,85 @@
+// AdminService, the operator's API (fleetctl), on gRPC's synchronous API:
+// handlers run on gRPC's sync thread pool, so reading an upload or the
+// database there blocks nobody else.
+//
+// Reads use their own database connection (serialized by a mutex); writes
+// (storing a release, creating a rollout) go through the control loop and
+// wait for its commit. Every RPC validates its input first and answers with
+// the most specific status and an operator-readable message.
+#ifndef FLEET_CONTROLLER_ADMIN_SERVICE_H_
+#define FLEET_CONTROLLER_ADMIN_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "common/manifest.h"
+#include "controller/blob_store.h"
+#include "controller/control_loop.h"
+#include "controller/store/store.h"
+#include "proto/fleet/v1/admin.grpc.pb.h"
+
+namespace fleet::controller {
+
+class AdminService final : public v1::AdminService::Service {
+ public:
+  // All references must outlive the service. `reads` is used only by this
+  // service (a connection of its own, not the control loop's).
+  AdminService(Store& reads, ControlLoop& loop, const BlobStore& blobs,
+               const TrustedKeys& trusted_keys, const Clock& clock);
+
+  // First message: the signed manifest, verified against the trusted keys
+  // (PERMISSION_DENIED), validated (INVALID_ARGUMENT) and checked for a
+  // duplicate (ALREADY_EXISTS) before any byte is received. Then the bytes:
+  // RESOURCE_EXHAUSTED as soon as more arrive than the manifest's size,
+  // INVALID_ARGUMENT if the total size or sha256 differ. Nothing is stored
+  // unless everything matches.
+  grpc::Status PushRelease(grpc::ServerContext* context,
+                           grpc::ServerReader<v1::PushReleaseRequest>* reader,
+                           v1::Release* response) override;
+  grpc::Status ListReleases(grpc::ServerContext* context,
+                            const v1::ListReleasesRequest* request,
+                            v1::ListReleasesResponse* response) override;
+  // NOT_FOUND if absent.
+  grpc::Status GetRelease(grpc::ServerContext* context,
+                          const v1::GetReleaseRequest* request,
+                          v1::Release* response) override;
+  grpc::Status ListAgents(grpc::ServerContext* context,
+                          const v1::ListAgentsRequest* request,
+                          v1::ListAgentsResponse* response) override;
+  // INVALID_ARGUMENT for bad names, selector or stages; FAILED_PRECONDITION
+  // if no release of product/version exists.
+  grpc::Status CreateRollout(grpc::ServerContext* context,
+                             const v1::CreateRolloutRequest* request,
+                             v1::Rollout* response) override;
+  // NOT_FOUND if unknown. With targets and counts.
+  grpc::Status GetRollout(grpc::ServerContext* context,
+                          const v1::GetRolloutRequest* request,
+                          v1::Rollout* response) override;
+  grpc::Status ListRollouts(grpc::ServerContext* context,
+                            const v1::ListRolloutsRequest* request,
+                            v1::ListRolloutsResponse* response) override;
+
+ private:
+  absl::StatusOr<v1::Release> DoPushRelease(
+      grpc::ServerContext* context,
+      grpc::ServerReader<v1::PushReleaseRequest>* reader);
+  absl::Status CheckNotStored(const v1::ReleaseManifest& manifest);
+  // The rollout with its counts (and targets if asked).
+  absl::StatusOr<v1::Rollout> View(const RolloutRecord& record,
+                                   bool with_targets)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(reads_mu_);
+
+  absl::Mutex reads_mu_;
+  Store* const reads_ ABSL_PT_GUARDED_BY(reads_mu_);
+  ControlLoop& loop_;
+  const BlobStore& blobs_;
+  const TrustedKeys& trusted_keys_;
+  const Clock& clock_;
+};
+
+}  // namespace fleet::controller
+
+#endif  // FLEET_CONTROLLER_ADMIN_SERVICE_H_

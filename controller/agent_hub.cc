@@ -1,0 +1,445 @@
+#include "controller/agent_hub.h"
+
+#include <deque>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/log.h"
+#include "common/names.h"
+#include "common/sha256.h"
+
+namespace fleet::controller {
+namespace {
+
+constexpr size_t kMaxHostname = 255;
+constexpr size_t kMaxAgentVersion = 128;
+constexpr int kMaxLabels = 64;
+constexpr int kMaxInstalled = 64;
+constexpr int kMaxPreviousVersions = 16;
+constexpr size_t kMaxError = 4096;
+constexpr size_t kMaxErrorClass = 64;
+// Messages queued for an agent that does not read them; past this the
+// stream is ended rather than growing without bound.
+constexpr size_t kMaxQueuedMessages = 1024;
+
+bool Printable(absl::string_view s) {
+  for (char c : s) {
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+absl::Status Field(absl::string_view field, const absl::Status& cause) {
+  if (cause.ok()) return cause;
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", cause.message()));
+}
+
+absl::Status Invalid(absl::string_view field, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+}
+
+absl::Status OptionalVersion(absl::string_view field,
+                             absl::string_view version) {
+  return version.empty() ? absl::OkStatus()
+                         : Field(field, ValidateVersion(version));
+}
+
+absl::Status OptionalId(absl::string_view field, absl::string_view id) {
+  return id.empty() ? absl::OkStatus() : ValidateId(id, field);
+}
+
+}  // namespace
+
+absl::Status ValidateHello(const v1::Hello& hello) {
+  absl::Status s = ValidateId(hello.agent_id(), "hello.agent_id");
+  if (!s.ok()) return s;
+  s = Field("hello.platform", ValidatePlatform(hello.platform()));
+  if (!s.ok()) return s;
+  if (hello.hostname().size() > kMaxHostname || !Printable(hello.hostname())) {
+    return Invalid("hello.hostname",
+                   absl::StrCat("must be printable ASCII of at most ",
+                                kMaxHostname, " bytes"));
+  }
+  if (hello.agent_version().size() > kMaxAgentVersion ||
+      !Printable(hello.agent_version())) {
+    return Invalid("hello.agent_version",
+                   absl::StrCat("must be printable ASCII of at most ",
+                                kMaxAgentVersion, " bytes"));
+  }
+  if (hello.labels_size() > kMaxLabels) {
+    return Invalid("hello.labels",
+                   absl::StrCat("at most ", kMaxLabels, " labels, got ",
+                                hello.labels_size()));
+  }
+  for (const auto& [key, value] : hello.labels()) {
+    s = Field("hello.labels", ValidateLabel(key, value));
+    if (!s.ok()) return s;
+  }
+  if (hello.installed_size() > kMaxInstalled) {
+    return Invalid("hello.installed",
+                   absl::StrCat("at most ", kMaxInstalled, " products, got ",
+                                hello.installed_size()));
+  }
+  absl::flat_hash_set<std::string> seen;
+  for (const v1::InstalledProduct& p : hello.installed()) {
+    s = Field("hello.installed.product", ValidateProductName(p.product()));
+    if (!s.ok()) return s;
+    if (!seen.insert(p.product()).second) {
+      return Invalid("hello.installed",
+                     absl::StrCat("product ", p.product(), " listed twice"));
+    }
+    s = OptionalVersion("hello.installed.version", p.version());
+    if (!s.ok()) return s;
+    if (!p.sha256().empty() && p.sha256().size() != 32) {
+      return Invalid(
+          "hello.installed.sha256",
+          absl::StrCat("must be empty or 32 bytes, got ", p.sha256().size()));
+    }
+    if (p.previous_versions_size() > kMaxPreviousVersions) {
+      return Invalid("hello.installed.previous_versions",
+                     absl::StrCat("at most ", kMaxPreviousVersions));
+    }
+    for (const std::string& v : p.previous_versions()) {
+      s = Field("hello.installed.previous_versions", ValidateVersion(v));
+      if (!s.ok()) return s;
+    }
+  }
+  s = OptionalId("hello.last_directive_id", hello.last_directive_id());
+  if (!s.ok()) return s;
+  return OptionalId("hello.active_directive_id", hello.active_directive_id());
+}
+
+absl::Status ValidateEvent(const v1::UpdateEvent& event) {
+  if (event.seq() == 0 ||
+      event.seq() >
+          static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return Invalid("event.seq",
+                   absl::StrCat("must be 1..2^63-1, got ", event.seq()));
+  }
+  if (event.phase() == v1::UPDATE_PHASE_UNSPECIFIED ||
+      !v1::UpdatePhase_IsValid(event.phase())) {
+    return Invalid("event.phase",
+                   absl::StrCat("unknown phase ", event.phase()));
+  }
+  absl::Status s = OptionalId("event.directive_id", event.directive_id());
+  if (!s.ok()) return s;
+  s = OptionalId("event.rollout_id", event.rollout_id());
+  if (!s.ok()) return s;
+  if (!event.product().empty()) {
+    s = Field("event.product", ValidateProductName(event.product()));
+    if (!s.ok()) return s;
+  }
+  s = OptionalVersion("event.from_version", event.from_version());
+  if (!s.ok()) return s;
+  s = OptionalVersion("event.to_version", event.to_version());
+  if (!s.ok()) return s;
+  if (event.error().size() > kMaxError) {
+    return Invalid("event.error",
+                   absl::StrCat("at most ", kMaxError, " bytes, got ",
+                                event.error().size()));
+  }
+  if (event.error_class().size() > kMaxErrorClass ||
+      !Printable(event.error_class())) {
+    return Invalid("event.error_class",
+                   absl::StrCat("must be printable ASCII of at most ",
+                                kMaxErrorClass, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------ AgentStream
+
+// One Connect stream. Reads are started only from its own read reactions
+// (one at a time); writes come from the control loop thread through Send()
+// and continue from OnWriteDone, one in flight, the rest queued.
+class AgentStream
+    : public grpc::ServerBidiReactor<v1::AgentMessage, v1::ControllerMessage> {
+ public:
+  AgentStream(AgentHub& hub, uint64_t session, std::string peer)
+      : hub_(hub), session_(session), peer_(std::move(peer)) {
+    StartRead(&in_);
+  }
+
+  uint64_t session() const { return session_; }
+  // Set once, before the stream is registered with the hub.
+  const std::string& agent_id() const { return agent_id_; }
+
+  // Queues `message`; false if the stream is ending.
+  bool Send(v1::ControllerMessage message) {
+    absl::MutexLock lock(&mu_);
+    if (finishing_) return false;
+    if (outbox_.size() >= kMaxQueuedMessages) {
+      LogWarning("agent does not read its stream; ending it",
+                 {{"agent_id", agent_id_}, {"queued", outbox_.size()}});
+      FinishLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                "too many unread messages"));
+      return false;
+    }
+    outbox_.push_back(std::move(message));
+    if (!writing_) {
+      writing_ = true;
+      StartWrite(&outbox_.front());
+    }
+    return true;
+  }
+
+  // Ends the stream with `status` once the queued messages are written.
+  void End(const grpc::Status& status) {
+    absl::MutexLock lock(&mu_);
+    FinishLocked(status);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the agent closed its side or the call was cancelled
+      End(grpc::Status::OK);
+      return;
+    }
+    absl::Status handled = Handle();
+    if (!handled.ok()) {
+      LogWarning("agent stream refused",
+                 {{"peer", peer_},
+                  {"agent_id", agent_id_},
+                  {"error", std::string(handled.message())}});
+      End(ToGrpcStatus(handled));
+      return;
+    }
+    in_.Clear();
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    outbox_.pop_front();
+    if (!ok) {  // the call is broken; nothing more will be delivered
+      outbox_.clear();
+      writing_ = false;
+      FinishLocked(
+          grpc::Status(grpc::StatusCode::UNAVAILABLE, "write to agent failed"));
+      return;
+    }
+    if (!outbox_.empty()) {
+      StartWrite(&outbox_.front());
+      return;
+    }
+    writing_ = false;
+    if (pending_finish_) {
+      Finish(*pending_finish_);
+      pending_finish_.reset();
+    }
+  }
+
+  void OnDone() override {
+    if (registered_) {
+      hub_.Unregister(this);
+      hub_.loop_.PostDisconnect(agent_id_, session_);
+    }
+    delete this;
+  }
+
+ private:
+  // Validates and forwards the message in in_; an error ends the stream.
+  absl::Status Handle() {
+    if (!registered_) {
+      if (!in_.has_hello()) {
+        return absl::InvalidArgumentError(
+            "the first message on a Connect stream must be Hello");
+      }
+      absl::Status valid = ValidateHello(in_.hello());
+      if (!valid.ok()) return valid;
+      agent_id_ = in_.hello().agent_id();
+      hub_.Register(this);
+      registered_ = true;
+      hub_.loop_.PostHello(agent_id_, session_,
+                           std::move(*in_.mutable_hello()));
+      return absl::OkStatus();
+    }
+    switch (in_.body_case()) {
+      case v1::AgentMessage::kHeartbeat:
+        hub_.loop_.PostHeartbeat(agent_id_, session_);
+        return absl::OkStatus();
+      case v1::AgentMessage::kEvent: {
+        absl::Status valid = ValidateEvent(in_.event());
+        if (!valid.ok()) return valid;
+        hub_.loop_.PostEvent(agent_id_, session_,
+                             std::move(*in_.mutable_event()));
+        return absl::OkStatus();
+      }
+      case v1::AgentMessage::kHello:
+        return absl::InvalidArgumentError(
+            "Hello may be sent only once per Connect stream");
+      default:
+        return absl::InvalidArgumentError("empty AgentMessage");
+    }
+  }
+
+  void FinishLocked(const grpc::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finishing_) return;
+    finishing_ = true;
+    if (writing_) {
+      pending_finish_ = status;
+    } else {
+      Finish(status);
+    }
+  }
+
+  AgentHub& hub_;
+  const uint64_t session_;
+  const std::string peer_;
+
+  // Touched only by read reactions (serialized by gRPC) and OnDone.
+  v1::AgentMessage in_;
+  std::string agent_id_;
+  bool registered_ = false;
+
+  absl::Mutex mu_;
+  std::deque<v1::ControllerMessage> outbox_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+};
+
+// --------------------------------------------------------- ArtifactStream
+
+// One FetchArtifact call: pread a chunk, write it, repeat from OnWriteDone.
+// Only one write is ever in flight, so no lock is needed.
+class ArtifactStream : public grpc::ServerWriteReactor<v1::ArtifactChunk> {
+ public:
+  ArtifactStream(const BlobStore& blobs,
+                 const v1::FetchArtifactRequest& request) {
+    absl::Status status = Open(blobs, request);
+    if (!status.ok()) {
+      Finish(ToGrpcStatus(status));
+      return;
+    }
+    NextChunk();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      return;
+    }
+    NextChunk();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Open(const BlobStore& blobs,
+                    const v1::FetchArtifactRequest& request) {
+    absl::StatusOr<Digest> digest = DigestFromBytes(request.sha256());
+    if (!digest.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sha256 must be 32 raw bytes, got ", request.sha256().size()));
+    }
+    absl::StatusOr<BlobReader> reader = blobs.OpenForRead(*digest);
+    if (!reader.ok()) return reader.status();
+    if (request.offset() > reader->size()) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "offset ", request.offset(), " is past the end of artifact ",
+          DigestToHex(*digest), " (", reader->size(), " bytes)"));
+    }
+    reader_.emplace(*std::move(reader));
+    offset_ = request.offset();
+    return absl::OkStatus();
+  }
+
+  void NextChunk() {
+    const uint64_t size = reader_->size();
+    if (offset_ >= size) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    absl::StatusOr<std::string> data =
+        reader_->ReadAt(offset_, kArtifactChunkSize);
+    if (!data.ok()) {
+      Finish(ToGrpcStatus(data.status()));
+      return;
+    }
+    if (data->empty()) {
+      Finish(grpc::Status(grpc::StatusCode::DATA_LOSS,
+                          "artifact is shorter than when it was opened"));
+      return;
+    }
+    chunk_.set_offset(offset_);
+    chunk_.set_total_size(size);
+    offset_ += data->size();
+    chunk_.set_data(*std::move(data));
+    StartWrite(&chunk_);
+  }
+
+  std::optional<BlobReader> reader_;
+  uint64_t offset_ = 0;
+  v1::ArtifactChunk chunk_;
+};
+
+// --------------------------------------------------------------- AgentHub
+
+AgentHub::AgentHub(ControlLoop& loop, const BlobStore& blobs)
+    : loop_(loop), blobs_(blobs) {}
+
+AgentHub::~AgentHub() = default;
+
+grpc::ServerBidiReactor<v1::AgentMessage, v1::ControllerMessage>*
+AgentHub::Connect(grpc::CallbackServerContext* context) {
+  return new AgentStream(*this, next_session_.fetch_add(1), context->peer());
+}
+
+grpc::ServerWriteReactor<v1::ArtifactChunk>* AgentHub::FetchArtifact(
+    grpc::CallbackServerContext* context,
+    const v1::FetchArtifactRequest* request) {
+  return new ArtifactStream(blobs_, *request);
+}
+
+bool AgentHub::Send(absl::string_view agent_id, uint64_t session,
+                    v1::ControllerMessage message) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(agent_id);
+  if (it == streams_.end() || it->second->session() != session) return false;
+  return it->second->Send(std::move(message));
+}
+
+void AgentHub::Close(absl::string_view agent_id, uint64_t session,
+                     const absl::Status& status) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(agent_id);
+  if (it == streams_.end() || it->second->session() != session) return;
+  it->second->End(ToGrpcStatus(status));
+}
+
+void AgentHub::CloseAll(const absl::Status& status) {
+  absl::MutexLock lock(&mu_);
+  for (auto& [agent_id, stream] : streams_) stream->End(ToGrpcStatus(status));
+}
+
+size_t AgentHub::ConnectedCount() const {
+  absl::MutexLock lock(&mu_);
+  return streams_.size();
+}
+
+void AgentHub::Register(AgentStream* stream) {
+  absl::MutexLock lock(&mu_);
+  auto [it, inserted] = streams_.try_emplace(stream->agent_id(), stream);
+  if (inserted) return;
+  AgentStream* old = it->second;
+  it->second = stream;
+  LogInfo("agent reconnected; ending its older stream",
+          {{"agent_id", stream->agent_id()}});
+  old->End(grpc::Status(
+      grpc::StatusCode::ABORTED,
+      "replaced by a newer Connect stream of agent " + stream->agent_id()));
+}
+
+void AgentHub::Unregister(AgentStream* stream) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(stream->agent_id());
+  if (it != streams_.end() && it->second == stream) streams_.erase(it);
+}
+
+}  // namespace fleet::controller

@@ -1,0 +1,560 @@
+#include "controller/control_loop.h"
+
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/ids.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "controller/rollout.h"
+
+namespace fleet::controller {
+namespace {
+
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+std::string StatusText(const absl::Status& status) {
+  return std::string(status.ToString());
+}
+
+}  // namespace
+
+ControlLoop::ControlLoop(Store& store, const Clock& clock,
+                         ControlLoopOptions options)
+    : store_(store), clock_(clock), options_(options) {}
+
+ControlLoop::~ControlLoop() { Stop(); }
+
+void ControlLoop::Start(AgentSender& sender) {
+  absl::MutexLock lock(&mu_);
+  if (started_) return;
+  sender_ = &sender;
+  started_ = true;
+  thread_ = std::thread([this] { Run(); });
+}
+
+void ControlLoop::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!started_ || stopping_) return;
+    stopping_ = true;
+  }
+  thread_.join();
+}
+
+// ------------------------------------------------------------------ intake
+
+void ControlLoop::Post(Item item) {
+  absl::MutexLock lock(&mu_);
+  if (!started_ || stopping_) return;
+  queue_.push_back(std::move(item));
+}
+
+void ControlLoop::PostHello(std::string agent_id, uint64_t session,
+                            v1::Hello hello) {
+  Post(HelloItem{std::move(agent_id), session, std::move(hello)});
+}
+
+void ControlLoop::PostEvent(std::string agent_id, uint64_t session,
+                            v1::UpdateEvent event) {
+  Post(EventItem{std::move(agent_id), session, std::move(event)});
+}
+
+void ControlLoop::PostHeartbeat(std::string agent_id, uint64_t session) {
+  Post(HeartbeatItem{std::move(agent_id), session});
+}
+
+void ControlLoop::PostDisconnect(std::string agent_id, uint64_t session) {
+  Post(DisconnectItem{std::move(agent_id), session});
+}
+
+absl::Status ControlLoop::RunTask(std::function<absl::Status(Output&)> fn) {
+  Task task;
+  task.fn = std::move(fn);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!started_ || stopping_) {
+      return absl::UnavailableError("the controller is shutting down");
+    }
+    queue_.push_back(&task);
+  }
+  task.done.WaitForNotification();
+  return task.result;
+}
+
+absl::StatusOr<v1::Release> ControlLoop::AddRelease(v1::Release release) {
+  RETURN_IF_ERROR(RunTask([&](Output&) -> absl::Status {
+    release.set_created_unix_ms(NowMs());
+    return store_.InsertRelease(release);
+  }));
+  LogInfo("release stored", {{"product", release.product()},
+                             {"version", release.version()},
+                             {"platform", release.platform()},
+                             {"size", release.size()}});
+  return release;
+}
+
+absl::StatusOr<v1::Rollout> ControlLoop::CreateRollout(
+    const v1::CreateRolloutRequest& request) {
+  v1::Rollout result;
+  RETURN_IF_ERROR(RunTask(
+      [&](Output& out) { return HandleCreateRollout(request, result, out); }));
+  LogInfo("rollout created",
+          {{"rollout_id", result.rollout_id()},
+           {"product", result.product()},
+           {"version", result.version()},
+           {"targets", result.counts().total()},
+           {"state", v1::RolloutState_Name(result.state())}});
+  return result;
+}
+
+// ------------------------------------------------------------------- loop
+
+bool ControlLoop::HasWork() const { return !queue_.empty() || stopping_; }
+
+void ControlLoop::Run() {
+  while (true) {
+    std::vector<Item> batch;
+    bool last = false;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(this, &ControlLoop::HasWork),
+                           options_.tick);
+      while (!queue_.empty() &&
+             static_cast<int>(batch.size()) < std::max(1, options_.max_batch)) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      last = stopping_ && queue_.empty();
+    }
+    const absl::Time now = clock_.Now();
+    const bool tick = now - last_tick_ >= options_.tick;
+    if (tick) last_tick_ = now;
+    if (!batch.empty() || tick || !dirty_rollouts_.empty()) {
+      ProcessBatch(batch, tick);
+    }
+    if (last) break;
+  }
+}
+
+void ControlLoop::ProcessBatch(std::vector<Item>& batch, bool tick) {
+  std::vector<Output> outputs(batch.size());
+  std::vector<absl::Status> results(batch.size());
+  Output extra;
+  absl::Status commit = store_.RunInTransaction([&]() -> absl::Status {
+    for (size_t i = 0; i < batch.size(); ++i) {
+      results[i] =
+          store_.RunInSavepoint([&] { return Handle(batch[i], outputs[i]); });
+      if (!results[i].ok()) outputs[i] = Output();
+    }
+    absl::Status rollouts = store_.RunInSavepoint([&]() -> absl::Status {
+      if (tick) RETURN_IF_ERROR(MarkBakingRollouts());
+      return ReconcileDirty(extra);
+    });
+    if (!rollouts.ok()) {
+      // Kept dirty: retried with the next batch or tick.
+      extra = Output();
+      LogError("reconciling rollouts failed",
+               {{"error", StatusText(rollouts)}});
+    }
+    return absl::OkStatus();
+  });
+  if (!commit.ok()) {
+    LogError(
+        "committing a batch failed; its streams are closed so agents "
+        "resend",
+        {{"error", StatusText(commit)}, {"items", batch.size()}});
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (results[i].ok()) results[i] = commit;
+      outputs[i] = Output();
+    }
+    extra = Output();
+  }
+  Deliver(batch, outputs, results, extra);
+}
+
+void ControlLoop::Deliver(const std::vector<Item>& batch,
+                          std::vector<Output>& outputs,
+                          const std::vector<absl::Status>& results,
+                          Output& extra) {
+  // One ack per stream covers every event of the batch.
+  std::map<std::pair<std::string, uint64_t>, uint64_t> acks;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const Item& item = batch[i];
+    if (Task* const* task = std::get_if<Task*>(&item)) {
+      (*task)->result = results[i];
+      (*task)->done.Notify();
+      continue;
+    }
+    auto [agent_id, session] = std::visit(
+        Overloaded{
+            [](Task*) { return std::make_pair(std::string(), uint64_t{0}); },
+            [](const auto& agent_item) {
+              return std::make_pair(agent_item.agent_id, agent_item.session);
+            }},
+        item);
+    if (!results[i].ok()) {
+      LogWarning("agent message not processed; closing its stream",
+                 {{"agent_id", agent_id}, {"error", StatusText(results[i])}});
+      sender_->Close(agent_id, session,
+                     absl::UnavailableError(absl::StrCat(
+                         "controller could not process the message: ",
+                         results[i].message())));
+      continue;
+    }
+    for (Outgoing& o : outputs[i].messages) {
+      sender_->Send(o.agent_id, o.session, std::move(o.message));
+    }
+    if (outputs[i].acked_seq != 0) {
+      uint64_t& acked = acks[{agent_id, session}];
+      acked = std::max(acked, outputs[i].acked_seq);
+    }
+  }
+  for (Outgoing& o : extra.messages) {
+    sender_->Send(o.agent_id, o.session, std::move(o.message));
+  }
+  for (const auto& [key, seq] : acks) {
+    v1::ControllerMessage ack;
+    ack.mutable_ack()->set_acked_seq(seq);
+    sender_->Send(key.first, key.second, std::move(ack));
+  }
+}
+
+absl::Status ControlLoop::Handle(Item& item, Output& out) {
+  return std::visit(
+      Overloaded{
+          [&](const HelloItem& hello) { return HandleHello(hello, out); },
+          [&](const EventItem& event) { return HandleEvent(event, out); },
+          [&](const HeartbeatItem& beat) -> absl::Status {
+            if (SessionOf(beat.agent_id) != beat.session) {
+              return absl::OkStatus();
+            }
+            return store_.TouchAgent(beat.agent_id, NowMs());
+          },
+          [&](const DisconnectItem& gone) { return HandleDisconnect(gone); },
+          [&](Task* task) { return task->fn(out); },
+      },
+      item);
+}
+
+// ------------------------------------------------------------ agent items
+
+absl::Status ControlLoop::HandleHello(const HelloItem& item, Output& out) {
+  const v1::Hello& hello = item.hello;
+  const int64_t now = NowMs();
+  v1::Agent agent;
+  agent.set_agent_id(item.agent_id);
+  agent.set_hostname(hello.hostname());
+  agent.set_platform(hello.platform());
+  agent.set_agent_version(hello.agent_version());
+  *agent.mutable_labels() = hello.labels();
+  agent.set_connected(true);
+  agent.set_last_seen_unix_ms(now);
+  absl::StatusOr<v1::Agent> known = store_.GetAgent(item.agent_id);
+  if (known.ok()) {
+    agent.set_first_seen_unix_ms(known->first_seen_unix_ms());
+  } else if (absl::IsNotFound(known.status())) {
+    agent.set_first_seen_unix_ms(now);
+  } else {
+    return known.status();
+  }
+  for (const v1::InstalledProduct& reported : hello.installed()) {
+    v1::InstalledProduct* installed = agent.add_installed();
+    *installed = reported;
+    // An executable fleet did not install is recognised by its digest.
+    if (reported.version().empty() && reported.sha256().size() == 32) {
+      ASSIGN_OR_RETURN(
+          std::optional<std::string> version,
+          store_.VersionForDigest(reported.product(), hello.platform(),
+                                  reported.sha256()));
+      if (version) installed->set_version(*version);
+    }
+  }
+  RETURN_IF_ERROR(store_.UpsertAgent(agent));
+
+  ASSIGN_OR_RETURN(uint64_t acked, store_.MaxEventSeq(item.agent_id));
+  v1::ControllerMessage welcome;
+  welcome.mutable_welcome()->set_agent_id(item.agent_id);
+  welcome.mutable_welcome()->set_server_time_unix_ms(now);
+  welcome.mutable_welcome()->set_heartbeat_interval_seconds(
+      static_cast<uint32_t>(absl::ToInt64Seconds(options_.heartbeat_interval)));
+  welcome.mutable_welcome()->set_acked_event_seq(acked);
+  out.messages.push_back({item.agent_id, item.session, std::move(welcome)});
+  sessions_[item.agent_id] = item.session;
+  LogDebug("agent connected", {{"agent_id", item.agent_id},
+                               {"session", item.session},
+                               {"acked_event_seq", acked}});
+  return DirectAgent(agent, hello, item.session, out);
+}
+
+absl::Status ControlLoop::DirectAgent(const v1::Agent& agent,
+                                      const v1::Hello& hello, uint64_t session,
+                                      Output& out) {
+  for (const v1::InstalledProduct& product : agent.installed()) {
+    ASSIGN_OR_RETURN(std::vector<RolloutRecord> active,
+                     store_.ListRollouts(product.product(),
+                                         /*active_only=*/true));
+    for (RolloutRecord& record : active) {
+      if (record.rollout.state() != v1::ROLLOUT_STATE_RUNNING) continue;
+      const std::string& rollout_id = record.rollout.rollout_id();
+      ASSIGN_OR_RETURN(std::optional<v1::RolloutTarget> target,
+                       store_.GetTarget(rollout_id, agent.agent_id()));
+      if (!target) {
+        ASSIGN_OR_RETURN(std::vector<std::string> platforms,
+                         store_.ReleasePlatforms(record.rollout.product(),
+                                                 record.rollout.version()));
+        std::optional<v1::RolloutTarget> joined =
+            NewTarget(record.rollout, agent, platforms, clock_.Now());
+        if (!joined) continue;
+        RETURN_IF_ERROR(store_.UpsertTarget(rollout_id, *joined));
+        LogInfo("agent joined running rollout",
+                {{"agent_id", agent.agent_id()},
+                 {"rollout_id", rollout_id},
+                 {"state", TargetStateName(joined->state())}});
+        RETURN_IF_ERROR(Reconcile(record, out));
+        continue;
+      }
+      if (NeedsDirective(record, *target)) {
+        RETURN_IF_ERROR(
+            SendNewDirective(record, *target, agent.platform(), out));
+        continue;
+      }
+      // Sent before but maybe lost with the old stream: resend unless the
+      // agent says it has it.
+      if (target->state() == v1::TARGET_STATE_DIRECTED &&
+          target->directive_id() != hello.last_directive_id() &&
+          target->directive_id() != hello.active_directive_id()) {
+        absl::StatusOr<v1::UpdateDirective> directive =
+            DirectiveFor(record, *target, agent.platform());
+        if (!directive.ok()) return directive.status();
+        v1::ControllerMessage message;
+        *message.mutable_directive() = *std::move(directive);
+        out.messages.push_back({agent.agent_id(), session, std::move(message)});
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ControlLoop::HandleEvent(const EventItem& item, Output& out) {
+  const v1::UpdateEvent& event = item.event;
+  const int64_t now = NowMs();
+  ASSIGN_OR_RETURN(bool stored_now,
+                   store_.InsertEvent(item.agent_id, event, now));
+  out.acked_seq = event.seq();
+  RETURN_IF_ERROR(store_.TouchAgent(item.agent_id, now));
+  if (!stored_now) return absl::OkStatus();  // a resend after a reconnect
+
+  if (event.phase() == v1::UPDATE_PHASE_HEALTHY && !event.product().empty() &&
+      !event.to_version().empty()) {
+    ASSIGN_OR_RETURN(v1::Agent agent, store_.GetAgent(item.agent_id));
+    absl::StatusOr<v1::Release> release = store_.GetRelease(
+        event.product(), event.to_version(), agent.platform());
+    if (!release.ok() && !absl::IsNotFound(release.status())) {
+      return release.status();
+    }
+    absl::Status installed = store_.SetInstalledVersion(
+        item.agent_id, event.product(), event.to_version(),
+        release.ok() ? release->sha256() : "");
+    if (!installed.ok() && !absl::IsNotFound(installed)) return installed;
+  }
+
+  if (event.rollout_id().empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::optional<v1::RolloutTarget> target,
+                   store_.GetTarget(event.rollout_id(), item.agent_id));
+  if (!target || !ApplyEvent(event, clock_.Now(), *target)) {
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(store_.UpsertTarget(event.rollout_id(), *target));
+  if (IsFinal(target->state())) {
+    LogInfo("rollout target finished",
+            {{"agent_id", item.agent_id},
+             {"rollout_id", event.rollout_id()},
+             {"state", TargetStateName(target->state())},
+             {"error", target->error()}});
+    dirty_rollouts_.insert(event.rollout_id());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ControlLoop::HandleDisconnect(const DisconnectItem& item) {
+  auto it = sessions_.find(item.agent_id);
+  if (it == sessions_.end() || it->second != item.session) {
+    return absl::OkStatus();
+  }
+  sessions_.erase(it);
+  LogDebug("agent disconnected", {{"agent_id", item.agent_id}});
+  absl::Status status =
+      store_.SetAgentConnected(item.agent_id, /*connected=*/false, NowMs());
+  return absl::IsNotFound(status) ? absl::OkStatus() : status;
+}
+
+// --------------------------------------------------------------- rollouts
+
+absl::Status ControlLoop::HandleCreateRollout(
+    const v1::CreateRolloutRequest& request, v1::Rollout& result, Output& out) {
+  ASSIGN_OR_RETURN(
+      std::vector<std::string> platforms,
+      store_.ReleasePlatforms(request.product(), request.version()));
+  if (platforms.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no release of ", request.product(), " ",
+                     request.version(), " exists; push it first"));
+  }
+  ASSIGN_OR_RETURN(Stages stages, NormalizeStages(request.stages()));
+  const int64_t now = NowMs();
+
+  RolloutRecord record;
+  v1::Rollout& rollout = record.rollout;
+  rollout.set_rollout_id(NewId("ro"));
+  rollout.set_product(request.product());
+  rollout.set_version(request.version());
+  *rollout.mutable_selector() = request.selector();
+  *rollout.mutable_stages() = std::move(stages);
+  rollout.set_state(v1::ROLLOUT_STATE_RUNNING);
+  rollout.set_current_stage(0);
+  rollout.set_created_unix_ms(now);
+  rollout.set_updated_unix_ms(now);
+
+  // One rollout per product moves agents at a time; the newest wins.
+  ASSIGN_OR_RETURN(std::vector<RolloutRecord> active,
+                   store_.ListRollouts(request.product(),
+                                       /*active_only=*/true));
+  for (RolloutRecord& old : active) {
+    old.rollout.set_state(v1::ROLLOUT_STATE_ABORTED);
+    old.rollout.set_state_reason("superseded by rollout " +
+                                 rollout.rollout_id());
+    old.rollout.set_updated_unix_ms(now);
+    RETURN_IF_ERROR(store_.UpdateRollout(old));
+    LogInfo("rollout superseded", {{"rollout_id", old.rollout.rollout_id()},
+                                   {"by", rollout.rollout_id()}});
+  }
+  RETURN_IF_ERROR(store_.InsertRollout(record));
+
+  ASSIGN_OR_RETURN(std::vector<v1::Agent> agents,
+                   store_.ListAgents(request.product()));
+  for (const v1::Agent& agent : agents) {
+    std::optional<v1::RolloutTarget> target =
+        NewTarget(rollout, agent, platforms, clock_.Now());
+    if (target) {
+      RETURN_IF_ERROR(store_.UpsertTarget(rollout.rollout_id(), *target));
+    }
+  }
+  RETURN_IF_ERROR(Reconcile(record, out));
+
+  ASSIGN_OR_RETURN(auto by_state,
+                   store_.CountTargetsByState(rollout.rollout_id()));
+  result = record.rollout;
+  *result.mutable_counts() = CountTargets(by_state);
+  return absl::OkStatus();
+}
+
+absl::Status ControlLoop::MarkBakingRollouts() {
+  ASSIGN_OR_RETURN(std::vector<RolloutRecord> active,
+                   store_.ListRollouts("", /*active_only=*/true));
+  for (const RolloutRecord& record : active) {
+    if (record.rollout.state() == v1::ROLLOUT_STATE_RUNNING &&
+        record.stage_settled_ms != 0) {
+      dirty_rollouts_.insert(record.rollout.rollout_id());
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ControlLoop::ReconcileDirty(Output& out) {
+  // Reconciling may mark rollouts dirty again; those wait for the next pass.
+  absl::flat_hash_set<std::string> dirty = std::exchange(dirty_rollouts_, {});
+  for (const std::string& rollout_id : dirty) {
+    absl::Status status = [&]() -> absl::Status {
+      ASSIGN_OR_RETURN(RolloutRecord record, store_.GetRollout(rollout_id));
+      return Reconcile(record, out);
+    }();
+    if (!status.ok()) {
+      dirty_rollouts_.insert(dirty.begin(), dirty.end());
+      return status;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ControlLoop::Reconcile(RolloutRecord& record, Output& out) {
+  const std::string& rollout_id = record.rollout.rollout_id();
+  ASSIGN_OR_RETURN(std::vector<v1::RolloutTarget> targets,
+                   store_.ListTargets(rollout_id));
+  const uint32_t stage_before = record.rollout.current_stage();
+  if (AdvanceRollout(targets, clock_.Now(), record)) {
+    RETURN_IF_ERROR(store_.UpdateRollout(record));
+    if (record.rollout.current_stage() != stage_before) {
+      LogInfo("rollout stage started",
+              {{"rollout_id", rollout_id},
+               {"stage", record.rollout.current_stage()}});
+    }
+    if (record.rollout.state() == v1::ROLLOUT_STATE_COMPLETED) {
+      LogInfo("rollout completed", {{"rollout_id", rollout_id},
+                                    {"reason", record.rollout.state_reason()}});
+    }
+  }
+  for (v1::RolloutTarget& target : targets) {
+    if (!NeedsDirective(record, target) || SessionOf(target.agent_id()) == 0) {
+      continue;
+    }
+    ASSIGN_OR_RETURN(v1::Agent agent, store_.GetAgent(target.agent_id()));
+    RETURN_IF_ERROR(SendNewDirective(record, target, agent.platform(), out));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::UpdateDirective> ControlLoop::DirectiveFor(
+    const RolloutRecord& record, const v1::RolloutTarget& target,
+    const std::string& platform) {
+  ASSIGN_OR_RETURN(v1::Release release,
+                   store_.GetRelease(record.rollout.product(),
+                                     record.rollout.version(), platform));
+  return MakeDirective(target.directive_id(), record.rollout.rollout_id(),
+                       release);
+}
+
+absl::Status ControlLoop::SendNewDirective(const RolloutRecord& record,
+                                           v1::RolloutTarget& target,
+                                           const std::string& platform,
+                                           Output& out) {
+  const std::string& rollout_id = record.rollout.rollout_id();
+  target.set_directive_id(NewId("dir"));
+  target.set_updated_unix_ms(NowMs());
+  absl::StatusOr<v1::UpdateDirective> directive =
+      DirectiveFor(record, target, platform);
+  if (absl::IsNotFound(directive.status())) {
+    // The agent moved to a platform this release does not exist for.
+    target.set_directive_id("");
+    target.set_state(v1::TARGET_STATE_FAILED);
+    target.set_error(std::string(directive.status().message()));
+    RETURN_IF_ERROR(store_.UpsertTarget(rollout_id, target));
+    dirty_rollouts_.insert(rollout_id);
+    return absl::OkStatus();
+  }
+  if (!directive.ok()) return directive.status();
+  target.set_state(v1::TARGET_STATE_DIRECTED);
+  RETURN_IF_ERROR(store_.UpsertTarget(rollout_id, target));
+  const uint64_t session = SessionOf(target.agent_id());
+  if (session != 0) {
+    v1::ControllerMessage message;
+    *message.mutable_directive() = *std::move(directive);
+    out.messages.push_back({target.agent_id(), session, std::move(message)});
+  }
+  return absl::OkStatus();
+}
+
+int64_t ControlLoop::NowMs() const { return absl::ToUnixMillis(clock_.Now()); }
+
+uint64_t ControlLoop::SessionOf(const std::string& agent_id) const {
+  auto it = sessions_.find(agent_id);
+  return it == sessions_.end() ? 0 : it->second;
+}
+
+}  // namespace fleet::controller

@@ -1,0 +1,209 @@
+// The controller's single writer. One thread owns every database write and
+// every rollout decision; stream reactions and admin handlers hand it work
+// and never touch the disk themselves.
+//
+// The thread drains its queue in batches. Each batch is one SQLite
+// transaction (each item in its own savepoint, so one bad item does not undo
+// the others); only after the commit are Welcomes, directives and event acks
+// handed to the agents' streams and admin callers told the outcome. An ack
+// therefore always means "stored".
+//
+//   ControlLoop loop(store, RealClock::Get(), {});
+//   loop.Start(hub);
+//   loop.PostHello(agent_id, session, hello);          // from a reaction
+//   absl::Status s = loop.AddRelease(release);         // from an admin RPC
+//   loop.Stop();
+//
+// Thread-safety: every public method is thread-safe. Post* never block
+// beyond a short mutex; AddRelease and CreateRollout block until their batch
+// is committed.
+#ifndef FLEET_CONTROLLER_CONTROL_LOOP_H_
+#define FLEET_CONTROLLER_CONTROL_LOOP_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "controller/store/store.h"
+#include "proto/fleet/v1/admin.pb.h"
+#include "proto/fleet/v1/agent.pb.h"
+#include "proto/fleet/v1/release.pb.h"
+
+namespace fleet::controller {
+
+// How the loop reaches agents. A session is one Connect stream; an agent
+// that reconnects gets a new session, and messages addressed to an old one
+// are dropped. Implemented by AgentHub; tests use a recording fake.
+class AgentSender {
+ public:
+  virtual ~AgentSender() = default;
+  // Queues `message` on the stream of `session`. Returns false (and drops
+  // it) if that stream is gone. Must not block.
+  virtual bool Send(absl::string_view agent_id, uint64_t session,
+                    v1::ControllerMessage message) = 0;
+  // Ends the stream of `session` with `status`, if it is still open.
+  virtual void Close(absl::string_view agent_id, uint64_t session,
+                     const absl::Status& status) = 0;
+};
+
+struct ControlLoopOptions {
+  // Told to agents in Welcome.
+  absl::Duration heartbeat_interval = absl::Seconds(10);
+  // How often time-driven decisions (stage bake times) are re-evaluated.
+  absl::Duration tick = absl::Seconds(1);
+  // Most work items committed in one transaction.
+  int max_batch = 512;
+};
+
+class ControlLoop {
+ public:
+  // `store` and `clock` must outlive the loop; the loop is their only user
+  // of `store` while it runs.
+  ControlLoop(Store& store, const Clock& clock, ControlLoopOptions options);
+  // Stops the loop if it runs.
+  ~ControlLoop();
+  ControlLoop(const ControlLoop&) = delete;
+  ControlLoop& operator=(const ControlLoop&) = delete;
+
+  // Starts the thread. `sender` must outlive Stop(). Call once.
+  void Start(AgentSender& sender);
+  // Processes everything already queued, then ends the thread. Later posts
+  // are dropped and later admin writes fail with UNAVAILABLE. Idempotent.
+  void Stop();
+
+  // ---- from agent streams (validated input; see AgentHub)
+  // The agent opened `session` with `hello`: the agent is stored, answered
+  // with Welcome and sent the directives it is owed.
+  void PostHello(std::string agent_id, uint64_t session, v1::Hello hello);
+  // Stores the event once per (agent, seq), moves the rollout target it
+  // belongs to and acks it after the commit.
+  void PostEvent(std::string agent_id, uint64_t session, v1::UpdateEvent event);
+  void PostHeartbeat(std::string agent_id, uint64_t session);
+  // The stream of `session` ended. Ignored if the agent has since opened a
+  // newer stream.
+  void PostDisconnect(std::string agent_id, uint64_t session);
+
+  // ---- admin writes (block until committed)
+  // Stores a release whose artifact is already in the blob store and
+  // returns it with its created time set. ALREADY_EXISTS for a duplicate.
+  absl::StatusOr<v1::Release> AddRelease(v1::Release release);
+  // Creates and starts a rollout, superseding (ABORTED) any active rollout
+  // of the same product, and sends directives to connected targets.
+  // REQUIRES: names, selector and stages validated (see rollout.h).
+  // FAILED_PRECONDITION if no release of product/version exists. Returns the
+  // rollout with counts, without targets.
+  absl::StatusOr<v1::Rollout> CreateRollout(
+      const v1::CreateRolloutRequest& request);
+
+ private:
+  struct Outgoing {
+    std::string agent_id;
+    uint64_t session;
+    v1::ControllerMessage message;
+  };
+  // What handling one item produced; delivered only if the batch commits.
+  struct Output {
+    std::vector<Outgoing> messages;
+    uint64_t acked_seq = 0;  // 0: no ack
+  };
+  struct Task {
+    std::function<absl::Status(Output&)> fn;
+    absl::Status result;
+    absl::Notification done;
+  };
+  struct HelloItem {
+    std::string agent_id;
+    uint64_t session;
+    v1::Hello hello;
+  };
+  struct EventItem {
+    std::string agent_id;
+    uint64_t session;
+    v1::UpdateEvent event;
+  };
+  struct HeartbeatItem {
+    std::string agent_id;
+    uint64_t session;
+  };
+  struct DisconnectItem {
+    std::string agent_id;
+    uint64_t session;
+  };
+  using Item =
+      std::variant<HelloItem, EventItem, HeartbeatItem, DisconnectItem, Task*>;
+
+  void Post(Item item);
+  absl::Status RunTask(std::function<absl::Status(Output&)> fn);
+  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Run();
+  void ProcessBatch(std::vector<Item>& batch, bool tick);
+  absl::Status Handle(Item& item, Output& out);
+  void Deliver(const std::vector<Item>& batch, std::vector<Output>& outputs,
+               const std::vector<absl::Status>& results, Output& extra);
+
+  absl::Status HandleHello(const HelloItem& item, Output& out);
+  absl::Status HandleEvent(const EventItem& item, Output& out);
+  absl::Status HandleDisconnect(const DisconnectItem& item);
+  absl::Status HandleCreateRollout(const v1::CreateRolloutRequest& request,
+                                   v1::Rollout& result, Output& out);
+  // Marks rollouts waiting out a bake time for reconciliation.
+  absl::Status MarkBakingRollouts();
+  // Reconciles every rollout marked dirty during the batch, once each.
+  absl::Status ReconcileDirty(Output& out);
+
+  // Joins `agent` to the running rollouts of the products it runs and sends
+  // it the directives it is owed.
+  absl::Status DirectAgent(const v1::Agent& agent, const v1::Hello& hello,
+                           uint64_t session, Output& out);
+  // Moves the rollout forward and directs the connected targets of started
+  // stages.
+  absl::Status Reconcile(RolloutRecord& record, Output& out);
+  // Gives `target` a new directive and sends it if the agent is connected.
+  absl::Status SendNewDirective(const RolloutRecord& record,
+                                v1::RolloutTarget& target,
+                                const std::string& platform, Output& out);
+  absl::StatusOr<v1::UpdateDirective> DirectiveFor(
+      const RolloutRecord& record, const v1::RolloutTarget& target,
+      const std::string& platform);
+
+  int64_t NowMs() const;
+  // The open session of a connected agent, or 0.
+  uint64_t SessionOf(const std::string& agent_id) const;
+
+  Store& store_;
+  const Clock& clock_;
+  const ControlLoopOptions options_;
+  AgentSender* sender_ = nullptr;  // set by Start
+  std::thread thread_;
+
+  absl::Mutex mu_;
+  std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Owned by the loop thread: the loop's view of who is connected, agent id
+  // to the session whose Hello it processed last.
+  absl::flat_hash_map<std::string, uint64_t> sessions_;
+  // Owned by the loop thread: rollouts whose targets moved in this batch,
+  // reconciled once at its end.
+  absl::flat_hash_set<std::string> dirty_rollouts_;
+  absl::Time last_tick_ = absl::InfinitePast();
+};
+
+}  // namespace fleet::controller
+
+#endif  // FLEET_CONTROLLER_CONTROL_LOOP_H_

@@ -1,0 +1,119 @@
+#include "controller/server.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/files.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "controller/admin_service.h"
+#include "controller/agent_hub.h"
+#include "controller/blob_store.h"
+#include "controller/control_loop.h"
+#include "controller/http_server.h"
+#include "controller/store/store.h"
+
+namespace fleet::controller {
+namespace {
+
+constexpr int kKeepaliveTimeMs = 20'000;
+constexpr int kKeepaliveTimeoutMs = 10'000;
+constexpr int kMinClientPingIntervalMs = 10'000;
+constexpr int kMaxReceiveMessageBytes = 4 * 1024 * 1024;
+constexpr absl::Duration kShutdownGrace = absl::Seconds(5);
+
+}  // namespace
+
+void ConfigureServerBuilder(grpc::ServerBuilder& builder) {
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             kKeepaliveTimeoutMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      kMinClientPingIntervalMs);
+  builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+}
+
+ControllerServer::ControllerServer(ControllerOptions options,
+                                   const Clock& clock)
+    : options_(std::move(options)), clock_(clock) {}
+
+ControllerServer::~ControllerServer() { Shutdown(); }
+
+absl::StatusOr<int> ControllerServer::Start() {
+  if (options_.data_dir.empty()) {
+    return absl::InvalidArgumentError("a data directory is required");
+  }
+  if (options_.trust_key_paths.empty()) {
+    return absl::InvalidArgumentError(
+        "at least one trusted release key (--trust-key) is required");
+  }
+  if (options_.heartbeat_interval < absl::Seconds(1)) {
+    return absl::InvalidArgumentError("heartbeat interval must be >= 1s");
+  }
+  for (const std::string& path : options_.trust_key_paths) {
+    absl::Status added = trusted_keys_.AddPemFile(path);
+    if (!added.ok()) {
+      return absl::Status(added.code(), absl::StrCat("trust key ", path, ": ",
+                                                     added.message()));
+    }
+  }
+  RETURN_IF_ERROR(MakeDirs(options_.data_dir, 0700));
+  const std::string db_path = JoinPath(options_.data_dir, "fleet.db");
+  ASSIGN_OR_RETURN(write_store_, Store::Open(db_path));
+  ASSIGN_OR_RETURN(read_store_, Store::Open(db_path));
+  RETURN_IF_ERROR(write_store_->MarkAllAgentsDisconnected());
+  ASSIGN_OR_RETURN(blobs_, BlobStore::Open(options_.data_dir));
+
+  ControlLoopOptions loop_options;
+  loop_options.heartbeat_interval = options_.heartbeat_interval;
+  loop_ = std::make_unique<ControlLoop>(*write_store_, clock_, loop_options);
+  hub_ = std::make_unique<AgentHub>(*loop_, *blobs_);
+  loop_->Start(*hub_);
+  admin_ = std::make_unique<AdminService>(*read_store_, *loop_, *blobs_,
+                                          trusted_keys_, clock_);
+
+  grpc::ServerBuilder builder;
+  ConfigureServerBuilder(builder);
+  builder.AddListeningPort(options_.listen_address,
+                           grpc::InsecureServerCredentials(), &grpc_port_);
+  builder.RegisterService(hub_.get());
+  builder.RegisterService(admin_.get());
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || grpc_port_ == 0) {
+    loop_->Stop();
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for gRPC on ", options_.listen_address));
+  }
+  running_ = true;
+
+  if (!options_.http_address.empty()) {
+    http_ = std::make_unique<HttpServer>([this] { return ConnectedAgents(); });
+    absl::StatusOr<int> port = http_->Start(options_.http_address);
+    if (!port.ok()) {
+      Shutdown();
+      return port.status();
+    }
+    http_port_ = *port;
+  }
+  return grpc_port_;
+}
+
+size_t ControllerServer::ConnectedAgents() const {
+  return hub_ == nullptr ? 0 : hub_->ConnectedCount();
+}
+
+void ControllerServer::Shutdown() {
+  if (!running_) return;
+  running_ = false;
+  hub_->CloseAll(absl::UnavailableError("the controller is shutting down"));
+  // Admin handlers may be waiting on the control loop, so it keeps running
+  // until every RPC has finished.
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + kShutdownGrace));
+  loop_->Stop();
+  if (http_ != nullptr) http_->Stop();
+}
+
+}  // namespace fleet::controller
