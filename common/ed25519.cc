@@ -79,7 +79,7 @@ BioPtr ReadOnlyBio(absl::string_view pem) {
 absl::Status CheckEd25519(const EVP_PKEY* key, absl::string_view what) {
   int id = EVP_PKEY_get_id(key);
   if (id != EVP_PKEY_ED25519) {
-    const char* name = OBJ_nid2sn(id);
+    const char* name = EVP_PKEY_get0_type_name(key);
     return absl::InvalidArgumentError(
         absl::StrCat(what, " is a ", name != nullptr ? name : "unknown",
                      " key, not an Ed25519 key"));

@@ -39,6 +39,9 @@ const Ed25519PublicKey* TrustedKeys::Find(absl::string_view key_id) const {
 
 namespace {
 
+// absl::RFC3339_sec renders UTC as "+00:00"; operators expect "Z".
+constexpr char kRfc3339Utc[] = "%Y-%m-%dT%H:%M:%SZ";
+
 absl::Status FieldError(absl::string_view field, const absl::Status& cause) {
   return absl::InvalidArgumentError(
       absl::StrCat("manifest field ", field, ": ", cause.message()));
@@ -169,10 +172,10 @@ absl::StatusOr<v1::ReleaseManifest> VerifyManifest(
     return absl::FailedPreconditionError(absl::StrCat(
         "release manifest ", manifest.product(), " ", manifest.version(), " ",
         manifest.platform(), " expired at ",
-        absl::FormatTime(absl::RFC3339_sec,
+        absl::FormatTime(kRfc3339Utc,
                          absl::FromUnixSeconds(manifest.expires_unix_seconds()),
                          absl::UTCTimeZone()),
-        " (now ", absl::FormatTime(absl::RFC3339_sec, now, absl::UTCTimeZone()),
+        " (now ", absl::FormatTime(kRfc3339Utc, now, absl::UTCTimeZone()),
         ")"));
   }
   return manifest;
