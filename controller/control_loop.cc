@@ -188,6 +188,9 @@ void ControlLoop::Deliver(const std::vector<Item>& batch,
   for (size_t i = 0; i < batch.size(); ++i) {
     const Item& item = batch[i];
     if (Task* const* task = std::get_if<Task*>(&item)) {
+      for (Outgoing& o : outputs[i].messages) {
+        sender_->Send(o.agent_id, o.session, std::move(o.message));
+      }
       (*task)->result = results[i];
       (*task)->done.Notify();
       continue;
