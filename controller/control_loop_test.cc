@@ -1,0 +1,249 @@
+#include "controller/control_loop.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "common/testing/fake_clock.h"
+#include "controller/store/store.h"
+#include "controller/testing/temp_dir.h"
+#include "gtest/gtest.h"
+
+namespace fleet::controller {
+namespace {
+
+// Records what the loop sends, per agent.
+class RecordingSender : public AgentSender {
+ public:
+  struct Sent {
+    std::string agent_id;
+    uint64_t session;
+    v1::ControllerMessage message;
+  };
+
+  bool Send(absl::string_view agent_id, uint64_t session,
+            v1::ControllerMessage message) override {
+    absl::MutexLock lock(&mu_);
+    sent_.push_back({std::string(agent_id), session, std::move(message)});
+    return true;
+  }
+  void Close(absl::string_view agent_id, uint64_t session,
+             const absl::Status& status) override {
+    absl::MutexLock lock(&mu_);
+    closed_.push_back(std::string(agent_id));
+  }
+
+  std::vector<Sent> Matching(v1::ControllerMessage::BodyCase body) {
+    absl::MutexLock lock(&mu_);
+    std::vector<Sent> out;
+    for (const Sent& s : sent_) {
+      if (s.message.body_case() == body) out.push_back(s);
+    }
+    return out;
+  }
+  // Waits up to 5 s for at least `n` messages of kind `body`.
+  std::vector<Sent> WaitFor(v1::ControllerMessage::BodyCase body, size_t n) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    while (absl::Now() < deadline) {
+      std::vector<Sent> found = Matching(body);
+      if (found.size() >= n) return found;
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return Matching(body);
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<Sent> sent_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> closed_ ABSL_GUARDED_BY(mu_);
+};
+
+v1::Hello HelloOf(const std::string& agent_id, const std::string& version) {
+  v1::Hello hello;
+  hello.set_agent_id(agent_id);
+  hello.set_platform("linux/amd64");
+  v1::InstalledProduct* p = hello.add_installed();
+  p->set_product("app");
+  p->set_version(version);
+  return hello;
+}
+
+v1::Release ReleaseOf(const std::string& version) {
+  v1::Release r;
+  r.set_product("app");
+  r.set_version(version);
+  r.set_platform("linux/amd64");
+  r.set_sha256(std::string(32, 'x'));
+  r.set_size(10);
+  r.mutable_signed_manifest()->set_manifest("m-" + version);
+  return r;
+}
+
+class ControlLoopTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = Store::Open(dir_.Join("fleet.db"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    auto reads = Store::Open(dir_.Join("fleet.db"));
+    ASSERT_TRUE(reads.ok()) << reads.status();
+    reads_ = *std::move(reads);
+    ControlLoopOptions options;
+    options.tick = absl::Milliseconds(10);
+    loop_ = std::make_unique<ControlLoop>(*store_, clock_, options);
+    loop_->Start(sender_);
+  }
+  void TearDown() override { loop_->Stop(); }
+
+  // Polls the store until the rollout satisfies `done` (5 s at most).
+  RolloutRecord WaitForRollout(const std::string& id,
+                               std::function<bool(const RolloutRecord&)> done) {
+    RolloutRecord record;
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    while (absl::Now() < deadline) {
+      absl::StatusOr<RolloutRecord> got = reads_->GetRollout(id);
+      if (got.ok()) {
+        record = *got;
+        if (done(record)) break;
+      }
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return record;
+  }
+
+  void ReportHealthy(const RecordingSender::Sent& directive, uint64_t seq) {
+    v1::UpdateEvent event;
+    event.set_seq(seq);
+    event.set_directive_id(directive.message.directive().directive_id());
+    event.set_rollout_id(directive.message.directive().rollout_id());
+    event.set_product("app");
+    event.set_to_version("1.1.0");
+    event.set_phase(v1::UPDATE_PHASE_HEALTHY);
+    loop_->PostEvent(directive.agent_id, directive.session, event);
+  }
+
+  testing::TempDir dir_;
+  FakeClock clock_;
+  RecordingSender sender_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Store> reads_;
+  std::unique_ptr<ControlLoop> loop_;
+};
+
+TEST_F(ControlLoopTest, StagedRolloutDirectsTheNextCohortOnlyAfterBakeTime) {
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.1.0")).ok());
+  constexpr int kAgents = 24;
+  for (int i = 0; i < kAgents; ++i) {
+    loop_->PostHello("agent-" + std::to_string(i), i + 1,
+                     HelloOf("agent-" + std::to_string(i), "1.0.0"));
+  }
+  ASSERT_EQ(sender_.WaitFor(v1::ControllerMessage::kWelcome, kAgents).size(),
+            kAgents);
+
+  v1::CreateRolloutRequest request;
+  request.set_product("app");
+  request.set_version("1.1.0");
+  v1::Stage* canary = request.add_stages();
+  canary->set_percent(50);
+  canary->set_bake_seconds(60);
+  request.add_stages()->set_percent(100);
+  absl::StatusOr<v1::Rollout> rollout = loop_->CreateRollout(request);
+  ASSERT_TRUE(rollout.ok()) << rollout.status();
+  EXPECT_EQ(rollout->counts().total(), kAgents);
+  // Only the first cohort is directed; with 24 agents both cohorts are
+  // non-empty unless the hash is badly skewed.
+  const size_t first_cohort = rollout->counts().in_flight();
+  ASSERT_GT(first_cohort, 0u);
+  ASSERT_LT(first_cohort, kAgents);
+  EXPECT_EQ(rollout->counts().pending(), kAgents - first_cohort);
+
+  std::vector<RecordingSender::Sent> directives =
+      sender_.WaitFor(v1::ControllerMessage::kDirective, first_cohort);
+  ASSERT_EQ(directives.size(), first_cohort);
+  for (const auto& d : directives) ReportHealthy(d, 1);
+  RolloutRecord settled = WaitForRollout(
+      rollout->rollout_id(),
+      [](const RolloutRecord& r) { return r.stage_settled_ms != 0; });
+  EXPECT_EQ(settled.stage_settled_ms, absl::ToUnixMillis(clock_.Now()));
+  EXPECT_EQ(settled.rollout.current_stage(), 0u);
+
+  // Just before the bake time ends nothing moves.
+  clock_.Advance(absl::Seconds(59));
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(sender_.Matching(v1::ControllerMessage::kDirective).size(),
+            first_cohort);
+
+  clock_.Advance(absl::Seconds(1));
+  directives = sender_.WaitFor(v1::ControllerMessage::kDirective, kAgents);
+  ASSERT_EQ(directives.size(), kAgents);
+  EXPECT_EQ(reads_->GetRollout(rollout->rollout_id())->rollout.current_stage(),
+            1u);
+  for (size_t i = first_cohort; i < directives.size(); ++i) {
+    ReportHealthy(directives[i], 1);
+  }
+  RolloutRecord done =
+      WaitForRollout(rollout->rollout_id(), [](const RolloutRecord& r) {
+        return r.rollout.state() == v1::ROLLOUT_STATE_COMPLETED;
+      });
+  EXPECT_EQ(done.rollout.state(), v1::ROLLOUT_STATE_COMPLETED);
+  EXPECT_EQ(reads_->GetAgent("agent-0")->installed(0).version(), "1.1.0");
+}
+
+TEST_F(ControlLoopTest, DisconnectOfAReplacedStreamKeepsTheAgentConnected) {
+  loop_->PostHello("a1", 1, HelloOf("a1", "1.0.0"));
+  loop_->PostHello("a1", 2, HelloOf("a1", "1.0.0"));
+  loop_->PostDisconnect("a1", 1);  // the old stream ends after the new Hello
+  ASSERT_EQ(sender_.WaitFor(v1::ControllerMessage::kWelcome, 2).size(), 2u);
+  // The loop is single-threaded: once this write is committed, so is the
+  // disconnect queued before it.
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.0.0")).ok());
+  EXPECT_TRUE(reads_->GetAgent("a1")->connected());
+
+  loop_->PostDisconnect("a1", 2);
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("2.0.0")).ok());
+  EXPECT_FALSE(reads_->GetAgent("a1")->connected());
+}
+
+TEST_F(ControlLoopTest, EventsAreAckedAfterCommitOncePerBatchAndStream) {
+  loop_->PostHello("a1", 7, HelloOf("a1", "1.0.0"));
+  for (uint64_t seq = 1; seq <= 3; ++seq) {
+    v1::UpdateEvent event;
+    event.set_seq(seq);
+    event.set_phase(v1::UPDATE_PHASE_DOWNLOADING);
+    loop_->PostEvent("a1", 7, event);
+  }
+  std::vector<RecordingSender::Sent> acks;
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (absl::Now() < deadline) {
+    acks = sender_.Matching(v1::ControllerMessage::kAck);
+    if (!acks.empty() && acks.back().message.ack().acked_seq() == 3) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_FALSE(acks.empty());
+  EXPECT_EQ(acks.back().message.ack().acked_seq(), 3u);
+  EXPECT_EQ(acks.back().session, 7u);
+  EXPECT_EQ(reads_->ListEvents("a1")->size(), 3u);
+  EXPECT_EQ(*reads_->MaxEventSeq("a1"), 3u);
+}
+
+TEST_F(ControlLoopTest, StopCommitsWhatIsQueuedAndRefusesLaterWrites) {
+  loop_->PostHello("a1", 1, HelloOf("a1", "1.0.0"));
+  loop_->Stop();
+  EXPECT_EQ(sender_.Matching(v1::ControllerMessage::kWelcome).size(), 1u);
+  EXPECT_TRUE(reads_->GetAgent("a1").ok());
+  EXPECT_EQ(loop_->AddRelease(ReleaseOf("1.0.0")).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+TEST_F(ControlLoopTest, DuplicateReleaseIsAlreadyExistsAndNothingElseBreaks) {
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.0.0")).ok());
+  EXPECT_EQ(loop_->AddRelease(ReleaseOf("1.0.0")).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.0.1")).ok());
+  EXPECT_EQ(reads_->ListReleases("app", "")->size(), 2u);
+}
+
+}  // namespace
+}  // namespace fleet::controller
