@@ -176,6 +176,7 @@ class AgentStream
     if (outbox_.size() >= kMaxQueuedMessages) {
       LogWarning("agent does not read its stream; ending it",
                  {{"agent_id", agent_id_}, {"queued", outbox_.size()}});
+      outbox_.resize(1);  // keep only the write in flight
       FinishLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                 "too many unread messages"));
       return false;
@@ -227,10 +228,7 @@ class AgentStream
       return;
     }
     writing_ = false;
-    if (pending_finish_) {
-      Finish(*pending_finish_);
-      pending_finish_.reset();
-    }
+    MaybeFinishLocked();
   }
 
   void OnDone() override {
@@ -277,14 +275,23 @@ class AgentStream
     }
   }
 
+  // Decides the final status; Finish() itself waits for the write in
+  // flight (a reactor may not finish with a write outstanding).
   void FinishLocked(const grpc::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finishing_) return;
+    if (finishing_) {
+      MaybeFinishLocked();
+      return;
+    }
     finishing_ = true;
-    if (writing_) {
-      pending_finish_ = status;
-    } else {
-      Finish(status);
+    pending_finish_ = status;
+    MaybeFinishLocked();
+  }
+
+  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finishing_ && !writing_ && pending_finish_) {
+      Finish(*pending_finish_);
+      pending_finish_.reset();
     }
   }
 
