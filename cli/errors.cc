@@ -58,6 +58,9 @@ std::string TransportCause(absl::string_view grpc_message) {
       {"connection closed", "the connection was closed"},
       {"goaway", "the connection was closed"},
       {"handshake", "TLS handshake failed"},
+      {"http1.x server",
+       "an HTTP/1 server answered, not gRPC: is this fleet-controller's "
+       "--http-listen port instead of its --listen port?"},
   };
   std::string lower = absl::AsciiStrToLower(grpc_message);
   for (const Cause& c : kCauses) {
@@ -73,7 +76,8 @@ absl::Status ExplainRpcError(const grpc::Status& status, const RpcCall& call) {
   for (const RpcHint& hint : call.hints) {
     if (hint.code == status.error_code()) {
       return absl::Status(
-          code, absl::StrCat(hint.problem, Detail(msg), "; ", hint.fix));
+          code, absl::StrCat(hint.problem, hint.with_detail ? Detail(msg) : "",
+                             "; ", hint.fix));
     }
   }
   const std::string& at = call.controller;

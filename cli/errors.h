@@ -49,6 +49,9 @@ struct RpcHint {
   grpc::StatusCode code;
   std::string problem;  // "the controller does not trust key 1a2b…"
   std::string fix;      // "start fleet-controller with --trust-key …"
+  // Whether the controller's own message is added in parentheses; off when
+  // `problem` already says all it would.
+  bool with_detail = true;
 };
 
 // The RPC that failed, in an operator's words.
@@ -60,7 +63,8 @@ struct RpcCall {
 };
 
 // Returns a status with the code of `status` (which must not be OK) and a
-// one-line message: a matching hint's "problem (controller's message); fix",
+// one-line message: a matching hint's "problem (controller's message); fix"
+// ("problem; fix" without detail),
 // else a generic explanation by code, e.g. for UNAVAILABLE
 //   cannot reach the controller at 127.0.0.1:7443 (connection refused); is
 //   fleet-controller running? set --controller or FLEET_CONTROLLER

@@ -44,6 +44,13 @@ TEST(ExplainRpcErrorTest, MatchingHintWinsAndKeepsControllerMessage) {
   EXPECT_EQ(s.message(),
             "the controller does not trust key 0011 (0 of 1 valid); start "
             "fleet-controller with --trust-key k.pub");
+  call.hints.push_back({grpc::StatusCode::ALREADY_EXISTS, "it exists",
+                        "bump the version", /*with_detail=*/false});
+  EXPECT_EQ(ExplainRpcError(grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+                                         "release exists"),
+                            call)
+                .message(),
+            "it exists; bump the version");
   // A hint for another code does not apply.
   absl::Status other = ExplainRpcError(
       grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "digest mismatch"),
@@ -82,6 +89,11 @@ TEST(TransportCauseTest, ShortensKnownCauses) {
   EXPECT_EQ(TransportCause("DNS resolution failed for nohost:7443: C-ares "
                            "status is not ARES_SUCCESS"),
             "cannot resolve the host name");
+  EXPECT_EQ(TransportCause("failed to connect to all addresses; last error: "
+                           "INTERNAL: ipv4:127.0.0.1:8080: Trying to connect "
+                           "an http1.x server"),
+            "an HTTP/1 server answered, not gRPC: is this fleet-controller's "
+            "--http-listen port instead of its --listen port?");
   EXPECT_EQ(TransportCause(""), "no details");
   EXPECT_EQ(TransportCause("something new"), "something new");
 }

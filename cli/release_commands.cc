@@ -248,7 +248,8 @@ absl::Status ReleasePush(const ReleasePushOptions& options,
        {grpc::StatusCode::ALREADY_EXISTS,
         absl::StrCat("release ", what, " already exists on the controller"),
         absl::StrCat("releases are immutable: ",
-                     NextVersionHint(options.version))}});
+                     NextVersionHint(options.version)),
+        /*with_detail=*/false}});
 
   grpc::ClientContext rpc;
   rpc.set_deadline(std::chrono::system_clock::now() +

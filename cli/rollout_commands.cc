@@ -188,6 +188,11 @@ absl::Status RolloutCreate(const RolloutCreateOptions& options,
   const uint32_t n = rollout.counts().total();
   ctx.out() << "rollout " << rollout.rollout_id() << " created: " << n
             << (n == 1 ? " target" : " targets") << '\n';
+  if (n == 0) {
+    ctx.err() << "note: no connected agent runs " << options.product
+              << " and matches the selector yet; agents that appear while "
+                 "the rollout runs join it\n";
+  }
   return absl::OkStatus();
 }
 
@@ -208,7 +213,8 @@ absl::Status RolloutStatus(const std::string& rollout_id, CommandContext& ctx) {
         ctx.Call(absl::StrCat("get rollout ", rollout_id),
                  {{grpc::StatusCode::NOT_FOUND,
                    absl::StrCat("rollout ", rollout_id, " does not exist"),
-                   "see `fleetctl rollout list` for rollout ids"}}));
+                   "see `fleetctl rollout list` for rollout ids",
+                   /*with_detail=*/false}}));
   }
 
   if (ctx.json()) return ctx.PrintJson(rollout);
