@@ -20,6 +20,7 @@
 #include "common/names.h"
 #include "common/semver.h"
 #include "common/sha256.h"
+#include "common/status_macros.h"
 
 namespace fleet::cli {
 
@@ -80,15 +81,12 @@ struct FileDigest {
 };
 
 absl::StatusOr<FileDigest> HashFile(const std::string& path) {
-  absl::StatusOr<ArtifactReader> reader = ArtifactReader::Open(path);
-  if (!reader.ok()) return reader.status();
+  ASSIGN_OR_RETURN(ArtifactReader reader, ArtifactReader::Open(path));
   Sha256 hasher;
   FileDigest result;
   std::string buffer;
   while (true) {
-    if (absl::Status s = reader->Read(kPushChunkBytes, buffer); !s.ok()) {
-      return s;
-    }
+    RETURN_IF_ERROR(reader.Read(kPushChunkBytes, buffer));
     if (buffer.empty()) break;
     hasher.Update(buffer);
     result.size += buffer.size();
@@ -162,71 +160,119 @@ void DrawProgress(CommandContext& ctx, absl::string_view what, uint64_t sent,
             << HumanSize(total) << "  " << percent << "%" << std::flush;
 }
 
-}  // namespace
-
-absl::Status ReleasePush(const ReleasePushOptions& options,
-                         CommandContext& ctx) {
-  if (absl::Status s = CheckFlag("--product", options.product,
-                                 ValidateProductName(options.product));
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = CheckFlag("--version", options.version,
-                                 ValidateVersion(options.version));
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = CheckFlag("--platform", options.platform,
-                                 ValidatePlatform(options.platform));
-      !s.ok()) {
-    return s;
-  }
-  absl::Duration expires_after = absl::ZeroDuration();
-  if (options.expires != "never") {
-    absl::StatusOr<absl::Duration> d = ParseHumanDuration(options.expires);
-    if (!d.ok()) return CheckFlag("--expires", options.expires, d.status());
-    expires_after = *d;
-  }
+// Checks the flags; returns how long the manifest stays valid (zero: never).
+absl::StatusOr<absl::Duration> ValidatePushOptions(
+    const ReleasePushOptions& options) {
+  RETURN_IF_ERROR(CheckFlag("--product", options.product,
+                            ValidateProductName(options.product)));
+  RETURN_IF_ERROR(CheckFlag("--version", options.version,
+                            ValidateVersion(options.version)));
+  RETURN_IF_ERROR(CheckFlag("--platform", options.platform,
+                            ValidatePlatform(options.platform)));
   if (options.file.empty()) return UsageError("--file must name the artifact");
   if (options.key_file.empty()) {
     return UsageError("--key must name the release private key");
   }
+  if (options.expires == "never") return absl::ZeroDuration();
+  absl::StatusOr<absl::Duration> expires = ParseHumanDuration(options.expires);
+  RETURN_IF_ERROR(CheckFlag("--expires", options.expires, expires.status()));
+  return *expires;
+}
 
-  absl::StatusOr<FileDigest> digest = HashFile(options.file);
-  if (!digest.ok()) return digest.status();
-  if (digest->size == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("release file ", options.file, " is empty; check --file"));
-  }
-  absl::StatusOr<Ed25519PrivateKey> key =
-      Ed25519PrivateKey::LoadPemFile(options.key_file);
+absl::StatusOr<Ed25519PrivateKey> LoadSigningKey(const std::string& path) {
+  absl::StatusOr<Ed25519PrivateKey> key = Ed25519PrivateKey::LoadPemFile(path);
   if (absl::IsNotFound(key.status())) {
     return absl::NotFoundError(absl::StrCat(
-        "private key ", options.key_file,
+        "private key ", path,
         " does not exist; check --key or create one with `fleetctl keys "
         "generate --out DIR`"));
   }
   if (!key.ok()) {
-    return absl::Status(
-        key.status().code(),
-        absl::StrCat("cannot load private key ", options.key_file, ": ",
-                     key.status().message()));
+    return absl::Status(key.status().code(),
+                        absl::StrCat("cannot load private key ", path, ": ",
+                                     key.status().message()));
   }
-  const std::string key_id = key->PublicKey().KeyId();
+  return key;
+}
+
+// Sends the signed manifest, then the file in kPushChunkBytes chunks, on one
+// PushRelease stream. Cancels the stream (ABORTED) if the bytes read now are
+// not the ones that were hashed and signed.
+absl::Status Upload(CommandContext& ctx, const ReleasePushOptions& options,
+                    const std::string& what, const FileDigest& digest,
+                    v1::SignedManifest signed_manifest, const RpcCall& call,
+                    v1::Release& stored) {
+  ASSIGN_OR_RETURN(ArtifactReader reader, ArtifactReader::Open(options.file));
+  grpc::ClientContext rpc;
+  ctx.SetDeadline(rpc, call.timeout - ctx.options().timeout);
+  std::unique_ptr<grpc::ClientWriterInterface<v1::PushReleaseRequest>> writer =
+      ctx.admin().PushRelease(&rpc, &stored);
+  auto abandon = [&](absl::Status why) {
+    rpc.TryCancel();
+    (void)writer->Finish();
+    return why;
+  };
+
+  v1::PushReleaseRequest request;
+  *request.mutable_manifest() = std::move(signed_manifest);
+  bool stream_ok = writer->Write(request);
+  Sha256 sent_hasher;
+  uint64_t sent = 0;
+  const bool progress = ctx.err_is_terminal();
+  while (stream_ok && sent <= digest.size) {
+    std::string* chunk = request.mutable_chunk();
+    if (absl::Status s = reader.Read(kPushChunkBytes, *chunk); !s.ok()) {
+      if (progress) ctx.err() << '\n';
+      return abandon(s);
+    }
+    if (chunk->empty()) break;
+    sent_hasher.Update(*chunk);
+    sent += chunk->size();
+    if (sent > digest.size) break;  // grew since hashing: never send it
+    stream_ok = writer->Write(request);
+    if (progress) DrawProgress(ctx, what, sent, digest.size);
+  }
+  if (progress) ctx.err() << '\n';
+  if (stream_ok &&
+      (sent != digest.size || sent_hasher.Finish() != digest.sha256)) {
+    return abandon(absl::AbortedError(absl::StrCat(
+        "release file ", options.file,
+        " changed while it was being pushed; nothing was stored, push again")));
+  }
+  // A broken stream (stream_ok false) is explained by Finish's status.
+  if (stream_ok) writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  if (!status.ok()) return ExplainRpcError(status, call);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ReleasePush(const ReleasePushOptions& options,
+                         CommandContext& ctx) {
+  ASSIGN_OR_RETURN(const absl::Duration expires_after,
+                   ValidatePushOptions(options));
+  ASSIGN_OR_RETURN(const FileDigest digest, HashFile(options.file));
+  if (digest.size == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("release file ", options.file, " is empty; check --file"));
+  }
+  ASSIGN_OR_RETURN(const Ed25519PrivateKey key,
+                   LoadSigningKey(options.key_file));
 
   v1::ReleaseManifest manifest;
   manifest.set_product(options.product);
   manifest.set_version(options.version);
   manifest.set_platform(options.platform);
-  manifest.set_sha256(DigestToBytes(digest->sha256));
-  manifest.set_size(digest->size);
+  manifest.set_sha256(DigestToBytes(digest.sha256));
+  manifest.set_size(digest.size);
   const absl::Time now = ctx.Now();
   manifest.set_created_unix_seconds(absl::ToUnixSeconds(now));
   if (expires_after > absl::ZeroDuration()) {
     manifest.set_expires_unix_seconds(absl::ToUnixSeconds(now + expires_after));
   }
   absl::StatusOr<v1::SignedManifest> signed_manifest =
-      SignManifest(manifest, *key);
+      SignManifest(manifest, key);
   if (!signed_manifest.ok()) {
     return absl::Status(signed_manifest.status().code(),
                         absl::StrCat("cannot sign the manifest: ",
@@ -235,10 +281,12 @@ absl::Status ReleasePush(const ReleasePushOptions& options,
 
   const std::string what = absl::StrCat(options.product, " ", options.version,
                                         " (", options.platform, ")");
+  const std::string key_id = key.PublicKey().KeyId();
+  // Slow links need more than one request's timeout: allow 1 MiB/s.
   const absl::Duration timeout =
       ctx.options().timeout +
-      absl::Seconds(static_cast<int64_t>(digest->size / (1 << 20)));
-  RpcCall call = ctx.Call(
+      absl::Seconds(static_cast<int64_t>(digest.size >> 20));
+  const RpcCall call = ctx.Call(
       absl::StrCat("push release ", what), timeout,
       {{grpc::StatusCode::PERMISSION_DENIED,
         absl::StrCat("the controller does not trust key ", key_id, " (",
@@ -251,53 +299,9 @@ absl::Status ReleasePush(const ReleasePushOptions& options,
                      NextVersionHint(options.version)),
         /*with_detail=*/false}});
 
-  grpc::ClientContext rpc;
-  rpc.set_deadline(std::chrono::system_clock::now() +
-                   absl::ToChronoMilliseconds(timeout));
   v1::Release stored;
-  std::unique_ptr<grpc::ClientWriterInterface<v1::PushReleaseRequest>> writer =
-      ctx.admin().PushRelease(&rpc, &stored);
-
-  v1::PushReleaseRequest request;
-  *request.mutable_manifest() = *std::move(signed_manifest);
-  bool stream_ok = writer->Write(request);
-
-  // Hash what is sent too: a file changed since it was signed must not be
-  // offered to the controller as this release.
-  absl::StatusOr<ArtifactReader> reader = ArtifactReader::Open(options.file);
-  if (!reader.ok()) {
-    rpc.TryCancel();
-    return reader.status();
-  }
-  Sha256 sent_hasher;
-  uint64_t sent = 0;
-  const bool progress = ctx.err_is_terminal();
-  while (stream_ok) {
-    std::string* chunk = request.mutable_chunk();
-    if (absl::Status s = reader->Read(kPushChunkBytes, *chunk); !s.ok()) {
-      rpc.TryCancel();
-      return s;
-    }
-    if (chunk->empty()) break;
-    sent_hasher.Update(*chunk);
-    sent += chunk->size();
-    if (sent > digest->size) break;
-    stream_ok = writer->Write(request);
-    if (progress) DrawProgress(ctx, what, sent, digest->size);
-  }
-  if (progress) ctx.err() << '\n';
-  if (stream_ok &&
-      (sent != digest->size || sent_hasher.Finish() != digest->sha256)) {
-    rpc.TryCancel();
-    (void)writer->Finish();
-    return absl::AbortedError(absl::StrCat(
-        "release file ", options.file,
-        " changed while it was being pushed; nothing was stored, push again"));
-  }
-  if (stream_ok) writer->WritesDone();
-  grpc::Status status = writer->Finish();
-  if (!status.ok()) return ExplainRpcError(status, call);
-
+  RETURN_IF_ERROR(Upload(ctx, options, what, digest,
+                         *std::move(signed_manifest), call, stored));
   if (ctx.json()) return ctx.PrintJson(stored);
   PrintReleaseTable({&stored}, ctx);
   return absl::OkStatus();
@@ -306,18 +310,12 @@ absl::Status ReleasePush(const ReleasePushOptions& options,
 absl::Status ReleaseList(const ReleaseListOptions& options,
                          CommandContext& ctx) {
   if (!options.product.empty()) {
-    if (absl::Status s = CheckFlag("--product", options.product,
-                                   ValidateProductName(options.product));
-        !s.ok()) {
-      return s;
-    }
+    RETURN_IF_ERROR(CheckFlag("--product", options.product,
+                              ValidateProductName(options.product)));
   }
   if (!options.platform.empty()) {
-    if (absl::Status s = CheckFlag("--platform", options.platform,
-                                   ValidatePlatform(options.platform));
-        !s.ok()) {
-      return s;
-    }
+    RETURN_IF_ERROR(CheckFlag("--platform", options.platform,
+                              ValidatePlatform(options.platform)));
   }
   v1::ListReleasesRequest request;
   request.set_product(options.product);

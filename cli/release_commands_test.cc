@@ -1,9 +1,15 @@
 #include "cli/release_commands.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "cli/command_context.h"
@@ -196,6 +202,65 @@ TEST_F(ReleaseCommandsTest, PushSendsSignedManifestThenTheFileInChunks) {
                 "web       1.2.0     linux/amd64   2.5 MiB   ", digest_prefix,
                 "   ", push->manifest.signatures(0).key_id(), "   just now\n"));
   EXPECT_EQ(err_.str(), "");  // not a terminal: no progress line
+}
+
+// Writes `content` to the FIFO at `path` once a reader opens it; gives up
+// after 10 s without a reader.
+void ServeFifoOnce(const std::string& path, const std::string& content) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  int fd = -1;
+  while ((fd = open(path.c_str(), O_WRONLY | O_NONBLOCK)) < 0 &&
+         errno == ENXIO && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  if (fd < 0) return;
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  for (size_t done = 0; done < content.size();) {
+    ssize_t n = write(fd, content.data() + done, content.size() - done);
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  close(fd);
+}
+
+// True while some descriptor of this process refers to `path`.
+bool OpenInThisProcess(const std::string& path) {
+  const std::filesystem::path target = std::filesystem::canonical(path);
+  std::error_code ec;
+  for (const auto& entry :
+       std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    if (std::filesystem::read_symlink(entry.path(), ec) == target) return true;
+  }
+  return false;
+}
+
+TEST_F(ReleaseCommandsTest, FileChangedAfterSigningIsNeverOfferedAsTheRelease) {
+  // fleetctl reads the file twice: to hash and sign it, then to upload it.
+  // A FIFO hands each pass different bytes of the same size.
+  const std::string fifo = dir_ + "/changing";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const std::string signed_bytes(3 * kPushChunkBytes / 2, 'a');
+  const std::string uploaded_bytes(3 * kPushChunkBytes / 2, 'b');
+  std::thread writer([&] {
+    ServeFifoOnce(fifo, signed_bytes);
+    // Reopening before the hashing pass has closed its end would extend
+    // that pass instead of starting the next.
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (OpenInThisProcess(fifo) && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    ServeFifoOnce(fifo, uploaded_bytes);
+  });
+  ReleasePushOptions options = PushOptions();
+  options.file = fifo;
+  absl::Status s = Push(options);
+  writer.join();
+
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
+  EXPECT_EQ(s.message(), absl::StrCat("release file ", fifo,
+                                      " changed while it was being pushed; "
+                                      "nothing was stored, push again"));
+  EXPECT_EQ(out_.str(), "");
 }
 
 TEST_F(ReleaseCommandsTest, ExpiresNeverLeavesExpiryUnset) {
