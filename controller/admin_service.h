@@ -50,7 +50,9 @@ class AdminService final : public v1::AdminService::Service {
                           const v1::ListAgentsRequest* request,
                           v1::ListAgentsResponse* response) override;
   // INVALID_ARGUMENT for bad names, selector or stages; FAILED_PRECONDITION
-  // if no release of product/version exists.
+  // if no release of product/version exists (for the selector's platform,
+  // when it names one). A new rollout supersedes (ABORTED) any active
+  // rollout of the same product.
   grpc::Status CreateRollout(grpc::ServerContext* context,
                              const v1::CreateRolloutRequest* request,
                              v1::Rollout* response) override;

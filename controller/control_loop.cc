@@ -1,9 +1,11 @@
 #include "controller/control_loop.h"
 
+#include <algorithm>
 #include <map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -409,6 +411,14 @@ absl::Status ControlLoop::HandleCreateRollout(
     return absl::FailedPreconditionError(
         absl::StrCat("no release of ", request.product(), " ",
                      request.version(), " exists; push it first"));
+  }
+  const std::string& wanted = request.selector().platform();
+  if (!wanted.empty() && std::find(platforms.begin(), platforms.end(),
+                                   wanted) == platforms.end()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no release of ", request.product(), " ",
+                     request.version(), " exists for ", wanted, " (only for ",
+                     absl::StrJoin(platforms, ", "), ")"));
   }
   ASSIGN_OR_RETURN(Stages stages, NormalizeStages(request.stages()));
   const int64_t now = NowMs();

@@ -104,8 +104,9 @@ class ControlLoop {
   // Creates and starts a rollout, superseding (ABORTED) any active rollout
   // of the same product, and sends directives to connected targets.
   // REQUIRES: names, selector and stages validated (see rollout.h).
-  // FAILED_PRECONDITION if no release of product/version exists. Returns the
-  // rollout with counts, without targets.
+  // FAILED_PRECONDITION if no release of product/version exists (for the
+  // selector's platform, when it names one). Returns the rollout with
+  // counts, without targets.
   absl::StatusOr<v1::Rollout> CreateRollout(
       const v1::CreateRolloutRequest& request);
 

@@ -1,6 +1,7 @@
 #include "controller/http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <utility>
 
@@ -35,6 +36,12 @@ absl::StatusOr<std::pair<std::string, int>> ParseHostPort(
 HttpServer::HttpServer(std::function<size_t()> connected_agents)
     : connected_agents_(std::move(connected_agents)),
       server_(std::make_unique<httplib::Server>()) {
+  // httplib's default adds SO_REUSEPORT, which would let a second controller
+  // silently share the port; SO_REUSEADDR alone still allows a quick restart.
+  server_->set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   server_->Get(
       "/healthz", [this](const httplib::Request&, httplib::Response& response) {
         nlohmann::json body = {{"status", "ok"},

@@ -45,7 +45,8 @@ struct ControllerOptions {
 };
 
 // gRPC server settings: keepalive pings every 20 s (10 s timeout), pings
-// from clients accepted every 10 s even without calls, 4 MiB messages.
+// from clients accepted every 10 s even without calls, 4 MiB messages, no
+// SO_REUSEPORT (a busy port is an error, not a shared one).
 void ConfigureServerBuilder(grpc::ServerBuilder& builder);
 
 class ControllerServer {

@@ -720,6 +720,23 @@ TEST_F(ServerTest, DataSurvivesARestartAndAgentsStartDisconnected) {
   EXPECT_FALSE(agents.agents(0).connected());
 }
 
+TEST_F(ServerTest, BusyPortIsUnavailable) {
+  ControllerOptions options;
+  options.data_dir = dir_.Join("other");
+  options.listen_address = absl::StrCat("127.0.0.1:", server_->grpc_port());
+  options.http_address = "";
+  options.trust_key_paths = {dir_.Join("release.pub")};
+  ControllerServer second(options);
+  absl::StatusOr<int> port = second.Start();
+  EXPECT_EQ(port.status().code(), absl::StatusCode::kUnavailable)
+      << port.status();
+
+  options.listen_address = "127.0.0.1:0";
+  options.http_address = absl::StrCat("127.0.0.1:", server_->http_port());
+  ControllerServer third(options);
+  EXPECT_EQ(third.Start().status().code(), absl::StatusCode::kUnavailable);
+}
+
 TEST_F(ServerTest, StartWithoutTrustKeysIsInvalidArgument) {
   ControllerOptions options;
   options.data_dir = dir_.Join("other");
