@@ -59,8 +59,8 @@ absl::StatusOr<int> ControllerServer::Start() {
   for (const std::string& path : options_.trust_key_paths) {
     absl::Status added = trusted_keys_.AddPemFile(path);
     if (!added.ok()) {
-      return absl::Status(added.code(), absl::StrCat("trust key ", path, ": ",
-                                                     added.message()));
+      return absl::Status(added.code(),
+                          absl::StrCat("trust key: ", added.message()));
     }
   }
   RETURN_IF_ERROR(MakeDirs(options_.data_dir, 0700));
