@@ -410,7 +410,7 @@ absl::Status ControlLoop::HandleCreateRollout(
   if (platforms.empty()) {
     return absl::FailedPreconditionError(
         absl::StrCat("no release of ", request.product(), " ",
-                     request.version(), " exists; push it first"));
+                     request.version(), " exists"));
   }
   const std::string& wanted = request.selector().platform();
   if (!wanted.empty() && std::find(platforms.begin(), platforms.end(),
