@@ -7,6 +7,7 @@
 #include "cli/human.h"
 #include "cli/table.h"
 #include "common/names.h"
+#include "common/status_macros.h"
 
 namespace fleet::cli {
 
@@ -26,10 +27,8 @@ std::string Products(const v1::Agent& agent) {
 
 absl::Status AgentsList(const AgentsListOptions& options, CommandContext& ctx) {
   if (!options.product.empty()) {
-    if (absl::Status s = ValidateProductName(options.product); !s.ok()) {
-      return UsageError(absl::StrCat("invalid --product \"", options.product,
-                                     "\": ", s.message()));
-    }
+    RETURN_IF_ERROR(CheckFlag("--product", options.product,
+                              ValidateProductName(options.product)));
   }
   v1::ListAgentsRequest request;
   request.set_product(options.product);

@@ -15,6 +15,7 @@
 #include "cli/release_commands.h"
 #include "cli/rollout_commands.h"
 #include "common/names.h"
+#include "common/status_macros.h"
 
 namespace fleet::cli {
 
@@ -108,10 +109,7 @@ class CommandLine {
                        "\": expected a positive duration such as 30s or 2m"));
     }
     global_.timeout = *timeout;
-    if (absl::Status s = ValidateControllerTarget(global_.controller);
-        !s.ok()) {
-      return s;
-    }
+    RETURN_IF_ERROR(ValidateControllerTarget(global_.controller));
     CommandContext ctx(global_, io);
     for (const auto& [command, run] : commands_) {
       if (command->parsed()) return run(ctx);

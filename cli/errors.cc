@@ -35,6 +35,17 @@ bool IsUsageError(const absl::Status& status) {
   return status.GetPayload(kUsagePayloadUrl).has_value();
 }
 
+absl::Status InvalidFlag(absl::string_view flag, absl::string_view value,
+                         absl::string_view why) {
+  return UsageError(absl::StrCat("invalid ", flag, " \"", value, "\": ", why));
+}
+
+absl::Status CheckFlag(absl::string_view flag, absl::string_view value,
+                       const absl::Status& valid) {
+  if (valid.ok()) return valid;
+  return InvalidFlag(flag, value, valid.message());
+}
+
 int ExitCodeFor(const absl::Status& status) {
   if (status.ok()) return kExitOk;
   return IsUsageError(status) ? kExitUsage : kExitFailed;

@@ -41,6 +41,13 @@ enum ExitCode : int {
 absl::Status UsageError(absl::string_view message);
 bool IsUsageError(const absl::Status& status);
 
+// A UsageError reading: invalid --version "1.0": <why>
+absl::Status InvalidFlag(absl::string_view flag, absl::string_view value,
+                         absl::string_view why);
+// OK when `valid` is OK; otherwise InvalidFlag with `valid`'s message.
+absl::Status CheckFlag(absl::string_view flag, absl::string_view value,
+                       const absl::Status& valid);
+
 // kExitOk for OK, kExitUsage for UsageError(), kExitFailed otherwise.
 int ExitCodeFor(const absl::Status& status);
 

@@ -20,6 +20,15 @@ TEST(ExitCodeTest, UsageErrorsExit2OtherFailuresExit1) {
   EXPECT_EQ(UsageError("x").code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(CheckFlagTest, NamesFlagValueAndReason) {
+  EXPECT_TRUE(CheckFlag("--version", "1.0.0", absl::OkStatus()).ok());
+  absl::Status s =
+      CheckFlag("--version", "1.0",
+                absl::InvalidArgumentError("needs MAJOR.MINOR.PATCH"));
+  EXPECT_TRUE(IsUsageError(s));
+  EXPECT_EQ(s.message(), "invalid --version \"1.0\": needs MAJOR.MINOR.PATCH");
+}
+
 TEST(ExplainRpcErrorTest, UnreachableControllerNamesAddressCauseAndFix) {
   grpc::Status refused(grpc::StatusCode::UNAVAILABLE,
                        "failed to connect to all addresses; last error: "

@@ -95,13 +95,6 @@ absl::StatusOr<FileDigest> HashFile(const std::string& path) {
   return result;
 }
 
-absl::Status CheckFlag(absl::string_view flag, absl::string_view value,
-                       const absl::Status& valid) {
-  if (valid.ok()) return valid;
-  return UsageError(
-      absl::StrCat("invalid ", flag, " \"", value, "\": ", valid.message()));
-}
-
 // "--key keys/release.key" is conventionally paired with keys/release.pub.
 std::string MatchingPublicKeyPath(const std::string& key_file) {
   if (absl::EndsWith(key_file, ".key")) {

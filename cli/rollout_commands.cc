@@ -13,6 +13,7 @@
 #include "cli/human.h"
 #include "cli/table.h"
 #include "common/names.h"
+#include "common/status_macros.h"
 
 namespace fleet::cli {
 
@@ -23,11 +24,6 @@ std::string EnumLabel(const std::string& name, absl::string_view prefix) {
   if (!absl::ConsumePrefix(&rest, prefix)) rest = name;
   if (rest.empty()) return "unknown";
   return absl::StrReplaceAll(absl::AsciiStrToLower(rest), {{"_", "-"}});
-}
-
-absl::Status InvalidFlag(absl::string_view flag, absl::string_view value,
-                         absl::string_view why) {
-  return UsageError(absl::StrCat("invalid ", flag, " \"", value, "\": ", why));
 }
 
 std::string SelectorText(const v1::Selector& selector) {
@@ -95,19 +91,16 @@ std::string TargetStateLabel(v1::TargetState state) {
 
 absl::StatusOr<v1::CreateRolloutRequest> BuildCreateRolloutRequest(
     const RolloutCreateOptions& options) {
-  if (absl::Status s = ValidateProductName(options.product); !s.ok()) {
-    return InvalidFlag("--product", options.product, s.message());
-  }
-  if (absl::Status s = ValidateVersion(options.version); !s.ok()) {
-    return InvalidFlag("--version", options.version, s.message());
-  }
+  RETURN_IF_ERROR(CheckFlag("--product", options.product,
+                            ValidateProductName(options.product)));
+  RETURN_IF_ERROR(CheckFlag("--version", options.version,
+                            ValidateVersion(options.version)));
   v1::CreateRolloutRequest request;
   request.set_product(options.product);
   request.set_version(options.version);
   if (!options.platform.empty()) {
-    if (absl::Status s = ValidatePlatform(options.platform); !s.ok()) {
-      return InvalidFlag("--platform", options.platform, s.message());
-    }
+    RETURN_IF_ERROR(CheckFlag("--platform", options.platform,
+                              ValidatePlatform(options.platform)));
     request.mutable_selector()->set_platform(options.platform);
   }
   auto& labels = *request.mutable_selector()->mutable_labels();
@@ -118,9 +111,7 @@ absl::StatusOr<v1::CreateRolloutRequest> BuildCreateRolloutRequest(
     }
     std::string key = pair.substr(0, eq);
     std::string value = pair.substr(eq + 1);
-    if (absl::Status s = ValidateLabel(key, value); !s.ok()) {
-      return InvalidFlag("--selector", pair, s.message());
-    }
+    RETURN_IF_ERROR(CheckFlag("--selector", pair, ValidateLabel(key, value)));
     if (!labels.insert({key, value}).second) {
       return InvalidFlag("--selector", pair,
                          absl::StrCat("label ", key, " is given twice"));
@@ -134,9 +125,7 @@ absl::StatusOr<v1::CreateRolloutRequest> BuildCreateRolloutRequest(
           "--bake needs --stages: it is the healthy time between stages");
     }
     absl::StatusOr<absl::Duration> bake = ParseHumanDuration(options.bake);
-    if (!bake.ok()) {
-      return InvalidFlag("--bake", options.bake, bake.status().message());
-    }
+    RETURN_IF_ERROR(CheckFlag("--bake", options.bake, bake.status()));
     bake_seconds = absl::ToInt64Seconds(*bake);
   }
   uint32_t previous = 0;
@@ -240,9 +229,8 @@ absl::Status RolloutStatus(const std::string& rollout_id, CommandContext& ctx) {
 absl::Status RolloutList(const RolloutListOptions& options,
                          CommandContext& ctx) {
   if (!options.product.empty()) {
-    if (absl::Status s = ValidateProductName(options.product); !s.ok()) {
-      return InvalidFlag("--product", options.product, s.message());
-    }
+    RETURN_IF_ERROR(CheckFlag("--product", options.product,
+                              ValidateProductName(options.product)));
   }
   v1::ListRolloutsRequest request;
   request.set_product(options.product);
