@@ -157,6 +157,12 @@ absl::Status ValidateEvent(const v1::UpdateEvent& event) {
 // One Connect stream. Reads are started only from its own read reactions
 // (one at a time); writes come from the control loop thread through Send()
 // and continue from OnWriteDone, one in flight, the rest queued.
+//
+// Server reactors have no AddHold/RemoveHold: a write started off-reaction is
+// safe because the loop reaches a stream only through the hub's registry,
+// under the hub's mutex, and OnDone takes that mutex to unregister before
+// the reactor is deleted. StartWrite and Finish may be called with mu_ held:
+// gRPC 1.51 never runs OnWriteDone or OnDone inline from them.
 class AgentStream
     : public grpc::ServerBidiReactor<v1::AgentMessage, v1::ControllerMessage> {
  public:
