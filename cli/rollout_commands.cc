@@ -155,6 +155,16 @@ absl::Status RolloutCreate(const RolloutCreateOptions& options,
 
   const std::string release =
       absl::StrCat(options.product, " ", options.version);
+  // FAILED_PRECONDITION: no release of that version (for that platform); the
+  // controller's message says which.
+  std::string target = release;
+  std::string push_command =
+      absl::StrCat("fleetctl release push --product ", options.product,
+                   " --version ", options.version);
+  if (!options.platform.empty()) {
+    absl::StrAppend(&target, " to ", options.platform);
+    absl::StrAppend(&push_command, " --platform ", options.platform);
+  }
   v1::Rollout rollout;
   grpc::ClientContext rpc;
   ctx.SetDeadline(rpc);
@@ -164,13 +174,9 @@ absl::Status RolloutCreate(const RolloutCreateOptions& options,
         status,
         ctx.Call(absl::StrCat("create a rollout of ", release),
                  {{grpc::StatusCode::FAILED_PRECONDITION,
-                   absl::StrCat("cannot roll out ", release,
-                                ": the controller has no such release"),
-                   absl::StrCat("push it first with `fleetctl release push "
-                                "--product ",
-                                options.product, " --version ", options.version,
-                                "`, or see `fleetctl "
-                                "release list`")}}));
+                   absl::StrCat("cannot roll out ", target),
+                   absl::StrCat("push the release first with `", push_command,
+                                "`, or see `fleetctl release list`")}}));
   }
 
   if (ctx.json()) return ctx.PrintJson(rollout);

@@ -28,8 +28,9 @@ absl::StatusOr<v1::CreateRolloutRequest> BuildCreateRolloutRequest(
     const RolloutCreateOptions& options);
 
 // `rollout create`: AdminService.CreateRollout; prints "rollout ID created:
-// N targets" (table) or the Rollout (json). FAILED_PRECONDITION (no such
-// release) says to push it first; other failures via ExplainRpcError.
+// N targets" (table, plus a note on err when N is 0) or the Rollout (json).
+// FAILED_PRECONDITION (no such release, or none for --platform) says how to
+// push it; other failures via ExplainRpcError.
 absl::Status RolloutCreate(const RolloutCreateOptions& options,
                            CommandContext& ctx);
 

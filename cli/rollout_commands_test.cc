@@ -204,15 +204,30 @@ TEST_F(RolloutCommandsTest, CreateJsonIsTheRollout) {
 
 TEST_F(RolloutCommandsTest, CreateOfUnknownReleaseSaysToPushItFirst) {
   server_.service().FailWith(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                          "no release web 1.2.0"));
+                                          "no release of web 1.2.0 exists"));
   CommandContext ctx = Context();
   absl::Status s = RolloutCreate(WebRollout(), ctx);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(s.message(),
-            "cannot roll out web 1.2.0: the controller has no such release "
-            "(no release web 1.2.0); push it first with `fleetctl release "
-            "push --product web --version 1.2.0`, or see `fleetctl release "
-            "list`");
+            "cannot roll out web 1.2.0 (no release of web 1.2.0 exists); push "
+            "the release first with `fleetctl release push --product web "
+            "--version 1.2.0`, or see `fleetctl release list`");
+}
+
+TEST_F(RolloutCommandsTest, CreateForAPlatformWithoutTheReleaseNamesIt) {
+  server_.service().FailWith(
+      grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                   "no release of web 1.2.0 exists for linux/arm64 (only for "
+                   "linux/amd64)"));
+  RolloutCreateOptions options = WebRollout();
+  options.platform = "linux/arm64";
+  CommandContext ctx = Context();
+  absl::Status s = RolloutCreate(options, ctx);
+  EXPECT_EQ(s.message(),
+            "cannot roll out web 1.2.0 to linux/arm64 (no release of web 1.2.0 "
+            "exists for linux/arm64 (only for linux/amd64)); push the release "
+            "first with `fleetctl release push --product web --version 1.2.0 "
+            "--platform linux/arm64`, or see `fleetctl release list`");
 }
 
 TEST_F(RolloutCommandsTest, StatusShowsSummaryAndOneRowPerTarget) {
