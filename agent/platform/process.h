@@ -1,0 +1,142 @@
+// Runs and supervises the managed program: one child process, in its own
+// process group, restarted with exponential backoff when it dies on its own,
+// stopped with SIGTERM then SIGKILL.
+//
+//   ProgramSupervisor program({.path = "/opt/app/bin/app", .args = {"-v"}});
+//   RETURN_IF_ERROR(program.Start());
+//   ...
+//   RETURN_IF_ERROR(program.Stop(absl::Seconds(10)));
+//
+// The supervisor knows nothing about updates or the controller: the updater
+// drives it around a swap (Stop, swap, Start, WaitStaysUp), and the later
+// supervisor/worker split can own it in the supervisor process unchanged.
+//
+// One monitor thread per supervisor spawns and reaps (blocking waitid on the
+// child's pid, no polling). POSIX only (Linux, macOS); Windows needs the
+// service manager and is a later issue.
+#ifndef FLEET_AGENT_PLATFORM_PROCESS_H_
+#define FLEET_AGENT_PLATFORM_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace fleet::agent {
+
+// What to run.
+struct ProgramSpec {
+  std::string path;               // executable, run as argv[0]
+  std::vector<std::string> args;  // argv[1..]
+  // Set in the child's environment on top of the agent's own (overriding
+  // variables of the same name).
+  std::map<std::string, std::string> env;
+};
+
+struct RestartPolicy {
+  // Delay before the first automatic restart; doubles per consecutive crash.
+  absl::Duration initial_backoff = absl::Milliseconds(500);
+  absl::Duration max_backoff = absl::Seconds(30);
+  // A run that lasted at least this long resets the delay to initial_backoff.
+  absl::Duration reset_after = absl::Seconds(30);
+};
+
+// A snapshot of the supervised program.
+struct ProgramState {
+  bool wanted = false;    // Start() called and no Stop() since
+  pid_t pid = 0;          // 0 when no process is running
+  absl::Time started;     // start of the current (or last) process
+  uint64_t runs = 0;      // processes started, automatic restarts included
+  uint32_t restarts = 0;  // automatic restarts after unexpected exits
+  // How the last process ended, e.g. "exit status 3" or "signal 9"; "" if
+  // none has ended yet.
+  std::string last_exit;
+  int last_exit_signal = 0;  // the signal that ended it, 0 if it exited
+};
+
+class ProgramSupervisor {
+ public:
+  explicit ProgramSupervisor(ProgramSpec spec, RestartPolicy policy = {});
+  // Stops the program (SIGTERM, 5 s grace, SIGKILL) and joins the monitor.
+  ~ProgramSupervisor();
+  ProgramSupervisor(const ProgramSupervisor&) = delete;
+  ProgramSupervisor& operator=(const ProgramSupervisor&) = delete;
+
+  // Replaces what the next process start runs; a running process is not
+  // affected. Thread-safe.
+  void SetSpec(ProgramSpec spec);
+  // Sets one environment variable for processes started from now on.
+  void SetEnv(const std::string& name, const std::string& value);
+  ProgramSpec spec() const;
+
+  // Starts the program and keeps it running (restarting it with backoff
+  // after unexpected exits) until Stop(). Returns once the process is
+  // spawned. OK at once if it is already wanted and running. On a spawn
+  // failure (e.g. NOT_FOUND for a missing executable, the errno status
+  // naming the path) nothing runs and the program is not wanted.
+  absl::Status Start();
+
+  // Stops the program and cancels any pending restart: SIGTERM to its
+  // process group, up to `grace` for it to exit, then SIGKILL to the group.
+  // Returns once the process is reaped. OK if nothing was running.
+  absl::Status Stop(absl::Duration grace);
+
+  // Waits until the process that is running now has been up for `window`
+  // since it started. OK if it stayed up; UNAVAILABLE (saying how and when it
+  // ended) if it exited within the window; FAILED_PRECONDITION if nothing is
+  // running.
+  absl::Status WaitStaysUp(absl::Duration window);
+
+  ProgramState state() const;
+
+ private:
+  void MonitorLoop();
+  // fork/exec of `spec` into a new process group; returns the child's pid.
+  static absl::StatusOr<pid_t> Spawn(const ProgramSpec& spec);
+
+  const RestartPolicy policy_;
+  mutable absl::Mutex mu_;
+  // Signalled on every change below.
+  absl::CondVar cv_;
+  ProgramSpec spec_ ABSL_GUARDED_BY(mu_);
+  bool wanted_ ABSL_GUARDED_BY(mu_) = false;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  // True while the monitor is spawning outside the lock.
+  bool spawning_ ABSL_GUARDED_BY(mu_) = false;
+  // Set by Start() to ask the monitor for an immediate (non-restart) spawn.
+  bool start_requested_ ABSL_GUARDED_BY(mu_) = false;
+  // Status of the last spawn that Start() asked for.
+  absl::Status start_result_ ABSL_GUARDED_BY(mu_);
+  uint64_t start_results_ ABSL_GUARDED_BY(mu_) = 0;
+  pid_t pid_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time started_ ABSL_GUARDED_BY(mu_);
+  absl::Time next_start_ ABSL_GUARDED_BY(mu_);
+  absl::Duration backoff_ ABSL_GUARDED_BY(mu_);
+  uint64_t runs_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t ended_runs_ ABSL_GUARDED_BY(mu_) = 0;
+  uint32_t restarts_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string last_exit_ ABSL_GUARDED_BY(mu_);
+  int last_exit_signal_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time last_ended_ ABSL_GUARDED_BY(mu_);
+
+  std::thread monitor_;
+};
+
+// Resident set size of a process in bytes, from /proc/PID/statm (Linux).
+// NOT_FOUND if the process does not exist; UNIMPLEMENTED elsewhere.
+absl::StatusOr<uint64_t> ResidentBytes(pid_t pid);
+// User + system CPU time of a process in ms, from /proc/PID/stat (Linux).
+absl::StatusOr<uint64_t> CpuMillis(pid_t pid);
+
+}  // namespace fleet::agent
+
+#endif  // FLEET_AGENT_PLATFORM_PROCESS_H_
