@@ -1,0 +1,187 @@
+#include "agent/downloader.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "common/files.h"
+#include "common/grpc_status.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+
+namespace fleet::agent {
+namespace {
+
+absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {
+  while (!data.empty()) {
+    ssize_t n = write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::ErrnoToStatus(errno, "write " + path);
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return absl::OkStatus();
+}
+
+// Hashes the first `length` bytes of `fd` from offset 0.
+absl::Status HashPrefix(int fd, uint64_t length, const std::string& path,
+                        Sha256& hasher) {
+  std::vector<char> buf(1 << 20);
+  uint64_t done = 0;
+  while (done < length) {
+    size_t want =
+        static_cast<size_t>(std::min<uint64_t>(buf.size(), length - done));
+    ssize_t n = pread(fd, buf.data(), want, static_cast<off_t>(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::ErrnoToStatus(errno, "read " + path);
+    }
+    if (n == 0) {
+      return absl::DataLossError(
+          absl::StrCat(path, " shrank while being read at ", done));
+    }
+    hasher.Update(buf.data(), static_cast<size_t>(n));
+    done += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Downloader::Downloader(v1::AgentService::StubInterface& stub, std::string dir)
+    : stub_(stub), dir_(std::move(dir)) {}
+
+std::string Downloader::PartPath(const Digest& digest) const {
+  return JoinPath(dir_, DigestToHex(digest) + ".part");
+}
+
+uint64_t Downloader::BytesOnDisk(const Digest& digest) const {
+  absl::StatusOr<uint64_t> size = FileSize(PartPath(digest));
+  return size.ok() ? *size : 0;
+}
+
+absl::Status Downloader::Discard(const Digest& digest) {
+  return RemoveFile(PartPath(digest));
+}
+
+absl::StatusOr<DownloadResult> Downloader::Fetch(const Digest& digest,
+                                                 uint64_t size,
+                                                 Cancellation& cancel) {
+  if (cancel.cancelled()) return absl::CancelledError(cancel.reason());
+  RETURN_IF_ERROR(MakeDirs(dir_, 0700));
+  DownloadResult result;
+  result.path = PartPath(digest);
+  const std::string& path = result.path;
+
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "open " + path);
+  absl::Cleanup close_fd = [fd] { close(fd); };
+  struct stat st;
+  if (fstat(fd, &st) != 0) return absl::ErrnoToStatus(errno, "stat " + path);
+  uint64_t have = static_cast<uint64_t>(st.st_size);
+  if (have > size) {
+    // Left by a download of something else under this name: useless.
+    if (ftruncate(fd, 0) != 0) {
+      return absl::ErrnoToStatus(errno, "truncate " + path);
+    }
+    have = 0;
+  }
+  result.resumed_from = have;
+
+  Sha256 hasher;
+  RETURN_IF_ERROR(HashPrefix(fd, have, path, hasher));
+  if (lseek(fd, static_cast<off_t>(have), SEEK_SET) < 0) {
+    return absl::ErrnoToStatus(errno, "seek " + path);
+  }
+
+  auto discard = [&](absl::Status status) {
+    LogWarning("discarding download",
+               {{"path", path}, {"error", status.ToString()}});
+    (void)ftruncate(fd, 0);
+    (void)RemoveFile(path);
+    return status;
+  };
+
+  if (have < size) {
+    grpc::ClientContext ctx;
+    CancelCallback abort_rpc(cancel, [&ctx] { ctx.TryCancel(); });
+    v1::FetchArtifactRequest request;
+    request.set_sha256(DigestToBytes(digest));
+    request.set_offset(have);
+    std::unique_ptr<grpc::ClientReaderInterface<v1::ArtifactChunk>> reader =
+        stub_.FetchArtifact(&ctx, request);
+    v1::ArtifactChunk chunk;
+    absl::Status failure;
+    while (failure.ok() && reader->Read(&chunk)) {
+      if (chunk.total_size() != 0 && chunk.total_size() != size) {
+        ctx.TryCancel();
+        (void)reader->Finish();
+        return discard(absl::DataLossError(
+            absl::StrCat("artifact ", DigestToHex(digest), " has ",
+                         chunk.total_size(), " bytes, manifest says ", size)));
+      }
+      if (chunk.offset() != have) {
+        failure = absl::DataLossError(
+            absl::StrCat("chunk at offset ", chunk.offset(), ", expected ",
+                         have, " (artifact ", DigestToHex(digest), ")"));
+        break;
+      }
+      absl::string_view data = chunk.data();
+      bool overflow = false;
+      if (data.size() > size - have) {
+        data = data.substr(0, static_cast<size_t>(size - have));
+        overflow = true;
+      }
+      failure = WriteAll(fd, data, path);
+      if (!failure.ok()) break;
+      hasher.Update(data);
+      have += data.size();
+      result.fetched += data.size();
+      if (overflow) {
+        failure = absl::DataLossError(
+            absl::StrCat("artifact ", DigestToHex(digest), " is longer than ",
+                         size, " bytes"));
+      }
+    }
+    if (!failure.ok()) {
+      ctx.TryCancel();
+      (void)reader->Finish();
+      if (cancel.cancelled()) return absl::CancelledError(cancel.reason());
+      return failure;
+    }
+    grpc::Status rpc = reader->Finish();
+    if (cancel.cancelled()) return absl::CancelledError(cancel.reason());
+    if (!rpc.ok()) {
+      absl::Status status = FromGrpcStatus(rpc);
+      return absl::Status(status.code(),
+                          absl::StrCat("FetchArtifact ", DigestToHex(digest),
+                                       " at ", have, ": ", status.message()));
+    }
+    if (have < size) {
+      return absl::UnavailableError(
+          absl::StrCat("FetchArtifact ", DigestToHex(digest), " ended at ",
+                       have, " of ", size, " bytes"));
+    }
+  }
+
+  if (fsync(fd) != 0) return absl::ErrnoToStatus(errno, "fsync " + path);
+  result.size = have;
+  result.digest = hasher.Finish();
+  if (result.digest != digest) {
+    return discard(absl::DataLossError(absl::StrCat(
+        "downloaded artifact has sha256 ", DigestToHex(result.digest),
+        ", manifest says ", DigestToHex(digest))));
+  }
+  return result;
+}
+
+}  // namespace fleet::agent

@@ -1,0 +1,69 @@
+// Resumable artifact download over AgentService.FetchArtifact.
+//
+// The artifact goes to DIR/<sha256 hex>.part. A previous attempt's partial
+// file is kept: its bytes are hashed first, then the transfer asks for the
+// rest from the file's length and appends, hashing as bytes arrive (the
+// file is never read twice). Nothing past the manifest's size is kept. At
+// the end the file is fsync'd and its size and sha256 are checked against
+// what the caller expects.
+//
+//   Downloader downloader(*stub, state_dir + "/downloads");
+//   ASSIGN_OR_RETURN(DownloadResult r,
+//                    downloader.Fetch(digest, size, cancellation));
+//
+// Thread-compatible: one Fetch at a time per artifact.
+#ifndef FLEET_AGENT_DOWNLOADER_H_
+#define FLEET_AGENT_DOWNLOADER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "agent/cancellation.h"
+#include "common/sha256.h"
+#include "proto/fleet/v1/agent.grpc.pb.h"
+
+namespace fleet::agent {
+
+struct DownloadResult {
+  std::string path;           // the complete, fsync'd .part file
+  uint64_t size = 0;          // bytes in it
+  Digest digest{};            // its sha256
+  uint64_t resumed_from = 0;  // bytes already on disk before this call
+  uint64_t fetched = 0;       // bytes transferred by this call
+};
+
+class Downloader {
+ public:
+  // `stub` must outlive the Downloader. `dir` is created if missing.
+  Downloader(v1::AgentService::StubInterface& stub, std::string dir);
+
+  std::string PartPath(const Digest& digest) const;
+  // Bytes of `digest` already on disk (0 if none).
+  uint64_t BytesOnDisk(const Digest& digest) const;
+
+  // Makes PartPath(digest) hold the artifact, fetching what is missing.
+  // On success its size is `size` and its sha256 is `digest`.
+  //   DATA_LOSS: the artifact does not match (server's total size differs,
+  //     more bytes than `size`, wrong digest) — the partial file is removed
+  //     (or truncated back to `size` when only excess bytes came).
+  //   CANCELLED: `cancel` fired; the partial file is kept for a resume.
+  //   UNAVAILABLE, NOT_FOUND, ...: the RPC's status (stream ended early:
+  //     UNAVAILABLE); the partial file is kept.
+  //   errno statuses naming the path on disk errors (RESOURCE_EXHAUSTED
+  //     when the disk is full).
+  absl::StatusOr<DownloadResult> Fetch(const Digest& digest, uint64_t size,
+                                       Cancellation& cancel);
+
+  // Removes the partial (or complete) file of `digest`.
+  absl::Status Discard(const Digest& digest);
+
+ private:
+  v1::AgentService::StubInterface& stub_;
+  const std::string dir_;
+};
+
+}  // namespace fleet::agent
+
+#endif  // FLEET_AGENT_DOWNLOADER_H_
