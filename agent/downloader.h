@@ -39,6 +39,7 @@ class Downloader {
   // `stub` must outlive the Downloader. `dir` is created if missing.
   Downloader(v1::AgentService::StubInterface& stub, std::string dir);
 
+  const std::string& dir() const { return dir_; }
   std::string PartPath(const Digest& digest) const;
   // Bytes of `digest` already on disk (0 if none).
   uint64_t BytesOnDisk(const Digest& digest) const;

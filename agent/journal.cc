@@ -34,6 +34,7 @@ CREATE TABLE updates (
   to_version TEXT NOT NULL,
   kind INTEGER NOT NULL,
   signed_manifest BLOB NOT NULL,
+  deadline_ms INTEGER NOT NULL,
   state TEXT NOT NULL,
   attempt INTEGER NOT NULL,
   error TEXT NOT NULL,
@@ -72,19 +73,20 @@ constexpr char kUpsertInstalledSql[] =
 
 constexpr char kInsertUpdateSql[] =
     "INSERT INTO updates (directive_id, rollout_id, product, from_version, "
-    "to_version, kind, signed_manifest, state, attempt, error, error_class, "
-    "created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    "to_version, kind, signed_manifest, deadline_ms, state, attempt, error, "
+    "error_class, created_ms, updated_ms) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 constexpr char kSaveUpdateSql[] =
     "UPDATE updates SET state = ?, attempt = ?, error = ?, error_class = ?, "
     "updated_ms = ? WHERE directive_id = ?";
 constexpr char kSelectUpdateSql[] =
     "SELECT directive_id, rollout_id, product, from_version, to_version, "
-    "kind, signed_manifest, state, attempt, error, error_class, created_ms, "
-    "updated_ms FROM updates WHERE directive_id = ?";
+    "kind, signed_manifest, deadline_ms, state, attempt, error, error_class, "
+    "created_ms, updated_ms FROM updates WHERE directive_id = ?";
 constexpr char kSelectActiveUpdateSql[] =
     "SELECT directive_id, rollout_id, product, from_version, to_version, "
-    "kind, signed_manifest, state, attempt, error, error_class, created_ms, "
-    "updated_ms FROM updates "
+    "kind, signed_manifest, deadline_ms, state, attempt, error, error_class, "
+    "created_ms, updated_ms FROM updates "
     "WHERE state NOT IN ('HEALTHY', 'FAILED', 'ROLLED_BACK') "
     "ORDER BY rowid LIMIT 1";
 constexpr char kSelectLastDirectiveSql[] =
@@ -110,18 +112,19 @@ absl::StatusOr<UpdateRecord> ReadUpdateRow(const sqlite::Statement& row) {
     return absl::DataLossError("journaled manifest of directive " +
                                r.directive_id + " does not parse");
   }
-  std::optional<UpdateState> state = UpdateStateFromString(row.ColumnText(7));
+  r.deadline_ms = row.ColumnInt64(7);
+  std::optional<UpdateState> state = UpdateStateFromString(row.ColumnText(8));
   if (!state) {
     return absl::DataLossError(absl::StrCat("directive ", r.directive_id,
                                             " has unknown state ",
-                                            row.ColumnText(7)));
+                                            row.ColumnText(8)));
   }
   r.state = *state;
-  r.attempt = row.ColumnInt64(8);
-  r.error = row.ColumnText(9);
-  r.error_class = row.ColumnText(10);
-  r.created_ms = row.ColumnInt64(11);
-  r.updated_ms = row.ColumnInt64(12);
+  r.attempt = row.ColumnInt64(9);
+  r.error = row.ColumnText(10);
+  r.error_class = row.ColumnText(11);
+  r.created_ms = row.ColumnInt64(12);
+  r.updated_ms = row.ColumnInt64(13);
   return r;
 }
 
@@ -232,12 +235,13 @@ absl::StatusOr<uint64_t> UpdateJournal::InsertUpdate(
     insert->BindText(5, record.to_version);
     insert->BindInt64(6, record.kind);
     insert->BindBlob(7, record.signed_manifest.SerializeAsString());
-    insert->BindText(8, ToString(record.state));
-    insert->BindInt64(9, record.attempt);
-    insert->BindText(10, record.error);
-    insert->BindText(11, record.error_class);
-    insert->BindInt64(12, record.created_ms != 0 ? record.created_ms : now);
-    insert->BindInt64(13, now);
+    insert->BindInt64(8, record.deadline_ms);
+    insert->BindText(9, ToString(record.state));
+    insert->BindInt64(10, record.attempt);
+    insert->BindText(11, record.error);
+    insert->BindText(12, record.error_class);
+    insert->BindInt64(13, record.created_ms != 0 ? record.created_ms : now);
+    insert->BindInt64(14, now);
     RETURN_IF_ERROR(insert->Run());
     if (event != nullptr) {
       ASSIGN_OR_RETURN(seq, AppendEventLocked(*event));

@@ -57,6 +57,7 @@ struct UpdateRecord {
   std::string to_version;
   v1::DirectiveKind kind = v1::DIRECTIVE_KIND_UPDATE;
   v1::SignedManifest signed_manifest;  // as received, bytes unchanged
+  int64_t deadline_ms = 0;  // directive's deadline (unix ms), 0: none
   UpdateState state = UpdateState::kReceived;
   int64_t attempt = 1;  // 1 + times the agent restarted during this update
   std::string error;

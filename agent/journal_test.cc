@@ -46,6 +46,7 @@ class UpdateJournalTest : public ::testing::Test {
     r.kind = v1::DIRECTIVE_KIND_UPDATE;
     r.signed_manifest.set_manifest("manifest bytes \x00\x01");
     r.signed_manifest.add_signatures()->set_key_id("abcd");
+    r.deadline_ms = 1234;
     return r;
   }
 
@@ -97,6 +98,7 @@ TEST_F(UpdateJournalTest, UpdateStateSurvivesReopen) {
   EXPECT_EQ(r.signed_manifest.manifest(),
             Record("d-1").signed_manifest.manifest());
   EXPECT_EQ(r.signed_manifest.signatures(0).key_id(), "abcd");
+  EXPECT_EQ(r.deadline_ms, 1234);
   EXPECT_EQ(r.created_ms, absl::ToUnixMillis(clock_.Now()));
 
   absl::StatusOr<std::optional<UpdateRecord>> active = journal->ActiveUpdate();

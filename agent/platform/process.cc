@@ -156,10 +156,15 @@ absl::Status ProgramSupervisor::WaitStaysUp(absl::Duration window) {
                      last_exit_.empty() ? "" : " (last: " + last_exit_ + ")"));
   }
   const uint64_t run = runs_;
+  const uint64_t cancels = wait_cancels_;
   const absl::Time started = started_;
   const absl::Time deadline = started + window;
-  while (ended_runs_ < run && !shutdown_ && absl::Now() < deadline) {
+  while (ended_runs_ < run && !shutdown_ && wait_cancels_ == cancels &&
+         absl::Now() < deadline) {
     cv_.WaitWithDeadline(&mu_, deadline);
+  }
+  if (wait_cancels_ != cancels) {
+    return absl::CancelledError("health wait cancelled");
   }
   if (ended_runs_ >= run) {
     return absl::UnavailableError(absl::StrCat(
@@ -168,6 +173,12 @@ absl::Status ProgramSupervisor::WaitStaysUp(absl::Duration window) {
   }
   if (shutdown_) return absl::CancelledError("supervisor shut down");
   return absl::OkStatus();
+}
+
+void ProgramSupervisor::CancelWaits() {
+  absl::MutexLock lock(&mu_);
+  ++wait_cancels_;
+  cv_.SignalAll();
 }
 
 ProgramState ProgramSupervisor::state() const {

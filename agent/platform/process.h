@@ -93,8 +93,13 @@ class ProgramSupervisor {
   // Waits until the process that is running now has been up for `window`
   // since it started. OK if it stayed up; UNAVAILABLE (saying how and when it
   // ended) if it exited within the window; FAILED_PRECONDITION if nothing is
-  // running.
+  // running; CANCELLED if CancelWaits() is called meanwhile.
   absl::Status WaitStaysUp(absl::Duration window);
+
+  // Makes every WaitStaysUp in progress return CANCELLED at once (waits
+  // that start later are not affected). For shutdown: the health window
+  // must not delay the agent's exit.
+  void CancelWaits();
 
   ProgramState state() const;
 
@@ -110,6 +115,7 @@ class ProgramSupervisor {
   ProgramSpec spec_ ABSL_GUARDED_BY(mu_);
   bool wanted_ ABSL_GUARDED_BY(mu_) = false;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t wait_cancels_ ABSL_GUARDED_BY(mu_) = 0;
   // True while the monitor is spawning outside the lock.
   bool spawning_ ABSL_GUARDED_BY(mu_) = false;
   // Set by Start() to ask the monitor for an immediate (non-restart) spawn.

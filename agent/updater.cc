@@ -1,0 +1,673 @@
+#include "agent/updater.h"
+
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/files.h"
+#include "common/log.h"
+#include "common/names.h"
+#include "common/semver.h"
+#include "common/sha256.h"
+
+namespace fleet::agent {
+namespace {
+
+constexpr char kStoppingReason[] = "agent stopping";
+
+// The digest a verified manifest names. Only called on manifests that went
+// through VerifyManifest (before the update could reach SWAPPED), so the
+// bytes parse and the digest has 32 bytes.
+std::optional<Digest> ManifestDigest(const UpdateRecord& record) {
+  v1::ReleaseManifest manifest;
+  if (!manifest.ParseFromString(record.signed_manifest.manifest())) {
+    return std::nullopt;
+  }
+  absl::StatusOr<Digest> digest = DigestFromBytes(manifest.sha256());
+  if (!digest.ok()) return std::nullopt;
+  return *digest;
+}
+
+bool Retriable(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+Updater::Updater(UpdaterOptions options, UpdateJournal& journal,
+                 const TrustedKeys& keys, Downloader& downloader,
+                 ProgramSupervisor& program, const Clock& clock)
+    : options_(std::move(options)),
+      journal_(journal),
+      keys_(keys),
+      downloader_(downloader),
+      program_(program),
+      clock_(clock),
+      swap_(options_.exec_path),
+      phase_started_(clock.Now()) {}
+
+Updater::~Updater() { Stop(); }
+
+void Updater::Start() {
+  absl::MutexLock lock(&mu_);
+  if (started_) return;
+  started_ = true;
+  busy_ = true;
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Updater::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!started_) return;
+    stopping_ = true;
+    if (active_cancel_ != nullptr) active_cancel_->Cancel(kStoppingReason);
+  }
+  program_.CancelWaits();
+  if (thread_.joinable()) thread_.join();
+  (void)program_.Stop(options_.stop_grace);
+}
+
+bool Updater::stopping() const {
+  absl::MutexLock lock(&mu_);
+  return stopping_;
+}
+
+void Updater::Submit(v1::UpdateDirective directive) {
+  absl::MutexLock lock(&mu_);
+  if (directive.directive_id() == active_id_) return;
+  for (const v1::UpdateDirective& queued : queue_) {
+    if (queued.directive_id() == directive.directive_id()) return;
+  }
+  LogInfo("directive queued", {{"directive_id", directive.directive_id()},
+                               {"rollout_id", directive.rollout_id()}});
+  queue_.push_back(std::move(directive));
+}
+
+void Updater::Cancel(const std::string& directive_id,
+                     const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  const std::string why = "canceled by controller: " + reason;
+  if (directive_id == active_id_ && active_cancel_ != nullptr) {
+    if (active_swapped_) {
+      LogWarning("cancel arrived after the swap; ignored",
+                 {{"directive_id", directive_id}});
+      return;
+    }
+    active_cancel_->Cancel(why);
+    return;
+  }
+  for (const v1::UpdateDirective& queued : queue_) {
+    if (queued.directive_id() == directive_id) {
+      cancelled_[directive_id] = why;
+      return;
+    }
+  }
+  LogInfo("cancel for a directive not in flight; ignored",
+          {{"directive_id", directive_id}});
+}
+
+bool Updater::WaitIdle(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !busy_ && queue_.empty();
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
+}
+
+void Updater::Run() {
+  std::optional<UpdateRecord> resume = Recover();
+  EnsureProgramRunning();
+  if (resume) Execute(*std::move(resume));
+  for (;;) {
+    v1::UpdateDirective directive;
+    {
+      absl::MutexLock lock(&mu_);
+      busy_ = false;
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !queue_.empty();
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (stopping_) return;
+      directive = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+    }
+    Process(directive);
+  }
+}
+
+std::string Updater::InstalledVersion() {
+  absl::StatusOr<std::optional<InstalledRecord>> installed =
+      journal_.FindInstalled(options_.product);
+  if (!installed.ok()) {
+    LogError("journal read failed", {{"error", installed.status().ToString()}});
+    return "";
+  }
+  return installed->has_value() ? (*installed)->version : "";
+}
+
+void Updater::EnsureProgramRunning() {
+  if (stopping() || program_.state().wanted) return;
+  if (!PathExists(options_.exec_path)) {
+    LogInfo("nothing installed yet; waiting for a first install",
+            {{"exec", options_.exec_path}});
+    return;
+  }
+  program_.SetEnv("FLEET_VERSION", InstalledVersion());
+  absl::Status started = program_.Start();
+  if (!started.ok()) {
+    LogError("program start failed", {{"error", started.ToString()}});
+  }
+}
+
+std::optional<UpdateRecord> Updater::Recover() {
+  absl::StatusOr<std::optional<UpdateRecord>> active = journal_.ActiveUpdate();
+  if (!active.ok()) {
+    LogError("journal read failed", {{"error", active.status().ToString()}});
+    return std::nullopt;
+  }
+  if (!active->has_value()) {
+    // Leftovers of an update that committed or rolled back just before a
+    // crash.
+    if (swap_.HasBackup() || PathExists(swap_.staged_path())) {
+      absl::Status cleaned = swap_.Commit();
+      if (!cleaned.ok()) {
+        LogWarning("cleanup failed", {{"error", cleaned.ToString()}});
+      }
+    }
+    return std::nullopt;
+  }
+  UpdateRecord record = **std::move(active);
+  LogInfo("recovering interrupted update",
+          {{"directive_id", record.directive_id},
+           {"state", std::string(ToString(record.state))},
+           {"attempt", record.attempt}});
+  if (MayBeSwapped(record.state)) {
+    RollBack(record, error_class::kInterrupted,
+             absl::StrCat("agent restarted during the update (at ",
+                          ToString(record.state), ")"));
+    return std::nullopt;
+  }
+  ++record.attempt;
+  if (record.attempt > options_.max_resumes + 1) {
+    Fail(record, error_class::kInterrupted,
+         absl::AbortedError(absl::StrCat("interrupted ", record.attempt - 1,
+                                         " times; giving up")));
+    return std::nullopt;
+  }
+  absl::StatusOr<uint64_t> saved =
+      journal_.SaveUpdate(record, nullptr, nullptr);
+  if (!saved.ok()) {
+    LogError("journal write failed", {{"error", saved.status().ToString()}});
+    return std::nullopt;
+  }
+  return record;
+}
+
+void Updater::Process(const v1::UpdateDirective& directive) {
+  const std::string& id = directive.directive_id();
+  absl::Status valid_id = ValidateId(id, "directive id");
+  if (!valid_id.ok()) {
+    LogError("directive dropped", {{"error", valid_id.ToString()}});
+    return;
+  }
+  absl::StatusOr<std::optional<UpdateRecord>> existing =
+      journal_.FindUpdate(id);
+  if (!existing.ok()) {
+    LogError("journal read failed", {{"error", existing.status().ToString()}});
+    return;
+  }
+  if (existing->has_value()) {
+    LogInfo("directive already journaled; ignored",
+            {{"directive_id", id},
+             {"state", std::string(ToString((*existing)->state))}});
+    return;
+  }
+
+  UpdateRecord record;
+  record.directive_id = id;
+  record.rollout_id = directive.rollout_id();
+  record.product = options_.product;
+  record.from_version = InstalledVersion();
+  record.kind = directive.kind() == v1::DIRECTIVE_KIND_ROLLBACK
+                    ? v1::DIRECTIVE_KIND_ROLLBACK
+                    : v1::DIRECTIVE_KIND_UPDATE;
+  record.signed_manifest = directive.manifest();
+  record.deadline_ms = directive.deadline_unix_ms();
+  record.state = UpdateState::kReceived;
+  phase_started_ = clock_.Now();
+  v1::UpdateEvent received =
+      MakeEvent(record, UpdateState::kReceived, "", "", 0);
+  absl::StatusOr<uint64_t> inserted = journal_.InsertUpdate(record, &received);
+  if (!inserted.ok()) {
+    LogError("journal write failed",
+             {{"directive_id", id}, {"error", inserted.status().ToString()}});
+    return;
+  }
+  LogInfo("update phase", {{"directive_id", id}, {"phase", "RECEIVED"}});
+  Execute(std::move(record));
+}
+
+absl::StatusOr<v1::ReleaseManifest> Updater::CheckManifest(
+    const UpdateRecord& record, std::string* error_class) {
+  const bool rollback = record.kind == v1::DIRECTIVE_KIND_ROLLBACK;
+  // An explicit rollback may go back to a release whose metadata expired;
+  // new installs may not (freeze attacks).
+  absl::StatusOr<v1::ReleaseManifest> manifest = VerifyManifest(
+      record.signed_manifest, keys_, clock_.Now(), /*threshold=*/1,
+      /*check_expiry=*/!rollback);
+  if (!manifest.ok()) {
+    *error_class =
+        manifest.status().code() == absl::StatusCode::kFailedPrecondition
+            ? error_class::kExpired
+            : error_class::kSignature;
+    return manifest.status();
+  }
+  if (manifest->product() != options_.product) {
+    *error_class = error_class::kProduct;
+    return absl::InvalidArgumentError(
+        absl::StrCat("release is for product ", manifest->product(),
+                     ", this agent manages ", options_.product));
+  }
+  if (manifest->platform() != HostPlatform()) {
+    *error_class = error_class::kPlatform;
+    return absl::InvalidArgumentError(
+        absl::StrCat("release is for platform ", manifest->platform(),
+                     ", this agent runs on ", HostPlatform()));
+  }
+  if (!rollback && !record.from_version.empty() &&
+      SemVer::Parse(record.from_version).ok() &&
+      CompareVersions(manifest->version(), record.from_version) < 0) {
+    *error_class = error_class::kDowngrade;
+    return absl::FailedPreconditionError(
+        absl::StrCat("refusing downgrade from ", record.from_version, " to ",
+                     manifest->version(), " without a rollback directive"));
+  }
+  return manifest;
+}
+
+v1::UpdateEvent Updater::MakeEvent(const UpdateRecord& record,
+                                   UpdateState phase, const std::string& error,
+                                   const std::string& error_class,
+                                   uint64_t bytes) {
+  const absl::Time now = clock_.Now();
+  v1::UpdateEvent e;
+  e.set_directive_id(record.directive_id);
+  e.set_rollout_id(record.rollout_id);
+  e.set_product(record.product);
+  e.set_from_version(record.from_version);
+  e.set_to_version(record.to_version);
+  e.set_phase(ToPhase(phase));
+  e.set_error(error);
+  e.set_error_class(error_class);
+  e.set_duration_ms(absl::ToInt64Milliseconds(now - phase_started_));
+  e.set_bytes(bytes);
+  e.set_time_unix_ms(absl::ToUnixMillis(now));
+  phase_started_ = now;
+  return e;
+}
+
+absl::Status Updater::Advance(UpdateRecord& record, UpdateState to,
+                              const std::string& error,
+                              const std::string& error_class, uint64_t bytes,
+                              bool event, const InstalledRecord* installed) {
+  absl::Status allowed = CheckTransition(record.state, to);
+  if (!allowed.ok()) {
+    LogError("update state machine bug", {{"error", allowed.ToString()}});
+    return allowed;
+  }
+  UpdateRecord next = record;
+  next.state = to;
+  next.error = error;
+  next.error_class = error_class;
+  v1::UpdateEvent e;
+  if (event) e = MakeEvent(next, to, error, error_class, bytes);
+  absl::StatusOr<uint64_t> saved =
+      journal_.SaveUpdate(next, event ? &e : nullptr, installed);
+  if (!saved.ok()) {
+    LogError("journal write failed", {{"directive_id", record.directive_id},
+                                      {"state", std::string(ToString(to))},
+                                      {"error", saved.status().ToString()}});
+    return saved.status();
+  }
+  record = std::move(next);
+  nlohmann::json fields = {{"directive_id", record.directive_id},
+                           {"phase", std::string(ToString(to))},
+                           {"to_version", record.to_version}};
+  if (!error.empty()) {
+    fields["error"] = error;
+    fields["error_class"] = error_class;
+  }
+  if (bytes != 0) fields["bytes"] = bytes;
+  if (!event) fields["journaled_before_action"] = true;
+  if (to == UpdateState::kFailed || to == UpdateState::kRolledBack) {
+    LogWarning("update phase", fields);
+  } else {
+    LogInfo("update phase", fields);
+  }
+  return absl::OkStatus();
+}
+
+void Updater::Fail(UpdateRecord& record, const std::string& error_class,
+                   const absl::Status& error) {
+  std::optional<Digest> digest = ManifestDigest(record);
+  (void)Advance(record, UpdateState::kFailed, std::string(error.message()),
+                error_class);
+  // Only when the signature checked out is the digest worth a look; a
+  // forged manifest must not make us delete files by name.
+  if (digest && error_class != error_class::kSignature &&
+      error_class != error_class::kExpired) {
+    (void)downloader_.Discard(*digest);
+  }
+}
+
+void Updater::RollBack(UpdateRecord& record, const std::string& error_class,
+                       const std::string& error) {
+  std::optional<Digest> digest = ManifestDigest(record);
+  if (!digest) {
+    LogError("journaled manifest unreadable; cannot roll back",
+             {{"directive_id", record.directive_id}});
+    return;
+  }
+  (void)program_.Stop(options_.stop_grace);
+  absl::Status restored = swap_.Rollback(*digest);
+  if (!restored.ok()) {
+    // The journal still says SWAPPED/RESTARTED, so the next start retries;
+    // meanwhile run whatever EXEC holds rather than nothing.
+    LogError("rollback failed; will retry at next start",
+             {{"directive_id", record.directive_id},
+              {"error", restored.ToString()}});
+    EnsureProgramRunning();
+    return;
+  }
+  if (!Advance(record, UpdateState::kRolledBack, error, error_class).ok()) {
+    EnsureProgramRunning();
+    return;
+  }
+  (void)downloader_.Discard(*digest);
+  EnsureProgramRunning();
+}
+
+absl::StatusOr<DownloadResult> Updater::DownloadWithRetry(
+    UpdateRecord& record, const v1::ReleaseManifest& manifest,
+    Cancellation& cancel) {
+  const Digest digest = *DigestFromBytes(manifest.sha256());
+  absl::Duration delay = options_.download_retry_initial;
+  for (int attempt = 1;; ++attempt) {
+    const uint64_t before = downloader_.BytesOnDisk(digest);
+    absl::StatusOr<DownloadResult> result =
+        downloader_.Fetch(digest, manifest.size(), cancel);
+    if (!result.ok() && downloader_.BytesOnDisk(digest) > before) {
+      // A transfer that makes progress is flaky, not broken: the attempt
+      // budget counts failures in a row without progress.
+      attempt = 1;
+      delay = options_.download_retry_initial;
+    }
+    const bool disk_error =
+        !result.ok() &&
+        absl::StrContains(result.status().message(), downloader_.dir());
+    if (result.ok() || disk_error || !Retriable(result.status()) ||
+        attempt >= options_.download_attempts) {
+      return result;
+    }
+    LogWarning("download interrupted; will resume",
+               {{"directive_id", record.directive_id},
+                {"attempt", attempt},
+                {"retry_in_ms", absl::ToInt64Milliseconds(delay)},
+                {"error", result.status().ToString()}});
+    if (cancel.WaitFor(delay)) return absl::CancelledError(cancel.reason());
+    delay = std::min(delay * 2, options_.download_retry_max);
+    // DOWNLOADING again: the transfer resumes from what is on disk.
+    absl::StatusOr<uint64_t> seq =
+        journal_.AppendEvent(MakeEvent(record, UpdateState::kDownloading, "",
+                                       "", downloader_.BytesOnDisk(digest)));
+    if (!seq.ok()) return seq.status();
+  }
+}
+
+void Updater::Execute(UpdateRecord record) {
+  Cancellation cancel;
+  {
+    absl::MutexLock lock(&mu_);
+    active_id_ = record.directive_id;
+    active_swapped_ = MayBeSwapped(record.state);
+    active_cancel_ = &cancel;
+    auto it = cancelled_.find(record.directive_id);
+    if (it != cancelled_.end()) {
+      cancel.Cancel(it->second);
+      cancelled_.erase(it);
+    }
+    if (stopping_) cancel.Cancel(kStoppingReason);
+  }
+  absl::Cleanup clear_active = [this] {
+    absl::MutexLock lock(&mu_);
+    active_id_.clear();
+    active_swapped_ = false;
+    active_cancel_ = nullptr;
+  };
+
+  std::string klass;
+  absl::StatusOr<v1::ReleaseManifest> manifest = CheckManifest(record, &klass);
+  if (!manifest.ok()) {
+    Fail(record, klass, manifest.status());
+    return;
+  }
+  record.to_version = manifest->version();
+  const Digest digest = *DigestFromBytes(manifest->sha256());
+  std::optional<DownloadResult> download;
+
+  // Classifies a failed download/verification step.
+  auto fail_download = [&](const absl::Status& status) {
+    if (status.code() == absl::StatusCode::kDataLoss) {
+      Fail(record, error_class::kVerify, status);
+    } else if (status.code() == absl::StatusCode::kCancelled) {
+      Fail(record, error_class::kCanceled, status);
+    } else if (absl::StrContains(status.message(), downloader_.dir())) {
+      Fail(record, error_class::kDisk, status);
+    } else {
+      Fail(record, error_class::kDownload, status);
+    }
+  };
+
+  while (!IsFinal(record.state)) {
+    // Stopping leaves the update journaled where it is: resumed (before the
+    // swap) or rolled back (after it) by the next start.
+    if (stopping()) return;
+    if (!MayBeSwapped(record.state)) {
+      if (cancel.cancelled()) {
+        Fail(record, error_class::kCanceled,
+             absl::CancelledError(cancel.reason()));
+        return;
+      }
+      if (record.deadline_ms != 0 &&
+          absl::ToUnixMillis(clock_.Now()) > record.deadline_ms) {
+        Fail(record, error_class::kDeadline,
+             absl::DeadlineExceededError("directive deadline passed"));
+        return;
+      }
+    }
+    switch (record.state) {
+      case UpdateState::kReceived: {
+        absl::StatusOr<Digest> current = Sha256OfFile(options_.exec_path);
+        if (current.ok() && *current == digest) {
+          InstalledRecord installed{options_.product, manifest->version(),
+                                    DigestToBytes(digest), options_.exec_path,
+                                    0};
+          if (!Advance(record, UpdateState::kHealthy, "", "", 0, true,
+                       &installed)
+                   .ok()) {
+            return;
+          }
+          if (!program_.state().wanted) EnsureProgramRunning();
+          return;
+        }
+        if (!Advance(record, UpdateState::kDownloading, "", "",
+                     downloader_.BytesOnDisk(digest))
+                 .ok()) {
+          return;
+        }
+        break;
+      }
+      case UpdateState::kDownloading: {
+        absl::StatusOr<DownloadResult> result =
+            DownloadWithRetry(record, *manifest, cancel);
+        if (!result.ok()) {
+          if (stopping()) return;
+          fail_download(result.status());
+          return;
+        }
+        download = *result;
+        if (!Advance(record, UpdateState::kDownloaded, "", "", result->fetched)
+                 .ok()) {
+          return;
+        }
+        break;
+      }
+      case UpdateState::kDownloaded: {
+        if (!download) {
+          // Resumed after a restart: re-hash what is on disk (no transfer
+          // unless the file went missing).
+          absl::StatusOr<DownloadResult> result =
+              DownloadWithRetry(record, *manifest, cancel);
+          if (!result.ok()) {
+            if (stopping()) return;
+            fail_download(result.status());
+            return;
+          }
+          download = *result;
+        }
+        if (download->size != manifest->size() || download->digest != digest) {
+          (void)downloader_.Discard(digest);
+          Fail(record, error_class::kVerify,
+               absl::DataLossError(absl::StrCat(
+                   "artifact has ", download->size, " bytes and sha256 ",
+                   DigestToHex(download->digest), "; manifest says ",
+                   manifest->size(), " and ", DigestToHex(digest))));
+          return;
+        }
+        if (!Advance(record, UpdateState::kVerified).ok()) return;
+        break;
+      }
+      case UpdateState::kVerified: {
+        absl::Status staged = swap_.Stage(downloader_.PartPath(digest), digest);
+        if (!staged.ok()) {
+          if (staged.code() == absl::StatusCode::kNotFound) {
+            // The download vanished (cleaned up by hand?): fetch it again.
+            download.reset();
+            absl::StatusOr<DownloadResult> result =
+                DownloadWithRetry(record, *manifest, cancel);
+            if (result.ok()) {
+              staged = swap_.Stage(result->path, digest);
+            } else {
+              staged = result.status();
+            }
+          }
+          if (!staged.ok()) {
+            if (stopping()) return;
+            Fail(record,
+                 staged.code() == absl::StatusCode::kDataLoss
+                     ? error_class::kVerify
+                     : error_class::kDisk,
+                 staged);
+            return;
+          }
+        }
+        if (!Advance(record, UpdateState::kStaged).ok()) return;
+        break;
+      }
+      case UpdateState::kStaged: {
+        {
+          absl::MutexLock lock(&mu_);
+          if (stopping_) return;
+          active_swapped_ = true;  // from here on a Cancel is too late
+        }
+        // Journaled before the rename: after a crash from here on, the next
+        // start rolls back.
+        if (!Advance(record, UpdateState::kSwapped, "", "", 0,
+                     /*event=*/false)
+                 .ok()) {
+          return;
+        }
+        absl::Status swapped = swap_.Swap();
+        if (!swapped.ok()) {
+          // Swap() leaves EXEC as it was; Rollback only drops the backup
+          // link and staged file.
+          (void)swap_.Rollback(digest);
+          (void)Advance(record, UpdateState::kFailed,
+                        std::string(swapped.message()), error_class::kSwap);
+          return;
+        }
+        absl::StatusOr<uint64_t> seq = journal_.AppendEvent(
+            MakeEvent(record, UpdateState::kSwapped, "", "", 0));
+        if (!seq.ok()) {
+          RollBack(record, error_class::kDisk, seq.status().ToString());
+          return;
+        }
+        LogInfo("update phase", {{"directive_id", record.directive_id},
+                                 {"phase", "SWAPPED"},
+                                 {"exec", options_.exec_path}});
+        break;
+      }
+      case UpdateState::kSwapped: {
+        absl::Status stopped = program_.Stop(options_.stop_grace);
+        if (!stopped.ok()) {
+          RollBack(record, error_class::kRestart, stopped.ToString());
+          return;
+        }
+        program_.SetEnv("FLEET_VERSION", record.to_version);
+        absl::Status started = program_.Start();
+        if (!started.ok()) {
+          RollBack(record, error_class::kRestart,
+                   std::string(started.message()));
+          return;
+        }
+        if (!Advance(record, UpdateState::kRestarted).ok()) {
+          RollBack(record, error_class::kDisk, "journal write failed");
+          return;
+        }
+        break;
+      }
+      case UpdateState::kRestarted: {
+        absl::Status health = program_.WaitStaysUp(options_.health_window);
+        if (!health.ok()) {
+          if (stopping()) return;
+          RollBack(record, error_class::kHealth,
+                   absl::StrCat("health check failed: ", health.message()));
+          return;
+        }
+        InstalledRecord installed{options_.product, manifest->version(),
+                                  DigestToBytes(digest), options_.exec_path, 0};
+        if (!Advance(record, UpdateState::kHealthy, "", "", 0, true, &installed)
+                 .ok()) {
+          RollBack(record, error_class::kDisk, "journal write failed");
+          return;
+        }
+        absl::Status committed = swap_.Commit();
+        if (!committed.ok()) {
+          LogWarning("backup cleanup failed",
+                     {{"error", committed.ToString()}});
+        }
+        (void)downloader_.Discard(digest);
+        break;
+      }
+      default:
+        LogError("update in unexpected state",
+                 {{"directive_id", record.directive_id},
+                  {"state", std::string(ToString(record.state))}});
+        return;
+    }
+  }
+}
+
+}  // namespace fleet::agent
