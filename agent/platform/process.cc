@@ -3,9 +3,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
 #include <unistd.h>
 
 #include <algorithm>
@@ -211,7 +214,7 @@ void ProgramSupervisor::MonitorLoop() {
     ProgramSpec spec = spec_;
     spawning_ = true;
     mu_.Unlock();
-    absl::StatusOr<pid_t> pid = Spawn(spec);
+    absl::StatusOr<pid_t> pid = Spawn(spec, policy_.die_with_agent);
     mu_.Lock();
     spawning_ = false;
     if (requested) {
@@ -280,51 +283,86 @@ void ProgramSupervisor::MonitorLoop() {
   }
 }
 
-absl::StatusOr<pid_t> ProgramSupervisor::Spawn(const ProgramSpec& spec) {
+absl::StatusOr<pid_t> ProgramSupervisor::Spawn(const ProgramSpec& spec,
+                                               bool die_with_agent) {
+  // Everything the child needs is built before fork(): between fork and
+  // exec a multi-threaded parent's child may only make async-signal-safe
+  // calls (no malloc).
   std::vector<std::string> argv_strings = {spec.path};
   argv_strings.insert(argv_strings.end(), spec.args.begin(), spec.args.end());
   std::vector<std::string> env_strings = BuildEnvironment(spec.env);
   std::vector<char*> argv = CStrings(argv_strings);
   std::vector<char*> envp = CStrings(env_strings);
+  const pid_t parent = getpid();
 
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  // The agent blocks SIGTERM/SIGINT for sigwait and gRPC ignores SIGPIPE;
-  // masks and ignored dispositions survive exec, so the child would inherit
-  // them and could not be stopped with SIGTERM.
-  sigset_t empty, all;
-  sigemptyset(&empty);
-  sigfillset(&all);
-  sigdelset(&all, SIGKILL);
-  sigdelset(&all, SIGSTOP);
-  posix_spawnattr_setsigmask(&attr, &empty);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
-                                      POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
-#if defined(__GLIBC__) && \
-    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-  // Descriptors the agent forgot to mark close-on-exec stay with the agent.
-  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-#endif
-
-  pid_t pid = 0;
   int rc = 0;
   for (int attempt = 0; attempt < 5; ++attempt) {
-    rc = posix_spawn(&pid, spec.path.c_str(), &actions, &attr, argv.data(),
-                     envp.data());
+    // Reports the exec error to the parent; closes itself on success.
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) {
+      return absl::ErrnoToStatus(errno, "pipe for spawn " + spec.path);
+    }
+    const pid_t pid = fork();
+    if (pid < 0) {
+      const int err = errno;
+      close(report[0]);
+      close(report[1]);
+      return absl::ErrnoToStatus(err, "fork for " + spec.path);
+    }
+    if (pid == 0) {
+      close(report[0]);
+      setpgid(0, 0);
+#if defined(__linux__)
+      if (die_with_agent) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        // The agent may have died before prctl took effect.
+        if (getppid() != parent) _exit(127);
+      }
+#endif
+      // The agent blocks SIGTERM/SIGINT for sigwait and gRPC ignores
+      // SIGPIPE; masks and ignored dispositions survive exec, so without
+      // this the program could not be stopped with SIGTERM.
+      struct sigaction dfl;
+      memset(&dfl, 0, sizeof(dfl));
+      dfl.sa_handler = SIG_DFL;
+      for (int sig = 1; sig < NSIG; ++sig) {
+        if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, nullptr);
+      }
+      sigset_t empty;
+      sigemptyset(&empty);
+      sigprocmask(SIG_SETMASK, &empty, nullptr);
+#if defined(__linux__) && defined(SYS_close_range)
+      // Descriptors the agent forgot to mark close-on-exec stay with it.
+      if (report[1] > 3) {
+        syscall(SYS_close_range, 3, report[1] - 1, 0);
+        syscall(SYS_close_range, report[1] + 1, ~0U, 0);
+      } else {
+        syscall(SYS_close_range, report[1] + 1, ~0U, 0);
+      }
+#endif
+      execve(spec.path.c_str(), argv.data(), envp.data());
+      const int err = errno;
+      (void)!write(report[1], &err, sizeof(err));
+      _exit(127);
+    }
+    close(report[1]);
+    int child_errno = 0;
+    ssize_t n;
+    while ((n = read(report[0], &child_errno, sizeof(child_errno))) < 0 &&
+           errno == EINTR) {
+    }
+    close(report[0]);
+    if (n <= 0) return pid;  // exec succeeded: the pipe closed on exec
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    rc = child_errno;
     // ETXTBSY: another thread's fork briefly held a write descriptor to the
     // file we just wrote; it goes away once that child execs.
     if (rc != ETXTBSY) break;
     absl::SleepFor(absl::Milliseconds(10));
   }
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) return absl::ErrnoToStatus(rc, "spawn " + spec.path);
-  return pid;
+  return absl::ErrnoToStatus(rc, "spawn " + spec.path);
 }
 
 absl::StatusOr<uint64_t> ResidentBytes(pid_t pid) {

@@ -11,9 +11,9 @@
 // drives it around a swap (Stop, swap, Start, WaitStaysUp), and the later
 // supervisor/worker split can own it in the supervisor process unchanged.
 //
-// One monitor thread per supervisor spawns and reaps (blocking waitid on the
-// child's pid, no polling). POSIX only (Linux, macOS); Windows needs the
-// service manager and is a later issue.
+// One monitor thread per supervisor spawns (fork/execve) and reaps (blocking
+// waitid on the child's pid, no polling). POSIX only (Linux, macOS); Windows
+// needs the service manager and is a later issue.
 #ifndef FLEET_AGENT_PLATFORM_PROCESS_H_
 #define FLEET_AGENT_PLATFORM_PROCESS_H_
 
@@ -48,6 +48,11 @@ struct RestartPolicy {
   absl::Duration max_backoff = absl::Seconds(30);
   // A run that lasted at least this long resets the delay to initial_backoff.
   absl::Duration reset_after = absl::Seconds(30);
+  // Linux: the program gets SIGKILL when the agent dies (PR_SET_PDEATHSIG),
+  // so an agent killed with SIGKILL leaves no program behind for its next
+  // start to duplicate. The supervisor/worker split (the supervisor re-execs
+  // itself on self-update) must turn this off and adopt its children instead.
+  bool die_with_agent = true;
 };
 
 // A snapshot of the supervised program.
@@ -105,8 +110,10 @@ class ProgramSupervisor {
 
  private:
   void MonitorLoop();
-  // fork/exec of `spec` into a new process group; returns the child's pid.
-  static absl::StatusOr<pid_t> Spawn(const ProgramSpec& spec);
+  // fork/exec of `spec` into a new process group; returns the child's pid
+  // once exec succeeded, or exec's errno as a status naming the path.
+  static absl::StatusOr<pid_t> Spawn(const ProgramSpec& spec,
+                                     bool die_with_agent);
 
   const RestartPolicy policy_;
   mutable absl::Mutex mu_;
