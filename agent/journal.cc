@@ -97,6 +97,11 @@ constexpr char kInsertEventSql[] =
 constexpr char kSelectEventsSql[] =
     "SELECT seq, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?";
 constexpr char kDeleteEventsSql[] = "DELETE FROM events WHERE seq <= ?";
+constexpr char kInsertSeqSql[] =
+    "INSERT INTO sqlite_sequence (name, seq) SELECT 'events', 0 "
+    "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'events')";
+constexpr char kRaiseSeqSql[] =
+    "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'events' AND seq < ?1";
 constexpr char kSelectLastSeqSql[] =
     "SELECT seq FROM sqlite_sequence WHERE name = 'events'";
 
@@ -374,6 +379,22 @@ absl::Status UpdateJournal::AckEvents(uint64_t acked_seq) {
   ASSIGN_OR_RETURN(sqlite::Statement * del, db_->Cached(kDeleteEventsSql));
   del->BindInt64(1, static_cast<int64_t>(acked_seq));
   return del->Run();
+}
+
+absl::Status UpdateJournal::EnsureSeqAbove(uint64_t seq) {
+  {
+    absl::MutexLock lock(&db_mu_);
+    sqlite::Transaction txn(*db_);
+    RETURN_IF_ERROR(txn.Begin());
+    ASSIGN_OR_RETURN(sqlite::Statement * insert, db_->Cached(kInsertSeqSql));
+    RETURN_IF_ERROR(insert->Run());
+    ASSIGN_OR_RETURN(sqlite::Statement * raise, db_->Cached(kRaiseSeqSql));
+    raise->BindInt64(1, static_cast<int64_t>(seq));
+    RETURN_IF_ERROR(raise->Run());
+    RETURN_IF_ERROR(txn.Commit());
+  }
+  PublishSeq(seq);
+  return absl::OkStatus();
 }
 
 void UpdateJournal::PublishSeq(uint64_t seq) {

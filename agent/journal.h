@@ -114,6 +114,10 @@ class UpdateJournal {
                                                              int limit);
   // Deletes every event with seq <= `acked_seq`. Later seqs are unaffected.
   absl::Status AckEvents(uint64_t acked_seq);
+  // Makes the next seq at least `seq` + 1. For a controller that already
+  // stored events up to `seq` from this agent id (a wiped state dir): new
+  // events must not reuse seqs it would drop as duplicates.
+  absl::Status EnsureSeqAbove(uint64_t seq);
   // The highest seq ever given (0 if none).
   uint64_t LastEventSeq() const;
   // Blocks until an event with seq > `seq` has been appended or `deadline`

@@ -175,6 +175,18 @@ TEST_F(UpdateJournalTest, SeqKeepsGrowingAfterAckOfEverythingAndReopen) {
   EXPECT_EQ(pending[0].phase(), v1::UPDATE_PHASE_HEALTHY);
 }
 
+TEST_F(UpdateJournalTest, SeqCanBeRaisedPastWhatTheControllerHas) {
+  {
+    auto journal = OpenJournal();
+    ASSERT_TRUE(journal->EnsureSeqAbove(41).ok());
+    EXPECT_EQ(*journal->AppendEvent(Event("d", v1::UPDATE_PHASE_RECEIVED)),
+              42u);
+    ASSERT_TRUE(journal->EnsureSeqAbove(10).ok());  // never lowers
+    EXPECT_EQ(*journal->AppendEvent(Event("d", v1::UPDATE_PHASE_FAILED)), 43u);
+  }
+  EXPECT_EQ(OpenJournal()->LastEventSeq(), 43u);
+}
+
 TEST_F(UpdateJournalTest, UnackedEventsSurviveReopen) {
   {
     auto journal = OpenJournal();

@@ -40,6 +40,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/cancellation.h"
+#include "agent/directive_handler.h"
 #include "agent/downloader.h"
 #include "agent/journal.h"
 #include "agent/platform/process.h"
@@ -69,7 +70,7 @@ struct UpdaterOptions {
   int max_resumes = 5;
 };
 
-class Updater {
+class Updater : public DirectiveHandler {
  public:
   // Everything borrowed must outlive the Updater. The program's spec is
   // owned by the caller except FLEET_VERSION, which the updater sets.
@@ -77,7 +78,7 @@ class Updater {
           const TrustedKeys& keys, Downloader& downloader,
           ProgramSupervisor& program, const Clock& clock = RealClock::Get());
   // Calls Stop().
-  ~Updater();
+  ~Updater() override;
   Updater(const Updater&) = delete;
   Updater& operator=(const Updater&) = delete;
 
@@ -91,11 +92,12 @@ class Updater {
   // Queues a directive. Returns at once; never blocks on I/O, so it is safe
   // on a stream's reader thread. Duplicates of a queued or running
   // directive are dropped here; of a journaled one, when dequeued.
-  void Submit(v1::UpdateDirective directive);
+  void Submit(v1::UpdateDirective directive) override;
 
   // Cancels a directive that has not reached SWAPPED: it ends FAILED with
   // error_class "canceled". Too late after the swap (logged, ignored).
-  void Cancel(const std::string& directive_id, const std::string& reason);
+  void Cancel(const std::string& directive_id,
+              const std::string& reason) override;
 
   // Blocks until nothing is queued or running, or `timeout`; true if idle.
   bool WaitIdle(absl::Duration timeout);

@@ -1,0 +1,229 @@
+// fleet-agent: keeps one managed program up to date (docs/ARCHITECTURE.md,
+// "Agent"). Parses flags, builds the journal, supervisor, updater and
+// session, and runs until SIGTERM/SIGINT.
+#include <grpcpp/grpcpp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "agent/downloader.h"
+#include "agent/journal.h"
+#include "agent/platform/process.h"
+#include "agent/session.h"
+#include "agent/updater.h"
+#include "agent/version.h"
+#include "common/files.h"
+#include "common/log.h"
+#include "common/manifest.h"
+#include "common/names.h"
+
+namespace fleet::agent {
+namespace {
+
+struct Flags {
+  std::string controller;
+  std::string state_dir;
+  std::vector<std::string> trust_keys;
+  std::string product;
+  std::string exec_path;
+  std::vector<std::string> program_args;
+  double health_seconds = 5;
+  double stop_grace_seconds = 10;
+  std::string agent_id;
+  std::vector<std::string> labels;
+  std::string log_level = "info";
+};
+
+int Fail(const std::string& what, const absl::Status& status) {
+  LogError(what, {{"error", status.ToString()}});
+  return 1;
+}
+
+int Run(const Flags& flags) {
+  // Before any thread exists (gRPC's, the supervisor's): every thread
+  // inherits the mask, so only sigwait below ever sees these signals.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  if (absl::Status s = ValidateProductName(flags.product); !s.ok()) {
+    return Fail("bad --product", s);
+  }
+  std::map<std::string, std::string> labels;
+  for (const std::string& label : flags.labels) {
+    const size_t eq = label.find('=');
+    if (eq == std::string::npos) {
+      return Fail("bad --label",
+                  absl::InvalidArgumentError("want key=value, got " + label));
+    }
+    std::string key = label.substr(0, eq), value = label.substr(eq + 1);
+    if (absl::Status s = ValidateLabel(key, value); !s.ok()) {
+      return Fail("bad --label", s);
+    }
+    labels[key] = value;
+  }
+  if (flags.health_seconds <= 0 || flags.stop_grace_seconds < 0) {
+    return Fail("bad duration flag",
+                absl::InvalidArgumentError(
+                    "--health-seconds must be > 0, --stop-grace-seconds >= 0"));
+  }
+  std::string exec_path = flags.exec_path;
+  if (exec_path.empty() || exec_path.back() == '/') {
+    return Fail("bad --exec", absl::InvalidArgumentError(
+                                  "want the path of the program's file"));
+  }
+  if (exec_path[0] != '/') {
+    char cwd[4096];
+    if (getcwd(cwd, sizeof(cwd)) == nullptr) {
+      return Fail("getcwd", absl::ErrnoToStatus(errno, "getcwd"));
+    }
+    exec_path = JoinPath(cwd, exec_path);
+  }
+
+  TrustedKeys keys;
+  for (const std::string& path : flags.trust_keys) {
+    if (absl::Status s = keys.AddPemFile(path); !s.ok()) {
+      return Fail("cannot load --trust-key", s);
+    }
+  }
+  if (absl::Status s = MakeDirs(flags.state_dir, 0700); !s.ok()) {
+    return Fail("cannot create --state-dir", s);
+  }
+  if (absl::Status s = MakeDirs(Dirname(exec_path)); !s.ok()) {
+    return Fail("cannot create the directory of --exec", s);
+  }
+  absl::StatusOr<std::unique_ptr<UpdateJournal>> journal =
+      UpdateJournal::Open(JoinPath(flags.state_dir, "journal.db"));
+  if (!journal.ok()) return Fail("cannot open journal", journal.status());
+  absl::StatusOr<std::string> agent_id = (*journal)->AgentId(flags.agent_id);
+  if (!agent_id.ok()) return Fail("bad agent id", agent_id.status());
+
+  LogInfo("fleet-agent starting", {{"version", kAgentVersion},
+                                   {"agent_id", *agent_id},
+                                   {"controller", flags.controller},
+                                   {"product", flags.product},
+                                   {"exec", exec_path},
+                                   {"platform", HostPlatform()},
+                                   {"trusted_keys", keys.size()}});
+
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
+      flags.controller, grpc::InsecureChannelCredentials(),
+      AgentChannelArguments());
+  std::unique_ptr<v1::AgentService::Stub> stub =
+      v1::AgentService::NewStub(channel);
+
+  ProgramSpec spec;
+  spec.path = exec_path;
+  spec.args = flags.program_args;
+  spec.env = {{"FLEET_PRODUCT", flags.product}, {"FLEET_VERSION", ""}};
+  ProgramSupervisor program(spec);
+
+  Downloader downloader(*stub, JoinPath(flags.state_dir, "downloads"));
+  UpdaterOptions updater_options;
+  updater_options.product = flags.product;
+  updater_options.exec_path = exec_path;
+  updater_options.health_window = absl::Seconds(flags.health_seconds);
+  updater_options.stop_grace = absl::Seconds(flags.stop_grace_seconds);
+  Updater updater(updater_options, **journal, keys, downloader, program);
+  updater.Start();
+
+  SessionOptions session_options;
+  session_options.agent_id = *agent_id;
+  session_options.agent_version = kAgentVersion;
+  session_options.product = flags.product;
+  session_options.exec_path = exec_path;
+  session_options.state_dir = flags.state_dir;
+  session_options.labels = labels;
+  Session session(session_options, *stub, **journal, updater,
+                  [&program](v1::Heartbeat& hb) {
+                    ProgramState state = program.state();
+                    hb.set_program_restarts(state.restarts);
+                    if (state.pid == 0) return;
+                    if (auto rss = ResidentBytes(state.pid); rss.ok()) {
+                      hb.set_program_rss_bytes(*rss);
+                    }
+                    if (auto cpu = CpuMillis(state.pid); cpu.ok()) {
+                      hb.set_program_cpu_ms(*cpu);
+                    }
+                  });
+  std::thread session_thread([&session] { session.Run(); });
+
+  int signal = 0;
+  sigwait(&stop_signals, &signal);
+  LogInfo("fleet-agent stopping", {{"signal", strsignal(signal)}});
+  session.Shutdown();
+  session_thread.join();
+  updater.Stop();  // leaves an unfinished update to the next start
+  LogInfo("fleet-agent stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace fleet::agent
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") break;
+    if (arg == "--version") {
+      std::printf("fleet-agent %s\n", fleet::agent::kAgentVersion);
+      return 0;
+    }
+  }
+  fleet::agent::Flags flags;
+  CLI::App app{
+      "fleet-agent: keeps one program up to date.\n"
+      "Usage: fleet-agent --controller HOST:PORT --state-dir DIR "
+      "--trust-key FILE --product NAME --exec PATH [-- PROGRAM ARGS]"};
+  app.add_option("--controller", flags.controller,
+                 "fleet-controller address, HOST:PORT")
+      ->required();
+  app.add_option("--state-dir", flags.state_dir,
+                 "journal and downloads (created)")
+      ->required();
+  app.add_option("--trust-key", flags.trust_keys,
+                 "release public key (PEM); repeatable")
+      ->required()
+      ->allow_extra_args(false);
+  app.add_option("--product", flags.product, "the product this agent manages")
+      ->required();
+  app.add_option("--exec", flags.exec_path,
+                 "the managed program's executable (may not exist yet)")
+      ->required();
+  app.add_option("--health-seconds", flags.health_seconds,
+                 "a new version must stay up this long to commit")
+      ->capture_default_str();
+  app.add_option("--stop-grace-seconds", flags.stop_grace_seconds,
+                 "SIGTERM to SIGKILL grace when stopping the program")
+      ->capture_default_str();
+  app.add_option("--agent-id", flags.agent_id,
+                 "default: generated once and kept in the journal");
+  app.add_option("--label", flags.labels, "key=value; repeatable")
+      ->allow_extra_args(false);
+  app.add_option("--log-level", flags.log_level, "debug, info, warning, error")
+      ->capture_default_str();
+  bool version = false;  // handled before parsing; listed for --help
+  app.add_flag("--version", version, "print the version and exit");
+  app.add_option("program_args", flags.program_args,
+                 "arguments for the program, after --");
+  CLI11_PARSE(app, argc, argv);
+
+  fleet::LogLevel level;
+  if (!fleet::ParseLogLevel(flags.log_level, &level)) {
+    std::fprintf(stderr, "unknown --log-level %s\n", flags.log_level.c_str());
+    return 2;
+  }
+  fleet::InitLogging("agent", level);
+  return fleet::agent::Run(flags);
+}
