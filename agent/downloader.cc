@@ -1,5 +1,6 @@
 #include "agent/downloader.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
 #include "common/grpc_status.h"
@@ -71,6 +73,24 @@ uint64_t Downloader::BytesOnDisk(const Digest& digest) const {
 
 absl::Status Downloader::Discard(const Digest& digest) {
   return RemoveFile(PartPath(digest));
+}
+
+absl::Status Downloader::DiscardAll() {
+  DIR* d = opendir(dir_.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return absl::ErrnoToStatus(errno, "opendir " + dir_);
+  }
+  std::vector<std::string> names;
+  while (struct dirent* e = readdir(d)) {
+    const absl::string_view name = e->d_name;
+    if (absl::EndsWith(name, ".part")) names.emplace_back(name);
+  }
+  closedir(d);
+  for (const std::string& name : names) {
+    RETURN_IF_ERROR(RemoveFile(JoinPath(dir_, name)));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<DownloadResult> Downloader::Fetch(const Digest& digest,

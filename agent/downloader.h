@@ -59,6 +59,9 @@ class Downloader {
 
   // Removes the partial (or complete) file of `digest`.
   absl::Status Discard(const Digest& digest);
+  // Removes every download in the directory (leftovers of updates that
+  // ended while the agent was down). OK if the directory does not exist.
+  absl::Status DiscardAll();
 
  private:
   v1::AgentService::StubInterface& stub_;

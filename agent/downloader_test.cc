@@ -138,6 +138,17 @@ TEST_F(DownloaderTest, SizeMismatchFailsAndIsRemoved) {
   EXPECT_FALSE(PathExists(downloader_->PartPath(digest)));
 }
 
+TEST_F(DownloaderTest, DiscardAllRemovesEveryDownload) {
+  EXPECT_TRUE(downloader_->DiscardAll().ok());  // no directory yet
+  const std::string a = RandomBytes(1000, 8), b = RandomBytes(1000, 9);
+  const Digest da = server_->Add(a), db = server_->Add(b);
+  ASSERT_TRUE(downloader_->Fetch(da, a.size(), cancel_).ok());
+  ASSERT_TRUE(downloader_->Fetch(db, b.size(), cancel_).ok());
+  ASSERT_TRUE(downloader_->DiscardAll().ok());
+  EXPECT_FALSE(PathExists(downloader_->PartPath(da)));
+  EXPECT_FALSE(PathExists(downloader_->PartPath(db)));
+}
+
 TEST_F(DownloaderTest, UnknownArtifactIsNotFound) {
   const Digest digest = Sha256Of("nobody has this");
   absl::StatusOr<DownloadResult> r = downloader_->Fetch(digest, 15, cancel_);

@@ -178,13 +178,15 @@ std::optional<UpdateRecord> Updater::Recover() {
     return std::nullopt;
   }
   if (!active->has_value()) {
-    // Leftovers of an update that committed or rolled back just before a
-    // crash.
+    // Leftovers of updates that ended just before a crash.
     if (swap_.HasBackup() || PathExists(swap_.staged_path())) {
       absl::Status cleaned = swap_.Commit();
       if (!cleaned.ok()) {
         LogWarning("cleanup failed", {{"error", cleaned.ToString()}});
       }
+    }
+    if (absl::Status cleaned = downloader_.DiscardAll(); !cleaned.ok()) {
+      LogWarning("cleanup failed", {{"error", cleaned.ToString()}});
     }
     return std::nullopt;
   }
@@ -215,7 +217,19 @@ std::optional<UpdateRecord> Updater::Recover() {
   return record;
 }
 
+bool Updater::ResolveOpenUpdate() {
+  absl::StatusOr<std::optional<UpdateRecord>> active = journal_.ActiveUpdate();
+  if (!active.ok()) return false;
+  if (!active->has_value()) return true;
+  std::optional<UpdateRecord> resume = Recover();
+  if (resume) Execute(*std::move(resume));
+  active = journal_.ActiveUpdate();
+  return active.ok() && !active->has_value();
+}
+
 void Updater::Process(const v1::UpdateDirective& directive) {
+  // Not journaled: the controller sends it again after the restart.
+  if (stopping()) return;
   const std::string& id = directive.directive_id();
   absl::Status valid_id = ValidateId(id, "directive id");
   if (!valid_id.ok()) {
@@ -234,6 +248,10 @@ void Updater::Process(const v1::UpdateDirective& directive) {
              {"state", std::string(ToString((*existing)->state))}});
     return;
   }
+
+  // One update at a time, also across failures: a swap must never replace
+  // the backup an unresolved update still needs.
+  const bool no_open_update = ResolveOpenUpdate();
 
   UpdateRecord record;
   record.directive_id = id;
@@ -256,6 +274,11 @@ void Updater::Process(const v1::UpdateDirective& directive) {
     return;
   }
   LogInfo("update phase", {{"directive_id", id}, {"phase", "RECEIVED"}});
+  if (!no_open_update) {
+    Fail(record, error_class::kBusy,
+         absl::UnavailableError("an earlier update is still unresolved"));
+    return;
+  }
   Execute(std::move(record));
 }
 
@@ -364,12 +387,16 @@ void Updater::Fail(UpdateRecord& record, const std::string& error_class,
   std::optional<Digest> digest = ManifestDigest(record);
   (void)Advance(record, UpdateState::kFailed, std::string(error.message()),
                 error_class);
-  // Only when the signature checked out is the digest worth a look; a
-  // forged manifest must not make us delete files by name.
-  if (digest && error_class != error_class::kSignature &&
-      error_class != error_class::kExpired) {
-    (void)downloader_.Discard(*digest);
-  }
+  // Only classes that come after the signature check may name a download
+  // to delete; a forged manifest must not make us delete files by name.
+  const bool verified = error_class == error_class::kDownload ||
+                        error_class == error_class::kVerify ||
+                        error_class == error_class::kDisk ||
+                        error_class == error_class::kCanceled ||
+                        error_class == error_class::kDeadline ||
+                        error_class == error_class::kSwap ||
+                        error_class == error_class::kInterrupted;
+  if (digest && verified) (void)downloader_.Discard(*digest);
 }
 
 void Updater::RollBack(UpdateRecord& record, const std::string& error_class,

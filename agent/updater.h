@@ -106,6 +106,9 @@ class Updater : public DirectiveHandler {
   void Run();
   // Rolls back or returns the update to resume (nullopt if none).
   std::optional<UpdateRecord> Recover();
+  // Brings an update the journal still has open (after a failed rollback
+  // or journal write) to a final state. True if none is left open.
+  bool ResolveOpenUpdate();
   void EnsureProgramRunning();
   void Process(const v1::UpdateDirective& directive);
   // Drives `record` from its journaled state to a final state (or until
@@ -174,7 +177,7 @@ inline constexpr char kHealth[] = "health";
 inline constexpr char kCanceled[] = "canceled";
 inline constexpr char kDeadline[] = "deadline";
 inline constexpr char kInterrupted[] = "interrupted";
-inline constexpr char kDirective[] = "directive";
+inline constexpr char kBusy[] = "busy";
 }  // namespace error_class
 
 }  // namespace fleet::agent

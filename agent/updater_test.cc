@@ -505,6 +505,53 @@ TEST_F(UpdaterTest, StartResumesAnUpdateInterruptedBeforeTheSwap) {
   EXPECT_TRUE(WaitFor([&] { return Runs("2.0.0"); }));
 }
 
+TEST_F(UpdaterTest, DirectivePastItsDeadlineFails) {
+  StartUpdater();
+  const std::string v1 = AppBytes("1.0.0");
+  server_->Add(v1);
+  v1::UpdateDirective d = Directive("d-1", "1.0.0", v1);
+  d.set_deadline_unix_ms(absl::ToUnixMillis(absl::Now()) - 1000);
+  Submit(d);
+  EXPECT_EQ(StateOf("d-1"), UpdateState::kFailed);
+  EXPECT_EQ(Events("d-1").back().error_class(), "deadline");
+  EXPECT_FALSE(PathExists(exec_));
+}
+
+TEST_F(UpdaterTest, UpdateInterruptedTooOftenFailsInsteadOfLooping) {
+  const std::string v1 = AppBytes("1.0.0");
+  ASSERT_TRUE(WriteFileAtomically(exec_, v1, 0755).ok());
+  const std::string v2 = AppBytes("2.0.0");
+  server_->Add(v2);
+  UpdateRecord r;
+  r.directive_id = "d-1";
+  r.product = "app";
+  r.signed_manifest = Directive("d-1", "2.0.0", v2).manifest();
+  r.state = UpdateState::kDownloading;
+  r.attempt = 6;  // the agent died during this update five times already
+  ASSERT_TRUE(journal_->InsertUpdate(r, nullptr).ok());
+  StartUpdater();
+  ASSERT_TRUE(updater_->WaitIdle(absl::Seconds(20)));
+  EXPECT_EQ(StateOf("d-1"), UpdateState::kFailed);
+  EXPECT_EQ(Events("d-1").back().error_class(), "interrupted");
+  EXPECT_TRUE(server_->requested_offsets().empty());
+  EXPECT_EQ(ExecDigest(), DigestToHex(Sha256Of(v1)));
+  EXPECT_TRUE(WaitFor([&] { return Runs("1.0.0"); }));
+}
+
+TEST_F(UpdaterTest, StartCleansLeftoversOfEndedUpdates) {
+  const std::string v1 = AppBytes("1.0.0");
+  ASSERT_TRUE(WriteFileAtomically(exec_, v1, 0755).ok());
+  ASSERT_TRUE(WriteFileAtomically(exec_ + ".fleet-backup", "old", 0755).ok());
+  ASSERT_TRUE(MakeDirs(downloader_->dir()).ok());
+  const std::string stale = downloader_->PartPath(Sha256Of("stale"));
+  ASSERT_TRUE(WriteFileAtomically(stale, "sta").ok());
+  StartUpdater();
+  ASSERT_TRUE(updater_->WaitIdle(absl::Seconds(20)));
+  EXPECT_FALSE(PathExists(exec_ + ".fleet-backup"));
+  EXPECT_FALSE(PathExists(stale));
+  EXPECT_EQ(ExecDigest(), DigestToHex(Sha256Of(v1)));
+}
+
 TEST_F(UpdaterTest, StopLeavesAnUnfinishedUpdateToResume) {
   const std::string v1 = AppBytes("1.0.0");
   ASSERT_TRUE(WriteFileAtomically(exec_, v1, 0755).ok());

@@ -2,6 +2,8 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <functional>
@@ -237,6 +239,32 @@ TEST_F(ProgramSupervisorTest, ExecFailureIsReportedAndNothingRuns) {
   EXPECT_EQ(started.code(), absl::StatusCode::kPermissionDenied) << started;
   EXPECT_EQ(program.state().pid, 0);
   EXPECT_EQ(program.state().runs, 0u);
+}
+
+TEST_F(ProgramSupervisorTest, ProgramDiesWithAKilledAgent) {
+  const std::string pid_file = JoinPath(dir_, "pid");
+  const std::string script =
+      Script("app", "echo $$ > " + pid_file + ".tmp; mv " + pid_file + ".tmp " +
+                        pid_file + "; exec sleep 30");
+  // The "agent": a child process that supervises the program, then is
+  // killed with SIGKILL and cannot stop it.
+  const pid_t agent = fork();
+  ASSERT_GE(agent, 0);
+  if (agent == 0) {
+    ProgramSupervisor program(ProgramSpec{script, {}, {}});
+    if (!program.Start().ok()) _exit(1);
+    for (;;) pause();
+  }
+  ASSERT_TRUE(WaitFor([&] { return !ReadOrEmpty(pid_file).empty(); }));
+  const pid_t program_pid = atoi(ReadOrEmpty(pid_file).c_str());
+  ASSERT_GT(program_pid, 0);
+  EXPECT_EQ(kill(program_pid, 0), 0);
+  ASSERT_EQ(kill(agent, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(agent, &status, 0), agent);
+  // Reaped by init (or the sandbox's), so it disappears entirely.
+  EXPECT_TRUE(
+      WaitFor([&] { return kill(program_pid, 0) != 0; }, absl::Seconds(5)));
 }
 
 TEST(ProcessStatsTest, ReadsOwnResidentSizeAndCpu) {
