@@ -1,6 +1,5 @@
 #include "agent/update_state.h"
 
-#include <array>
 
 #include "absl/strings/str_cat.h"
 
