@@ -1,6 +1,5 @@
 #include "agent/update_state.h"
 
-
 #include "absl/strings/str_cat.h"
 
 namespace fleet::agent {
