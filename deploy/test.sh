@@ -14,7 +14,7 @@ deploy/setup.sh
 bep_file=$(mktemp /tmp/fleet-bep.XXXXXX.json)
 trap 'rm -f "$bep_file"' EXIT
 
-flags=(--build_event_json_file="$bep_file")
+flags=(--build_event_json_file="$bep_file" --keep_going)
 if [[ "${CI:-}" == "true" || ! -t 1 ]]; then
   flags+=(--curses=no --color=no --show_progress_rate_limit=30)
 fi

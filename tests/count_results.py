@@ -44,7 +44,6 @@ def main():
         return 2
     results = {}  # (label, run, shard) -> (status, xml path or None)
     test_targets = set()
-    failed_targets = set()
     with open(sys.argv[1]) as f:
         for line in f:
             line = line.strip()
@@ -62,16 +61,9 @@ def main():
                         xml = xml_path(out.get("uri", ""))
                 # Later attempts (flaky retries) replace earlier ones.
                 results[key] = (body.get("status", "FAILED"), xml)
-            elif "targetCompleted" in ident:
-                label = ident["targetCompleted"]["label"]
-                completed = event.get("completed", {})
-                if not completed.get("success", False) and \
-                        completed.get("testTimeoutSeconds") is not None:
-                    failed_targets.add(label)
-                if event.get("aborted") and label.endswith("_test"):
-                    failed_targets.add(label)
-            elif "testSummary" in ident:
-                test_targets.add(ident["testSummary"]["label"])
+            elif "targetConfigured" in ident:
+                if "testSize" in event.get("configured", {}):
+                    test_targets.add(ident["targetConfigured"]["label"])
 
     passed = failed = 0
     failures = []
@@ -98,7 +90,7 @@ def main():
             else:
                 failed += 1
                 failures.append(f"{label}: {status} (no test.xml)")
-    for label in sorted(failed_targets - labels_with_results):
+    for label in sorted(test_targets - labels_with_results):
         failed += 1
         failures.append(f"{label}: did not build or run")
 
