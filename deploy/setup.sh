@@ -49,6 +49,8 @@ packages=(
   sqlite3
   clang-format
   python3
+  # systemd-analyze verifies the units in deploy/systemd.
+  systemd
 )
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
