@@ -165,6 +165,10 @@ int Run(const Flags& flags) {
   session.Shutdown();
   session_thread.join();
   updater.Stop();  // leaves an unfinished update to the next start
+  // With the operator's grace, not the supervisor destructor's fallback.
+  if (absl::Status s = program.Stop(updater_options.stop_grace); !s.ok()) {
+    LogWarning("stopping the program", {{"error", s.ToString()}});
+  }
   LogInfo("fleet-agent stopped");
   return 0;
 }
