@@ -222,6 +222,30 @@ class CommandLine {
       return RolloutStatus(rollout_id_, ctx);
     });
 
+    CLI::App* pause = rollout->add_subcommand(
+        "pause", "Stop sending new directives; in-flight updates finish");
+    pause->add_option("id", change_.rollout_id, "rollout id (ro-...)")
+        ->required();
+    pause->add_option("--reason", change_.reason, "why, shown in status");
+    Add(pause,
+        [this](CommandContext& ctx) { return RolloutPause(change_, ctx); });
+
+    CLI::App* resume =
+        rollout->add_subcommand("resume", "Continue a paused rollout");
+    resume->add_option("id", change_.rollout_id, "rollout id (ro-...)")
+        ->required();
+    Add(resume, [this](CommandContext& ctx) {
+      return RolloutResume(change_.rollout_id, ctx);
+    });
+
+    CLI::App* abort = rollout->add_subcommand(
+        "abort", "End a rollout for good; pending targets are not updated");
+    abort->add_option("id", change_.rollout_id, "rollout id (ro-...)")
+        ->required();
+    abort->add_option("--reason", change_.reason, "why, shown in status");
+    Add(abort,
+        [this](CommandContext& ctx) { return RolloutAbort(change_, ctx); });
+
     CLI::App* rollout_list =
         rollout->add_subcommand("list", "List rollouts, newest first");
     rollout_list->add_option("--product", rollout_list_.product,
@@ -246,6 +270,7 @@ class CommandLine {
   AgentsListOptions agents_list_;
   RolloutCreateOptions create_;
   std::string rollout_id_;
+  RolloutChangeOptions change_;
   RolloutListOptions rollout_list_;
   std::vector<
       std::pair<CLI::App*, std::function<absl::Status(CommandContext&)>>>

@@ -74,7 +74,7 @@ TEST_F(FleetctlTest, UnknownOrMissingCommandListsTheChoices) {
             "Run 'fleetctl release --help' for usage.\n");
   EXPECT_EQ(Run({"rollout"}), kExitUsage);
   EXPECT_EQ(err_.str().rfind("fleetctl: \"fleetctl rollout\" needs a command: "
-                             "create, status, list\n",
+                             "create, status, pause, resume, abort, list\n",
                              0),
             0u)
       << err_.str();
@@ -221,6 +221,38 @@ TEST_F(FleetctlTest, PushDefaultsToTheHostPlatform) {
   ASSERT_TRUE(manifest.ParseFromString(
       server_.service().last_push()->manifest.manifest()));
   EXPECT_EQ(manifest.platform(), HostPlatform());
+}
+
+TEST_F(FleetctlTest, RolloutPauseResumeAbortReachTheController) {
+  v1::Rollout rollout;
+  rollout.set_rollout_id("ro-0123456789abcdef");
+  server_.service().SetRollout(rollout);
+  EXPECT_EQ(
+      Run({"--controller", server_.address(), "rollout", "pause",
+           "ro-0123456789abcdef", "--reason", "error spike", "-o", "json"}),
+      kExitOk)
+      << err_.str();
+  EXPECT_EQ(nlohmann::json::parse(out_.str())["state"], "ROLLOUT_STATE_PAUSED");
+  EXPECT_EQ(server_.service().last_pause_rollout()->reason(), "error spike");
+
+  EXPECT_EQ(Run({"--controller", server_.address(), "rollout", "resume",
+                 "ro-0123456789abcdef"}),
+            kExitOk)
+      << err_.str();
+  EXPECT_EQ(server_.service().last_resume_rollout()->rollout_id(),
+            "ro-0123456789abcdef");
+
+  EXPECT_EQ(Run({"--controller", server_.address(), "rollout", "abort",
+                 "ro-0123456789abcdef", "--reason", "bad build"}),
+            kExitOk)
+      << err_.str();
+  EXPECT_EQ(server_.service().last_abort_rollout()->reason(), "bad build");
+
+  EXPECT_EQ(Run({"--controller", server_.address(), "rollout", "abort",
+                 "ro-unknown"}),
+            kExitFailed);
+  EXPECT_EQ(Run({"--controller", server_.address(), "rollout", "pause"}),
+            kExitUsage);
 }
 
 }  // namespace

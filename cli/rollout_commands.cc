@@ -79,6 +79,55 @@ void PrintRolloutSummary(const v1::Rollout& r, const CommandContext& ctx) {
   PrintFields(fields, ctx.out());
 }
 
+absl::Status CheckRolloutId(const std::string& rollout_id) {
+  if (absl::Status s = ValidateId(rollout_id, "rollout id"); !s.ok()) {
+    return UsageError(
+        absl::StrCat("invalid rollout id \"", rollout_id, "\": ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+// The hints every state change shares: an unknown id, a state the change
+// does not apply to (the controller's message names it).
+RpcCall ChangeCall(const CommandContext& ctx, absl::string_view verb,
+                   const std::string& rollout_id) {
+  return ctx.Call(
+      absl::StrCat(verb, " rollout ", rollout_id),
+      {{grpc::StatusCode::NOT_FOUND,
+        absl::StrCat("rollout ", rollout_id, " does not exist"),
+        "see `fleetctl rollout list` for rollout ids", /*with_detail=*/false},
+       {grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrCat("cannot ", verb, " rollout ", rollout_id),
+        absl::StrCat("see `fleetctl rollout status ", rollout_id, "`")}});
+}
+
+std::string Plural(uint32_t n, absl::string_view one, absl::string_view many) {
+  return absl::StrCat(n, " ", n == 1 ? one : many);
+}
+
+void PrintChanged(const v1::Rollout& r, absl::string_view verb,
+                  CommandContext& ctx) {
+  const v1::TargetCounts& c = r.counts();
+  ctx.out() << "rollout " << r.rollout_id() << " " << verb;
+  if (r.state() == v1::ROLLOUT_STATE_PAUSED) {
+    ctx.out() << ": " << Plural(c.in_flight(), "update", "updates")
+              << " in flight will finish, "
+              << Plural(c.pending(), "pending target waits",
+                        "pending targets wait")
+              << "; continue with `fleetctl rollout resume " << r.rollout_id()
+              << "`\n";
+  } else if (r.state() == v1::ROLLOUT_STATE_ABORTED) {
+    ctx.out() << ": " << Plural(c.in_flight(), "update", "updates")
+              << " in flight will finish, "
+              << Plural(c.pending(), "pending target", "pending targets")
+              << " will not be updated\n";
+  } else {
+    ctx.out() << ": stage " << StageText(r) << ", "
+              << Plural(c.in_flight(), "update", "updates") << " in flight, "
+              << c.pending() << " pending\n";
+  }
+}
+
 }  // namespace
 
 std::string RolloutStateLabel(v1::RolloutState state) {
@@ -192,10 +241,7 @@ absl::Status RolloutCreate(const RolloutCreateOptions& options,
 }
 
 absl::Status RolloutStatus(const std::string& rollout_id, CommandContext& ctx) {
-  if (absl::Status s = ValidateId(rollout_id, "rollout id"); !s.ok()) {
-    return UsageError(
-        absl::StrCat("invalid rollout id \"", rollout_id, "\": ", s.message()));
-  }
+  RETURN_IF_ERROR(CheckRolloutId(rollout_id));
   v1::GetRolloutRequest request;
   request.set_rollout_id(rollout_id);
   v1::Rollout rollout;
@@ -270,6 +316,60 @@ absl::Status RolloutList(const RolloutListOptions& options,
          HumanAgo(absl::FromUnixMillis(r.created_unix_ms()), now)});
   }
   table.Print(ctx.out());
+  return absl::OkStatus();
+}
+
+absl::Status RolloutPause(const RolloutChangeOptions& options,
+                          CommandContext& ctx) {
+  RETURN_IF_ERROR(CheckRolloutId(options.rollout_id));
+  v1::PauseRolloutRequest request;
+  request.set_rollout_id(options.rollout_id);
+  request.set_reason(options.reason);
+  v1::Rollout rollout;
+  grpc::ClientContext rpc;
+  ctx.SetDeadline(rpc);
+  grpc::Status status = ctx.admin().PauseRollout(&rpc, request, &rollout);
+  if (!status.ok()) {
+    return ExplainRpcError(status,
+                           ChangeCall(ctx, "pause", options.rollout_id));
+  }
+  if (ctx.json()) return ctx.PrintJson(rollout);
+  PrintChanged(rollout, "paused", ctx);
+  return absl::OkStatus();
+}
+
+absl::Status RolloutResume(const std::string& rollout_id, CommandContext& ctx) {
+  RETURN_IF_ERROR(CheckRolloutId(rollout_id));
+  v1::ResumeRolloutRequest request;
+  request.set_rollout_id(rollout_id);
+  v1::Rollout rollout;
+  grpc::ClientContext rpc;
+  ctx.SetDeadline(rpc);
+  grpc::Status status = ctx.admin().ResumeRollout(&rpc, request, &rollout);
+  if (!status.ok()) {
+    return ExplainRpcError(status, ChangeCall(ctx, "resume", rollout_id));
+  }
+  if (ctx.json()) return ctx.PrintJson(rollout);
+  PrintChanged(rollout, "resumed", ctx);
+  return absl::OkStatus();
+}
+
+absl::Status RolloutAbort(const RolloutChangeOptions& options,
+                          CommandContext& ctx) {
+  RETURN_IF_ERROR(CheckRolloutId(options.rollout_id));
+  v1::AbortRolloutRequest request;
+  request.set_rollout_id(options.rollout_id);
+  request.set_reason(options.reason);
+  v1::Rollout rollout;
+  grpc::ClientContext rpc;
+  ctx.SetDeadline(rpc);
+  grpc::Status status = ctx.admin().AbortRollout(&rpc, request, &rollout);
+  if (!status.ok()) {
+    return ExplainRpcError(status,
+                           ChangeCall(ctx, "abort", options.rollout_id));
+  }
+  if (ctx.json()) return ctx.PrintJson(rollout);
+  PrintChanged(rollout, "aborted", ctx);
   return absl::OkStatus();
 }
 

@@ -50,6 +50,24 @@ struct RolloutListOptions {
 absl::Status RolloutList(const RolloutListOptions& options,
                          CommandContext& ctx);
 
+struct RolloutChangeOptions {
+  std::string rollout_id;
+  std::string reason;  // optional, shown as the rollout's state reason
+};
+
+// `rollout pause ID [--reason]`: AdminService.PauseRollout. Prints "rollout
+// ID paused: ..." with what still moves and how to resume, or the Rollout as
+// JSON. UsageError for a malformed id; NOT_FOUND says to list rollouts;
+// FAILED_PRECONDITION (not running) gives the controller's message and
+// points at `rollout status`.
+absl::Status RolloutPause(const RolloutChangeOptions& options,
+                          CommandContext& ctx);
+// `rollout resume ID`: AdminService.ResumeRollout; as RolloutPause.
+absl::Status RolloutResume(const std::string& rollout_id, CommandContext& ctx);
+// `rollout abort ID [--reason]`: AdminService.AbortRollout; as RolloutPause.
+absl::Status RolloutAbort(const RolloutChangeOptions& options,
+                          CommandContext& ctx);
+
 // "running", "rolled-back": the enum value's name without its prefix, lower
 // case, '_' as '-'.
 std::string RolloutStateLabel(v1::RolloutState state);

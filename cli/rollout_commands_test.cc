@@ -295,5 +295,85 @@ TEST_F(RolloutCommandsTest, ListPrintsOneRowPerRollout) {
   EXPECT_EQ(server_.service().last_list_rollouts()->product(), "web");
 }
 
+TEST_F(RolloutCommandsTest, PauseSaysWhatStillMovesAndHowToResume) {
+  server_.service().SetRollout(SampleRollout());
+  CommandContext ctx = Context();
+  ASSERT_TRUE(
+      RolloutPause({.rollout_id = "ro-3f2a9c0d11b2e4f7", .reason = "errors"},
+                   ctx)
+          .ok())
+      << err_.str();
+  EXPECT_EQ(out_.str(),
+            "rollout ro-3f2a9c0d11b2e4f7 paused: 1 update in flight will "
+            "finish, 0 pending targets wait; continue with `fleetctl rollout "
+            "resume ro-3f2a9c0d11b2e4f7`\n");
+  ASSERT_TRUE(server_.service().last_pause_rollout().has_value());
+  EXPECT_EQ(server_.service().last_pause_rollout()->rollout_id(),
+            "ro-3f2a9c0d11b2e4f7");
+  EXPECT_EQ(server_.service().last_pause_rollout()->reason(), "errors");
+}
+
+TEST_F(RolloutCommandsTest, ResumeShowsTheStageAndWhatMoves) {
+  v1::Rollout rollout = SampleRollout();
+  rollout.mutable_counts()->set_in_flight(2);
+  rollout.mutable_counts()->set_pending(4);
+  server_.service().SetRollout(rollout);
+  CommandContext ctx = Context();
+  ASSERT_TRUE(RolloutResume("ro-3f2a9c0d11b2e4f7", ctx).ok()) << err_.str();
+  EXPECT_EQ(out_.str(),
+            "rollout ro-3f2a9c0d11b2e4f7 resumed: stage 2/2 (100%), 2 updates "
+            "in flight, 4 pending\n");
+}
+
+TEST_F(RolloutCommandsTest, AbortSaysPendingTargetsStayAndJsonIsTheRollout) {
+  v1::Rollout rollout = SampleRollout();
+  rollout.mutable_counts()->set_pending(1);
+  server_.service().SetRollout(rollout);
+  CommandContext ctx = Context();
+  ASSERT_TRUE(RolloutAbort({.rollout_id = "ro-3f2a9c0d11b2e4f7"}, ctx).ok());
+  EXPECT_EQ(out_.str(),
+            "rollout ro-3f2a9c0d11b2e4f7 aborted: 1 update in flight will "
+            "finish, 1 pending target will not be updated\n");
+  EXPECT_EQ(server_.service().last_abort_rollout()->reason(), "");
+
+  out_.str("");
+  CommandContext json_ctx = Context(OutputFormat::kJson);
+  ASSERT_TRUE(
+      RolloutAbort({.rollout_id = "ro-3f2a9c0d11b2e4f7"}, json_ctx).ok());
+  nlohmann::json json = nlohmann::json::parse(out_.str());
+  EXPECT_EQ(json["rollout_id"], "ro-3f2a9c0d11b2e4f7");
+  EXPECT_EQ(json["state"], "ROLLOUT_STATE_ABORTED");
+}
+
+TEST_F(RolloutCommandsTest, StateChangeErrorsNameTheRolloutAndTheFix) {
+  server_.service().SetRollout(SampleRollout());
+  CommandContext ctx = Context();
+  absl::Status s = RolloutResume("ro-missing", ctx);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s.message(),
+            "rollout ro-missing does not exist; see `fleetctl rollout list` "
+            "for rollout ids");
+
+  server_.service().FailWith(grpc::Status(
+      grpc::StatusCode::FAILED_PRECONDITION,
+      "cannot pause rollout ro-3f2a9c0d11b2e4f7: it is COMPLETED; a finished "
+      "rollout cannot change"));
+  s = RolloutPause({.rollout_id = "ro-3f2a9c0d11b2e4f7"}, ctx);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ExitCodeFor(s), kExitFailed);
+  EXPECT_EQ(s.message(),
+            "cannot pause rollout ro-3f2a9c0d11b2e4f7 (cannot pause rollout "
+            "ro-3f2a9c0d11b2e4f7: it is COMPLETED; a finished rollout cannot "
+            "change); see `fleetctl rollout status ro-3f2a9c0d11b2e4f7`");
+}
+
+TEST_F(RolloutCommandsTest, StateChangesWithMalformedIdAreUsageErrors) {
+  CommandContext ctx = Context();
+  EXPECT_TRUE(IsUsageError(RolloutPause({.rollout_id = "a b"}, ctx)));
+  EXPECT_TRUE(IsUsageError(RolloutResume("", ctx)));
+  EXPECT_TRUE(IsUsageError(RolloutAbort({.rollout_id = "../x"}, ctx)));
+  EXPECT_EQ(server_.service().calls(), 0);
+}
+
 }  // namespace
 }  // namespace fleet::cli

@@ -31,6 +31,22 @@ absl::Status OptionalPlatform(absl::string_view platform) {
                           : Field("platform", ValidatePlatform(platform));
 }
 
+// An operator's free-text reason: one line, short enough to show.
+absl::Status ValidateReason(absl::string_view reason) {
+  constexpr size_t kMaxReason = 500;
+  if (reason.size() > kMaxReason) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "reason: at most ", kMaxReason, " bytes, got ", reason.size()));
+  }
+  for (unsigned char c : reason) {
+    if (c < 0x20 || c == 0x7f) {
+      return absl::InvalidArgumentError(
+          "reason: must be one line without control characters");
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 AdminService::AdminService(Store& reads, ControlLoop& loop,
@@ -217,6 +233,41 @@ grpc::Status AdminService::ListRollouts(grpc::ServerContext* context,
     if (!view.ok()) return ToGrpcStatus(view.status());
     *response->add_rollouts() = *std::move(view);
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::PauseRollout(grpc::ServerContext* context,
+                                        const v1::PauseRolloutRequest* request,
+                                        v1::Rollout* response) {
+  return ChangeRollout(request->rollout_id(), RolloutCommand::kPause,
+                       request->reason(), response);
+}
+
+grpc::Status AdminService::ResumeRollout(
+    grpc::ServerContext* context, const v1::ResumeRolloutRequest* request,
+    v1::Rollout* response) {
+  return ChangeRollout(request->rollout_id(), RolloutCommand::kResume, "",
+                       response);
+}
+
+grpc::Status AdminService::AbortRollout(grpc::ServerContext* context,
+                                        const v1::AbortRolloutRequest* request,
+                                        v1::Rollout* response) {
+  return ChangeRollout(request->rollout_id(), RolloutCommand::kAbort,
+                       request->reason(), response);
+}
+
+grpc::Status AdminService::ChangeRollout(const std::string& rollout_id,
+                                         RolloutCommand command,
+                                         const std::string& reason,
+                                         v1::Rollout* response) {
+  absl::Status valid = ValidateId(rollout_id, "rollout_id");
+  if (valid.ok()) valid = ValidateReason(reason);
+  if (!valid.ok()) return ToGrpcStatus(valid);
+  absl::StatusOr<v1::Rollout> rollout =
+      loop_.ChangeRollout(rollout_id, command, reason);
+  if (!rollout.ok()) return ToGrpcStatus(rollout.status());
+  *response = *std::move(rollout);
   return grpc::Status::OK;
 }
 

@@ -63,12 +63,29 @@ class AdminService final : public v1::AdminService::Service {
   grpc::Status ListRollouts(grpc::ServerContext* context,
                             const v1::ListRolloutsRequest* request,
                             v1::ListRolloutsResponse* response) override;
+  // INVALID_ARGUMENT for a malformed id or a reason over 500 bytes or with
+  // control characters; NOT_FOUND if unknown; FAILED_PRECONDITION naming the
+  // state unless the rollout is RUNNING. Returns it PAUSED, with counts.
+  grpc::Status PauseRollout(grpc::ServerContext* context,
+                            const v1::PauseRolloutRequest* request,
+                            v1::Rollout* response) override;
+  // As PauseRollout; FAILED_PRECONDITION unless the rollout is PAUSED.
+  grpc::Status ResumeRollout(grpc::ServerContext* context,
+                             const v1::ResumeRolloutRequest* request,
+                             v1::Rollout* response) override;
+  // As PauseRollout; FAILED_PRECONDITION unless RUNNING or PAUSED.
+  grpc::Status AbortRollout(grpc::ServerContext* context,
+                            const v1::AbortRolloutRequest* request,
+                            v1::Rollout* response) override;
 
  private:
   absl::StatusOr<v1::Release> DoPushRelease(
       grpc::ServerContext* context,
       grpc::ServerReader<v1::PushReleaseRequest>* reader);
   absl::Status CheckNotStored(const v1::ReleaseManifest& manifest);
+  grpc::Status ChangeRollout(const std::string& rollout_id,
+                             RolloutCommand command, const std::string& reason,
+                             v1::Rollout* response);
   // The rollout with its counts (and targets if asked).
   absl::StatusOr<v1::Rollout> View(const RolloutRecord& record,
                                    bool with_targets)

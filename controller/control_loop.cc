@@ -116,6 +116,21 @@ absl::StatusOr<v1::Rollout> ControlLoop::CreateRollout(
   return result;
 }
 
+absl::StatusOr<v1::Rollout> ControlLoop::ChangeRollout(
+    const std::string& rollout_id, RolloutCommand command,
+    const std::string& reason) {
+  v1::Rollout result;
+  RETURN_IF_ERROR(RunTask([&](Output& out) {
+    return HandleChangeRollout(rollout_id, command, reason, result, out);
+  }));
+  LogInfo("rollout changed by operator",
+          {{"rollout_id", rollout_id},
+           {"command", RolloutCommandName(command)},
+           {"state", RolloutStateName(result.state())},
+           {"reason", reason}});
+  return result;
+}
+
 // ------------------------------------------------------------------- loop
 
 bool ControlLoop::HasWork() const { return !queue_.empty() || stopping_; }
@@ -306,7 +321,12 @@ absl::Status ControlLoop::DirectAgent(const v1::Agent& agent,
                      store_.ListRollouts(product.product(),
                                          /*active_only=*/true));
     for (RolloutRecord& record : active) {
-      if (record.rollout.state() != v1::ROLLOUT_STATE_RUNNING) continue;
+      // A paused rollout still takes in agents that appear (as PENDING) and
+      // resends directives already given; NeedsDirective holds back new ones.
+      if (record.rollout.state() != v1::ROLLOUT_STATE_RUNNING &&
+          record.rollout.state() != v1::ROLLOUT_STATE_PAUSED) {
+        continue;
+      }
       const std::string& rollout_id = record.rollout.rollout_id();
       ASSIGN_OR_RETURN(std::optional<v1::RolloutTarget> target,
                        store_.GetTarget(rollout_id, agent.agent_id()));
@@ -463,6 +483,24 @@ absl::Status ControlLoop::HandleCreateRollout(
 
   ASSIGN_OR_RETURN(auto by_state,
                    store_.CountTargetsByState(rollout.rollout_id()));
+  result = record.rollout;
+  *result.mutable_counts() = CountTargets(by_state);
+  return absl::OkStatus();
+}
+
+absl::Status ControlLoop::HandleChangeRollout(const std::string& rollout_id,
+                                              RolloutCommand command,
+                                              const std::string& reason,
+                                              v1::Rollout& result,
+                                              Output& out) {
+  ASSIGN_OR_RETURN(RolloutRecord record, store_.GetRollout(rollout_id));
+  RETURN_IF_ERROR(ApplyRolloutCommand(command, reason, clock_.Now(), record));
+  RETURN_IF_ERROR(store_.UpdateRollout(record));
+  // Resuming directs the current stage's PENDING targets in this transaction.
+  if (record.rollout.state() == v1::ROLLOUT_STATE_RUNNING) {
+    RETURN_IF_ERROR(Reconcile(record, out));
+  }
+  ASSIGN_OR_RETURN(auto by_state, store_.CountTargetsByState(rollout_id));
   result = record.rollout;
   *result.mutable_counts() = CountTargets(by_state);
   return absl::OkStatus();

@@ -38,6 +38,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "controller/rollout.h"
 #include "controller/store/store.h"
 #include "proto/fleet/v1/admin.pb.h"
 #include "proto/fleet/v1/agent.pb.h"
@@ -109,6 +110,14 @@ class ControlLoop {
   // counts, without targets.
   absl::StatusOr<v1::Rollout> CreateRollout(
       const v1::CreateRolloutRequest& request);
+  // Pauses, resumes or aborts a rollout (see ApplyRolloutCommand), storing
+  // the new state in the same transaction as any directives resuming sends.
+  // NOT_FOUND for an unknown id; FAILED_PRECONDITION naming the rollout's
+  // state when the command does not apply to it. Returns the rollout with
+  // counts, without targets.
+  absl::StatusOr<v1::Rollout> ChangeRollout(const std::string& rollout_id,
+                                            RolloutCommand command,
+                                            const std::string& reason);
 
  private:
   struct Outgoing {
@@ -160,6 +169,10 @@ class ControlLoop {
   absl::Status HandleEvent(const EventItem& item, Output& out);
   absl::Status HandleDisconnect(const DisconnectItem& item);
   absl::Status HandleCreateRollout(const v1::CreateRolloutRequest& request,
+                                   v1::Rollout& result, Output& out);
+  absl::Status HandleChangeRollout(const std::string& rollout_id,
+                                   RolloutCommand command,
+                                   const std::string& reason,
                                    v1::Rollout& result, Output& out);
   // Marks rollouts waiting out a bake time for reconciliation.
   absl::Status MarkBakingRollouts();

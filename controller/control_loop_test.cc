@@ -113,6 +113,47 @@ class ControlLoopTest : public ::testing::Test {
     return record;
   }
 
+  // Connects `n` agents on 1.0.0 and waits for their Welcomes.
+  void ConnectAgents(int n) {
+    for (int i = 0; i < n; ++i) {
+      loop_->PostHello("agent-" + std::to_string(i), i + 1,
+                       HelloOf("agent-" + std::to_string(i), "1.0.0"));
+    }
+    ASSERT_EQ(sender_.WaitFor(v1::ControllerMessage::kWelcome, n).size(), n);
+  }
+
+  // A rollout of 1.1.0 in two stages (50 %, 100 %) without bake time.
+  absl::StatusOr<v1::Rollout> CreateTwoStageRollout() {
+    v1::CreateRolloutRequest request;
+    request.set_product("app");
+    request.set_version("1.1.0");
+    request.add_stages()->set_percent(50);
+    request.add_stages()->set_percent(100);
+    return loop_->CreateRollout(request);
+  }
+
+  size_t Directives() {
+    return sender_.Matching(v1::ControllerMessage::kDirective).size();
+  }
+
+  size_t TargetsIn(const std::string& rollout_id, v1::TargetState state) {
+    size_t n = 0;
+    for (const v1::RolloutTarget& t : *reads_->ListTargets(rollout_id)) {
+      n += t.state() == state ? 1 : 0;
+    }
+    return n;
+  }
+
+  // Waits (5 s at most) until `n` targets of the rollout are in `state`.
+  size_t WaitForTargets(const std::string& rollout_id, v1::TargetState state,
+                        size_t n) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    while (absl::Now() < deadline && TargetsIn(rollout_id, state) < n) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return TargetsIn(rollout_id, state);
+  }
+
   void ReportHealthy(const RecordingSender::Sent& directive, uint64_t seq) {
     v1::UpdateEvent event;
     event.set_seq(seq);
@@ -243,6 +284,138 @@ TEST_F(ControlLoopTest, DuplicateReleaseIsAlreadyExistsAndNothingElseBreaks) {
             absl::StatusCode::kAlreadyExists);
   ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.0.1")).ok());
   EXPECT_EQ(reads_->ListReleases("app", "")->size(), 2u);
+}
+
+TEST_F(ControlLoopTest, PausedRolloutSendsNoNewDirectiveUntilResumed) {
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.1.0")).ok());
+  constexpr int kAgents = 24;
+  ConnectAgents(kAgents);
+  absl::StatusOr<v1::Rollout> rollout = CreateTwoStageRollout();
+  ASSERT_TRUE(rollout.ok()) << rollout.status();
+  const std::string id = rollout->rollout_id();
+  const size_t first_cohort = rollout->counts().in_flight();
+  ASSERT_GT(first_cohort, 0u);
+  ASSERT_LT(first_cohort, kAgents);
+  std::vector<RecordingSender::Sent> directives =
+      sender_.WaitFor(v1::ControllerMessage::kDirective, first_cohort);
+  ASSERT_EQ(directives.size(), first_cohort);
+
+  absl::StatusOr<v1::Rollout> paused =
+      loop_->ChangeRollout(id, RolloutCommand::kPause, "error spike");
+  ASSERT_TRUE(paused.ok()) << paused.status();
+  EXPECT_EQ(paused->state(), v1::ROLLOUT_STATE_PAUSED);
+  EXPECT_EQ(paused->state_reason(), "paused by operator: error spike");
+  EXPECT_EQ(paused->counts().in_flight(), first_cohort);
+  EXPECT_EQ(reads_->GetRollout(id)->rollout.state(), v1::ROLLOUT_STATE_PAUSED);
+
+  // In-flight updates finish and are counted, but the settled stage does not
+  // open the next one while paused.
+  for (const auto& d : directives) ReportHealthy(d, 1);
+  EXPECT_EQ(WaitForTargets(id, v1::TARGET_STATE_HEALTHY, first_cohort),
+            first_cohort);
+  clock_.Advance(absl::Minutes(5));
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(Directives(), first_cohort);
+  EXPECT_EQ(TargetsIn(id, v1::TARGET_STATE_PENDING), kAgents - first_cohort);
+  RolloutRecord still = *reads_->GetRollout(id);
+  EXPECT_EQ(still.rollout.state(), v1::ROLLOUT_STATE_PAUSED);
+  EXPECT_EQ(still.rollout.current_stage(), 0u);
+
+  EXPECT_EQ(
+      loop_->ChangeRollout(id, RolloutCommand::kPause, "").status().code(),
+      absl::StatusCode::kFailedPrecondition);
+  absl::StatusOr<v1::Rollout> resumed =
+      loop_->ChangeRollout(id, RolloutCommand::kResume, "");
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->state(), v1::ROLLOUT_STATE_RUNNING);
+  EXPECT_EQ(resumed->current_stage(), 1u);
+  EXPECT_EQ(resumed->counts().in_flight(), kAgents - first_cohort);
+  EXPECT_EQ(sender_.WaitFor(v1::ControllerMessage::kDirective, kAgents).size(),
+            kAgents);
+}
+
+TEST_F(ControlLoopTest, AbortedRolloutIsFinalAndSendsNothingMore) {
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.1.0")).ok());
+  constexpr int kAgents = 24;
+  ConnectAgents(kAgents);
+  absl::StatusOr<v1::Rollout> rollout = CreateTwoStageRollout();
+  ASSERT_TRUE(rollout.ok()) << rollout.status();
+  const std::string id = rollout->rollout_id();
+  const size_t first_cohort = rollout->counts().in_flight();
+  std::vector<RecordingSender::Sent> directives =
+      sender_.WaitFor(v1::ControllerMessage::kDirective, first_cohort);
+  ASSERT_EQ(directives.size(), first_cohort);
+
+  absl::StatusOr<v1::Rollout> aborted =
+      loop_->ChangeRollout(id, RolloutCommand::kAbort, "");
+  ASSERT_TRUE(aborted.ok()) << aborted.status();
+  EXPECT_EQ(aborted->state(), v1::ROLLOUT_STATE_ABORTED);
+  EXPECT_EQ(aborted->state_reason(), "aborted by operator");
+
+  for (const auto& d : directives) ReportHealthy(d, 1);
+  EXPECT_EQ(WaitForTargets(id, v1::TARGET_STATE_HEALTHY, first_cohort),
+            first_cohort);
+  // A pending target reconnecting is not directed either.
+  loop_->PostHello("agent-0", 100, HelloOf("agent-0", "1.0.0"));
+  loop_->PostHello("agent-1", 101, HelloOf("agent-1", "1.0.0"));
+  clock_.Advance(absl::Minutes(5));
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(Directives(), first_cohort);
+  EXPECT_EQ(TargetsIn(id, v1::TARGET_STATE_PENDING), kAgents - first_cohort);
+  EXPECT_EQ(reads_->GetRollout(id)->rollout.state(), v1::ROLLOUT_STATE_ABORTED);
+
+  for (RolloutCommand command :
+       {RolloutCommand::kPause, RolloutCommand::kResume,
+        RolloutCommand::kAbort}) {
+    absl::Status s = loop_->ChangeRollout(id, command, "").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(s.message().find("ABORTED"), std::string::npos) << s;
+  }
+}
+
+TEST_F(ControlLoopTest, UnknownRolloutIsNotFound) {
+  EXPECT_EQ(loop_->ChangeRollout("ro-nope", RolloutCommand::kPause, "")
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(ControlLoopTest, PausedRolloutStaysPausedAcrossARestart) {
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.1.0")).ok());
+  v1::CreateRolloutRequest request;
+  request.set_product("app");
+  request.set_version("1.1.0");
+  absl::StatusOr<v1::Rollout> rollout = loop_->CreateRollout(request);
+  ASSERT_TRUE(rollout.ok()) << rollout.status();
+  const std::string id = rollout->rollout_id();
+  ASSERT_TRUE(loop_->ChangeRollout(id, RolloutCommand::kPause, "").ok());
+  loop_->Stop();
+  loop_.reset();
+  store_.reset();
+
+  // A new controller process: a new connection and loop on the same file.
+  auto store = Store::Open(dir_.Join("fleet.db"));
+  ASSERT_TRUE(store.ok()) << store.status();
+  store_ = *std::move(store);
+  ControlLoopOptions options;
+  options.tick = absl::Milliseconds(10);
+  loop_ = std::make_unique<ControlLoop>(*store_, clock_, options);
+  loop_->Start(sender_);
+
+  // An agent appearing while paused joins as PENDING without a directive.
+  loop_->PostHello("late", 1, HelloOf("late", "1.0.0"));
+  ASSERT_EQ(sender_.WaitFor(v1::ControllerMessage::kWelcome, 1).size(), 1u);
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(Directives(), 0u);
+  EXPECT_EQ(reads_->GetRollout(id)->rollout.state(), v1::ROLLOUT_STATE_PAUSED);
+  EXPECT_EQ(TargetsIn(id, v1::TARGET_STATE_PENDING), 1u);
+
+  ASSERT_TRUE(loop_->ChangeRollout(id, RolloutCommand::kResume, "").ok());
+  std::vector<RecordingSender::Sent> directives =
+      sender_.WaitFor(v1::ControllerMessage::kDirective, 1);
+  ASSERT_EQ(directives.size(), 1u);
+  EXPECT_EQ(directives[0].agent_id, "late");
+  EXPECT_EQ(directives[0].message.directive().rollout_id(), id);
 }
 
 }  // namespace

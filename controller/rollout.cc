@@ -218,6 +218,70 @@ bool NeedsDirective(const RolloutRecord& record,
          target.stage() <= record.rollout.current_stage();
 }
 
+std::string RolloutCommandName(RolloutCommand command) {
+  switch (command) {
+    case RolloutCommand::kPause:
+      return "pause";
+    case RolloutCommand::kResume:
+      return "resume";
+    case RolloutCommand::kAbort:
+      return "abort";
+  }
+  return "unknown";
+}
+
+std::string RolloutStateName(v1::RolloutState state) {
+  return std::string(
+      absl::StripPrefix(v1::RolloutState_Name(state), "ROLLOUT_STATE_"));
+}
+
+absl::Status ApplyRolloutCommand(RolloutCommand command,
+                                 absl::string_view reason, absl::Time now,
+                                 RolloutRecord& record) {
+  v1::Rollout& r = record.rollout;
+  const v1::RolloutState state = r.state();
+  auto refuse = [&](absl::string_view needs) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot ", RolloutCommandName(command), " rollout ", r.rollout_id(),
+        ": it is ", RolloutStateName(state), "; ", needs));
+  };
+  if (state == v1::ROLLOUT_STATE_COMPLETED ||
+      state == v1::ROLLOUT_STATE_ABORTED) {
+    return refuse("a finished rollout cannot change");
+  }
+  v1::RolloutState next = state;
+  std::string why;
+  switch (command) {
+    case RolloutCommand::kPause:
+      if (state != v1::ROLLOUT_STATE_RUNNING) {
+        return refuse("only a RUNNING rollout can be paused");
+      }
+      next = v1::ROLLOUT_STATE_PAUSED;
+      why = "paused by operator";
+      break;
+    case RolloutCommand::kResume:
+      if (state != v1::ROLLOUT_STATE_PAUSED) {
+        return refuse("only a PAUSED rollout can be resumed");
+      }
+      next = v1::ROLLOUT_STATE_RUNNING;
+      why = "resumed by operator";
+      break;
+    case RolloutCommand::kAbort:
+      if (state != v1::ROLLOUT_STATE_RUNNING &&
+          state != v1::ROLLOUT_STATE_PAUSED) {
+        return refuse("only a RUNNING or PAUSED rollout can be aborted");
+      }
+      next = v1::ROLLOUT_STATE_ABORTED;
+      why = "aborted by operator";
+      break;
+  }
+  if (!reason.empty()) absl::StrAppend(&why, ": ", reason);
+  r.set_state(next);
+  r.set_state_reason(why);
+  r.set_updated_unix_ms(ToMs(now));
+  return absl::OkStatus();
+}
+
 bool AdvanceRollout(const std::vector<v1::RolloutTarget>& targets,
                     absl::Time now, RolloutRecord& record) {
   v1::Rollout& r = record.rollout;

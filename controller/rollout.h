@@ -87,6 +87,22 @@ std::optional<v1::RolloutTarget> NewTarget(
 bool NeedsDirective(const RolloutRecord& record,
                     const v1::RolloutTarget& target);
 
+// What an operator asks of a rollout.
+enum class RolloutCommand { kPause, kResume, kAbort };
+// "pause", "resume", "abort".
+std::string RolloutCommandName(RolloutCommand command);
+// "RUNNING", "PAUSED", ... (the enum name without its prefix).
+std::string RolloutStateName(v1::RolloutState state);
+
+// Applies `command` to `record`: pause moves RUNNING to PAUSED, resume moves
+// PAUSED to RUNNING, abort moves RUNNING or PAUSED to ABORTED (final). Sets
+// the state reason ("paused by operator: <reason>", ...) and updated time.
+// FAILED_PRECONDITION naming the rollout's state for any other transition;
+// `record` is then unchanged.
+absl::Status ApplyRolloutCommand(RolloutCommand command,
+                                 absl::string_view reason, absl::Time now,
+                                 RolloutRecord& record);
+
 // Moves a RUNNING rollout forward given all of its targets: settles the
 // current stage, starts the next one after the bake time, completes the
 // rollout when every target is final on the last stage. Returns true if

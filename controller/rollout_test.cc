@@ -334,5 +334,90 @@ TEST(RolloutTest, SelectorValidationNamesTheField) {
   EXPECT_NE(status.message().find("selector.labels"), std::string::npos);
 }
 
+TEST(RolloutTest, OperatorCommandsFollowTheStateTable) {
+  struct Case {
+    v1::RolloutState from;
+    RolloutCommand command;
+    // UNSPECIFIED: refused with FAILED_PRECONDITION.
+    v1::RolloutState to;
+  };
+  constexpr auto kRunning = v1::ROLLOUT_STATE_RUNNING;
+  constexpr auto kPaused = v1::ROLLOUT_STATE_PAUSED;
+  constexpr auto kCompleted = v1::ROLLOUT_STATE_COMPLETED;
+  constexpr auto kAborted = v1::ROLLOUT_STATE_ABORTED;
+  constexpr auto kRefused = v1::ROLLOUT_STATE_UNSPECIFIED;
+  const Case cases[] = {
+      {kRunning, RolloutCommand::kPause, kPaused},
+      {kRunning, RolloutCommand::kResume, kRefused},
+      {kRunning, RolloutCommand::kAbort, kAborted},
+      {kPaused, RolloutCommand::kPause, kRefused},
+      {kPaused, RolloutCommand::kResume, kRunning},
+      {kPaused, RolloutCommand::kAbort, kAborted},
+      {kCompleted, RolloutCommand::kPause, kRefused},
+      {kCompleted, RolloutCommand::kResume, kRefused},
+      {kCompleted, RolloutCommand::kAbort, kRefused},
+      {kAborted, RolloutCommand::kPause, kRefused},
+      {kAborted, RolloutCommand::kResume, kRefused},
+      {kAborted, RolloutCommand::kAbort, kRefused},
+  };
+  FakeClock clock;
+  for (const Case& c : cases) {
+    const std::string name =
+        RolloutStateName(c.from) + " " + RolloutCommandName(c.command);
+    RolloutRecord record;
+    record.rollout = MakeRollout();
+    record.rollout.set_state(c.from);
+    record.rollout.set_state_reason("before");
+    record.rollout.set_updated_unix_ms(1);
+    absl::Status s =
+        ApplyRolloutCommand(c.command, "bad canary", clock.Now(), record);
+    if (c.to == kRefused) {
+      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << name;
+      EXPECT_NE(s.message().find(RolloutStateName(c.from)), std::string::npos)
+          << name << ": " << s.message();
+      EXPECT_NE(s.message().find("ro-1"), std::string::npos) << s.message();
+      EXPECT_EQ(record.rollout.state(), c.from) << name;
+      EXPECT_EQ(record.rollout.state_reason(), "before") << name;
+      EXPECT_EQ(record.rollout.updated_unix_ms(), 1) << name;
+      continue;
+    }
+    ASSERT_TRUE(s.ok()) << name << ": " << s;
+    EXPECT_EQ(record.rollout.state(), c.to) << name;
+    EXPECT_EQ(record.rollout.updated_unix_ms(), absl::ToUnixMillis(clock.Now()))
+        << name;
+  }
+}
+
+TEST(RolloutTest, OperatorReasonIsKeptInTheStateReason) {
+  FakeClock clock;
+  RolloutRecord record;
+  record.rollout = MakeRollout();
+  ASSERT_TRUE(ApplyRolloutCommand(RolloutCommand::kPause, "error spike",
+                                  clock.Now(), record)
+                  .ok());
+  EXPECT_EQ(record.rollout.state_reason(), "paused by operator: error spike");
+  ASSERT_TRUE(
+      ApplyRolloutCommand(RolloutCommand::kResume, "", clock.Now(), record)
+          .ok());
+  EXPECT_EQ(record.rollout.state_reason(), "resumed by operator");
+  ASSERT_TRUE(
+      ApplyRolloutCommand(RolloutCommand::kAbort, "", clock.Now(), record)
+          .ok());
+  EXPECT_EQ(record.rollout.state_reason(), "aborted by operator");
+}
+
+TEST(RolloutTest, PausedRolloutNeitherDirectsNorAdvances) {
+  FakeClock clock;
+  RolloutRecord record;
+  record.rollout = MakeRollout();
+  record.rollout.set_state(v1::ROLLOUT_STATE_PAUSED);
+  const v1::RolloutTarget pending = Target("a", v1::TARGET_STATE_PENDING, 0);
+  EXPECT_FALSE(NeedsDirective(record, pending));
+  const std::vector<v1::RolloutTarget> all_final = {
+      Target("a", v1::TARGET_STATE_HEALTHY, 0)};
+  EXPECT_FALSE(AdvanceRollout(all_final, clock.Now(), record));
+  EXPECT_EQ(record.rollout.state(), v1::ROLLOUT_STATE_PAUSED);
+}
+
 }  // namespace
 }  // namespace fleet::controller

@@ -671,6 +671,71 @@ TEST_F(ServerTest, RolloutRequestsAreValidated) {
             grpc::StatusCode::NOT_FOUND);
 }
 
+TEST_F(ServerTest, PauseResumeAndAbortChangeStateWithPreciseStatuses) {
+  PushGood(Artifact(100, 1), "1.0.0");
+  absl::StatusOr<v1::Rollout> created = CreateRollout("1.0.0");
+  ASSERT_TRUE(created.ok()) << created.status();
+  const std::string id = created->rollout_id();
+  auto pause = [&](const std::string& rollout_id, const std::string& reason,
+                   v1::Rollout* out) {
+    grpc::ClientContext ctx;
+    v1::PauseRolloutRequest req;
+    req.set_rollout_id(rollout_id);
+    req.set_reason(reason);
+    return admin_->PauseRollout(&ctx, req, out);
+  };
+  auto resume = [&](const std::string& rollout_id, v1::Rollout* out) {
+    grpc::ClientContext ctx;
+    v1::ResumeRolloutRequest req;
+    req.set_rollout_id(rollout_id);
+    return admin_->ResumeRollout(&ctx, req, out);
+  };
+  auto abort = [&](const std::string& rollout_id, const std::string& reason,
+                   v1::Rollout* out) {
+    grpc::ClientContext ctx;
+    v1::AbortRolloutRequest req;
+    req.set_rollout_id(rollout_id);
+    req.set_reason(reason);
+    return admin_->AbortRollout(&ctx, req, out);
+  };
+  v1::Rollout out;
+
+  grpc::Status status = resume(id, &out);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(status.error_message().find("RUNNING"), std::string::npos)
+      << status.error_message();
+  EXPECT_EQ(pause("../etc", "", &out).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(pause(id, "two\nlines", &out).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(pause(id, std::string(501, 'x'), &out).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(pause("ro-doesnotexist", "", &out).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(GetRollout(id).state(), v1::ROLLOUT_STATE_RUNNING);
+
+  ASSERT_TRUE(pause(id, "error spike", &out).ok());
+  EXPECT_EQ(out.state(), v1::ROLLOUT_STATE_PAUSED);
+  EXPECT_EQ(GetRollout(id).state(), v1::ROLLOUT_STATE_PAUSED);
+  EXPECT_EQ(GetRollout(id).state_reason(), "paused by operator: error spike");
+  status = pause(id, "", &out);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(status.error_message().find("PAUSED"), std::string::npos);
+
+  ASSERT_TRUE(resume(id, &out).ok());
+  EXPECT_EQ(GetRollout(id).state(), v1::ROLLOUT_STATE_RUNNING);
+  ASSERT_TRUE(abort(id, "wrong build", &out).ok());
+  EXPECT_EQ(out.state(), v1::ROLLOUT_STATE_ABORTED);
+  EXPECT_EQ(GetRollout(id).state_reason(), "aborted by operator: wrong build");
+  status = resume(id, &out);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(status.error_message().find("ABORTED"), std::string::npos)
+      << status.error_message();
+  EXPECT_EQ(abort(id, "", &out).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GetRollout(id).state(), v1::ROLLOUT_STATE_ABORTED);
+}
+
 TEST_F(ServerTest, NewRolloutSupersedesTheRunningOneOfItsProduct) {
   PushGood(Artifact(100, 1), "1.0.0");
   absl::StatusOr<v1::Rollout> first = CreateRollout("1.0.0");

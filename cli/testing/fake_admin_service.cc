@@ -192,6 +192,69 @@ grpc::Status FakeAdminService::ListRollouts(
   return status;
 }
 
+std::optional<v1::PauseRolloutRequest> FakeAdminService::last_pause_rollout()
+    const {
+  absl::MutexLock lock(&mu_);
+  return last_pause_rollout_;
+}
+
+std::optional<v1::ResumeRolloutRequest> FakeAdminService::last_resume_rollout()
+    const {
+  absl::MutexLock lock(&mu_);
+  return last_resume_rollout_;
+}
+
+std::optional<v1::AbortRolloutRequest> FakeAdminService::last_abort_rollout()
+    const {
+  absl::MutexLock lock(&mu_);
+  return last_abort_rollout_;
+}
+
+grpc::Status FakeAdminService::ChangedRollout(const std::string& rollout_id,
+                                              v1::RolloutState state,
+                                              v1::Rollout* response) {
+  if (rollout_id != rollout_.rollout_id()) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("no rollout ", rollout_id));
+  }
+  *response = rollout_;
+  response->set_state(state);
+  return grpc::Status::OK;
+}
+
+grpc::Status FakeAdminService::PauseRollout(
+    grpc::ServerContext*, const v1::PauseRolloutRequest* request,
+    v1::Rollout* response) {
+  grpc::Status status = Begin();
+  absl::MutexLock lock(&mu_);
+  last_pause_rollout_ = *request;
+  if (!status.ok()) return status;
+  return ChangedRollout(request->rollout_id(), v1::ROLLOUT_STATE_PAUSED,
+                        response);
+}
+
+grpc::Status FakeAdminService::ResumeRollout(
+    grpc::ServerContext*, const v1::ResumeRolloutRequest* request,
+    v1::Rollout* response) {
+  grpc::Status status = Begin();
+  absl::MutexLock lock(&mu_);
+  last_resume_rollout_ = *request;
+  if (!status.ok()) return status;
+  return ChangedRollout(request->rollout_id(), v1::ROLLOUT_STATE_RUNNING,
+                        response);
+}
+
+grpc::Status FakeAdminService::AbortRollout(
+    grpc::ServerContext*, const v1::AbortRolloutRequest* request,
+    v1::Rollout* response) {
+  grpc::Status status = Begin();
+  absl::MutexLock lock(&mu_);
+  last_abort_rollout_ = *request;
+  if (!status.ok()) return status;
+  return ChangedRollout(request->rollout_id(), v1::ROLLOUT_STATE_ABORTED,
+                        response);
+}
+
 FakeAdminServer::FakeAdminServer() {
   grpc::ServerBuilder builder;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),

@@ -43,7 +43,8 @@ class FakeAdminService final : public v1::AdminService::Service {
   void SetReleases(v1::ListReleasesResponse releases);
   void SetAgents(v1::ListAgentsResponse agents);
   // Answer of CreateRollout, and of GetRollout for its id (NOT_FOUND for
-  // any other id).
+  // any other id). Pause/Resume/AbortRollout of its id answer it in the new
+  // state (PAUSED, RUNNING, ABORTED); other ids are NOT_FOUND.
   void SetRollout(v1::Rollout rollout);
   void SetRollouts(v1::ListRolloutsResponse rollouts);
   // created_unix_ms of the Release a push returns.
@@ -55,6 +56,9 @@ class FakeAdminService final : public v1::AdminService::Service {
   std::optional<v1::ListAgentsRequest> last_list_agents() const;
   std::optional<v1::CreateRolloutRequest> last_create_rollout() const;
   std::optional<v1::ListRolloutsRequest> last_list_rollouts() const;
+  std::optional<v1::PauseRolloutRequest> last_pause_rollout() const;
+  std::optional<v1::ResumeRolloutRequest> last_resume_rollout() const;
+  std::optional<v1::AbortRolloutRequest> last_abort_rollout() const;
 
   grpc::Status PushRelease(grpc::ServerContext* context,
                            grpc::ServerReader<v1::PushReleaseRequest>* reader,
@@ -77,10 +81,23 @@ class FakeAdminService final : public v1::AdminService::Service {
   grpc::Status ListRollouts(grpc::ServerContext* context,
                             const v1::ListRolloutsRequest* request,
                             v1::ListRolloutsResponse* response) override;
+  grpc::Status PauseRollout(grpc::ServerContext* context,
+                            const v1::PauseRolloutRequest* request,
+                            v1::Rollout* response) override;
+  grpc::Status ResumeRollout(grpc::ServerContext* context,
+                             const v1::ResumeRolloutRequest* request,
+                             v1::Rollout* response) override;
+  grpc::Status AbortRollout(grpc::ServerContext* context,
+                            const v1::AbortRolloutRequest* request,
+                            v1::Rollout* response) override;
 
  private:
   // Counts the call, sleeps the delay; returns the configured failure.
   grpc::Status Begin();
+  // The stored rollout in `state` if `rollout_id` names it, else NOT_FOUND.
+  grpc::Status ChangedRollout(const std::string& rollout_id,
+                              v1::RolloutState state, v1::Rollout* response)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   int calls_ ABSL_GUARDED_BY(mu_) = 0;
@@ -98,6 +115,12 @@ class FakeAdminService final : public v1::AdminService::Service {
   std::optional<v1::CreateRolloutRequest> last_create_rollout_
       ABSL_GUARDED_BY(mu_);
   std::optional<v1::ListRolloutsRequest> last_list_rollouts_
+      ABSL_GUARDED_BY(mu_);
+  std::optional<v1::PauseRolloutRequest> last_pause_rollout_
+      ABSL_GUARDED_BY(mu_);
+  std::optional<v1::ResumeRolloutRequest> last_resume_rollout_
+      ABSL_GUARDED_BY(mu_);
+  std::optional<v1::AbortRolloutRequest> last_abort_rollout_
       ABSL_GUARDED_BY(mu_);
 };
 
