@@ -1,19 +1,14 @@
 #include "common/ed25519.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <memory>
 #include <string>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
@@ -85,38 +80,6 @@ absl::Status CheckEd25519(const EVP_PKEY* key, absl::string_view what) {
                      " key, not an Ed25519 key"));
   }
   return absl::OkStatus();
-}
-
-// Created new so that an existing key is never overwritten, and fsync'd so
-// that a freshly generated key survives a crash right after.
-absl::Status WriteNewFile(const std::string& path, absl::string_view data,
-                          mode_t mode) {
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0) return absl::ErrnoToStatus(errno, "create " + path);
-  bool ok = false;
-  absl::Cleanup cleanup = [&] {
-    if (fd >= 0) close(fd);
-    if (!ok) unlink(path.c_str());
-  };
-  // The umask may have narrowed the mode; the contract is the exact mode.
-  if (fchmod(fd, mode) != 0) return absl::ErrnoToStatus(errno, "chmod " + path);
-  const char* p = data.data();
-  size_t left = data.size();
-  while (left > 0) {
-    ssize_t n = write(fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return absl::ErrnoToStatus(errno, "write " + path);
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-  if (fsync(fd) != 0) return absl::ErrnoToStatus(errno, "fsync " + path);
-  int rc = close(fd);
-  fd = -1;
-  if (rc != 0) return absl::ErrnoToStatus(errno, "close " + path);
-  ok = true;
-  return FsyncDir(Dirname(path));
 }
 
 }  // namespace

@@ -69,6 +69,26 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return out;
 }
 
+absl::Status WriteNewFile(const std::string& path, absl::string_view data,
+                          int mode) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "create " + path);
+  bool ok = false;
+  absl::Cleanup cleanup = [&] {
+    if (fd >= 0) close(fd);
+    if (!ok) unlink(path.c_str());
+  };
+  // The umask may have narrowed the mode; the contract is the exact mode.
+  if (fchmod(fd, mode) != 0) return absl::ErrnoToStatus(errno, "chmod " + path);
+  RETURN_IF_ERROR(WriteAll(fd, data, path));
+  if (fsync(fd) != 0) return absl::ErrnoToStatus(errno, "fsync " + path);
+  int rc = close(fd);
+  fd = -1;
+  if (rc != 0) return absl::ErrnoToStatus(errno, "close " + path);
+  ok = true;
+  return FsyncDir(Dirname(path));
+}
+
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view data, int mode) {
   std::string tmp = path + ".tmp-XXXXXX";

@@ -24,6 +24,12 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view data, int mode = 0644);
 
+// Creates `path` new (ALREADY_EXISTS if it exists, so nothing is ever
+// overwritten), with exactly `mode` whatever the umask, writes `data`, fsyncs
+// the file and its directory. On failure the half-written file is removed.
+absl::Status WriteNewFile(const std::string& path, absl::string_view data,
+                          int mode);
+
 absl::Status FsyncPath(const std::string& path);  // a file or a directory
 absl::Status FsyncDir(const std::string& dir);
 // rename(2) then fsync of the destination's directory.
