@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -218,6 +219,17 @@ absl::Status RolloutCreate(const RolloutCreateOptions& options,
   grpc::ClientContext rpc;
   ctx.SetDeadline(rpc);
   grpc::Status status = ctx.admin().CreateRollout(&rpc, *request, &rollout);
+  if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
+      absl::StartsWith(status.error_message(), "active rollout ")) {
+    // Another rollout already moves some of these agents; the message names
+    // it.
+    return ExplainRpcError(
+        status, ctx.Call(absl::StrCat("create a rollout of ", release),
+                         {{grpc::StatusCode::FAILED_PRECONDITION,
+                           absl::StrCat("cannot roll out ", target),
+                           "wait for that rollout to complete, or end it "
+                           "with `fleetctl rollout abort ID`"}}));
+  }
   if (!status.ok()) {
     return ExplainRpcError(
         status,

@@ -30,7 +30,9 @@ absl::StatusOr<v1::CreateRolloutRequest> BuildCreateRolloutRequest(
 // `rollout create`: AdminService.CreateRollout; prints "rollout ID created:
 // N targets" (table, plus a note on err when N is 0) or the Rollout (json).
 // FAILED_PRECONDITION (no such release, or none for --platform) says how to
-// push it; other failures via ExplainRpcError.
+// push it; FAILED_PRECONDITION "active rollout <id> ..." (an overlapping
+// rollout runs) says to wait for it or abort it; other failures via
+// ExplainRpcError.
 absl::Status RolloutCreate(const RolloutCreateOptions& options,
                            CommandContext& ctx);
 

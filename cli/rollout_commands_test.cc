@@ -375,5 +375,21 @@ TEST_F(RolloutCommandsTest, StateChangesWithMalformedIdAreUsageErrors) {
   EXPECT_EQ(server_.service().calls(), 0);
 }
 
+TEST_F(RolloutCommandsTest, CreateWhileAnOverlappingRolloutRunsSaysToWait) {
+  server_.service().FailWith(grpc::Status(
+      grpc::StatusCode::FAILED_PRECONDITION,
+      "active rollout ro-0000000000000001 of web 1.1.0 is RUNNING and its "
+      "selector overlaps this one; wait for it to complete or abort it "
+      "first"));
+  CommandContext ctx = Context();
+  absl::Status s = RolloutCreate(WebRollout(), ctx);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.message(),
+            "cannot roll out web 1.2.0 (active rollout ro-0000000000000001 of "
+            "web 1.1.0 is RUNNING and its selector overlaps this one; wait for "
+            "it to complete or abort it first); wait for that rollout to "
+            "complete, or end it with `fleetctl rollout abort ID`");
+}
+
 }  // namespace
 }  // namespace fleet::cli

@@ -51,8 +51,9 @@ class AdminService final : public v1::AdminService::Service {
                           v1::ListAgentsResponse* response) override;
   // INVALID_ARGUMENT for bad names, selector or stages; FAILED_PRECONDITION
   // if no release of product/version exists (for the selector's platform,
-  // when it names one). A new rollout supersedes (ABORTED) any active
-  // rollout of the same product.
+  // when it names one), or if an active (RUNNING, PAUSED) rollout of the
+  // product has a selector that overlaps (SelectorsOverlap); the message
+  // then starts "active rollout <id>".
   grpc::Status CreateRollout(grpc::ServerContext* context,
                              const v1::CreateRolloutRequest* request,
                              v1::Rollout* response) override;

@@ -455,18 +455,20 @@ absl::Status ControlLoop::HandleCreateRollout(
   rollout.set_created_unix_ms(now);
   rollout.set_updated_unix_ms(now);
 
-  // One rollout per product moves agents at a time; the newest wins.
+  // One rollout at a time moves any one agent's product: a second one whose
+  // selector could match the same agent waits until the first ends.
   ASSIGN_OR_RETURN(std::vector<RolloutRecord> active,
                    store_.ListRollouts(request.product(),
                                        /*active_only=*/true));
-  for (RolloutRecord& old : active) {
-    old.rollout.set_state(v1::ROLLOUT_STATE_ABORTED);
-    old.rollout.set_state_reason("superseded by rollout " +
-                                 rollout.rollout_id());
-    old.rollout.set_updated_unix_ms(now);
-    RETURN_IF_ERROR(store_.UpdateRollout(old));
-    LogInfo("rollout superseded", {{"rollout_id", old.rollout.rollout_id()},
-                                   {"by", rollout.rollout_id()}});
+  for (const RolloutRecord& other : active) {
+    if (SelectorsOverlap(other.rollout.selector(), request.selector())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "active rollout ", other.rollout.rollout_id(), " of ",
+          other.rollout.product(), " ", other.rollout.version(), " is ",
+          RolloutStateName(other.rollout.state()),
+          " and its selector overlaps this one; wait for it to complete or "
+          "abort it first"));
+    }
   }
   RETURN_IF_ERROR(store_.InsertRollout(record));
 

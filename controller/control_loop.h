@@ -102,12 +102,12 @@ class ControlLoop {
   // Stores a release whose artifact is already in the blob store and
   // returns it with its created time set. ALREADY_EXISTS for a duplicate.
   absl::StatusOr<v1::Release> AddRelease(v1::Release release);
-  // Creates and starts a rollout, superseding (ABORTED) any active rollout
-  // of the same product, and sends directives to connected targets.
+  // Creates and starts a rollout and sends directives to connected targets.
   // REQUIRES: names, selector and stages validated (see rollout.h).
   // FAILED_PRECONDITION if no release of product/version exists (for the
-  // selector's platform, when it names one). Returns the rollout with
-  // counts, without targets.
+  // selector's platform, when it names one), or if an active rollout of the
+  // product has an overlapping selector (the message starts "active rollout
+  // <id>"). Returns the rollout with counts, without targets.
   absl::StatusOr<v1::Rollout> CreateRollout(
       const v1::CreateRolloutRequest& request);
   // Pauses, resumes or aborts a rollout (see ApplyRolloutCommand), storing

@@ -184,6 +184,18 @@ bool SelectorMatches(const v1::Selector& selector, const v1::Agent& agent) {
   return true;
 }
 
+bool SelectorsOverlap(const v1::Selector& a, const v1::Selector& b) {
+  if (!a.platform().empty() && !b.platform().empty() &&
+      a.platform() != b.platform()) {
+    return false;
+  }
+  for (const auto& [key, value] : a.labels()) {
+    auto it = b.labels().find(key);
+    if (it != b.labels().end() && it->second != value) return false;
+  }
+  return true;
+}
+
 std::optional<v1::RolloutTarget> NewTarget(
     const v1::Rollout& rollout, const v1::Agent& agent,
     const std::vector<std::string>& release_platforms, absl::Time now) {

@@ -73,6 +73,10 @@ uint32_t StageOf(absl::string_view rollout_id, absl::string_view agent_id,
 // every one of its labels with the same value.
 bool SelectorMatches(const v1::Selector& selector, const v1::Agent& agent);
 
+// True if some agent could match both selectors: the platforms are equal or
+// either is empty, and no label key is required with different values.
+bool SelectorsOverlap(const v1::Selector& a, const v1::Selector& b);
+
 // The target `agent` starts as in `rollout`, or nullopt if it is not one:
 // it must list the rollout's product as installed (any version, even ""),
 // run on a platform in `release_platforms` (where a release of the product

@@ -1,5 +1,6 @@
 #include "controller/rollout.h"
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -417,6 +418,48 @@ TEST(RolloutTest, PausedRolloutNeitherDirectsNorAdvances) {
       Target("a", v1::TARGET_STATE_HEALTHY, 0)};
   EXPECT_FALSE(AdvanceRollout(all_final, clock.Now(), record));
   EXPECT_EQ(record.rollout.state(), v1::ROLLOUT_STATE_PAUSED);
+}
+
+TEST(RolloutTest, SelectorsOverlapUnlessPlatformOrALabelExcludes) {
+  auto selector = [](const std::string& platform,
+                     std::map<std::string, std::string> labels) {
+    v1::Selector s;
+    s.set_platform(platform);
+    for (const auto& [k, v] : labels) (*s.mutable_labels())[k] = v;
+    return s;
+  };
+  struct Case {
+    const char* name;
+    v1::Selector a;
+    v1::Selector b;
+    bool overlap;
+  };
+  const Case cases[] = {
+      {"both empty", selector("", {}), selector("", {}), true},
+      {"one platform", selector("linux/amd64", {}), selector("", {}), true},
+      {"same platform", selector("linux/amd64", {}),
+       selector("linux/amd64", {}), true},
+      {"other platform", selector("linux/amd64", {}),
+       selector("linux/arm64", {}), false},
+      {"same label", selector("", {{"env", "prod"}}),
+       selector("", {{"env", "prod"}}), true},
+      {"label value differs", selector("", {{"env", "prod"}}),
+       selector("", {{"env", "beta"}}), false},
+      {"different keys", selector("", {{"env", "prod"}}),
+       selector("", {{"region", "eu"}}), true},
+      {"labels vs none", selector("", {{"env", "prod"}}), selector("", {}),
+       true},
+      {"one of two keys differs",
+       selector("", {{"env", "prod"}, {"region", "eu"}}),
+       selector("", {{"env", "prod"}, {"region", "us"}}), false},
+      {"platform overlaps, label excludes",
+       selector("linux/amd64", {{"env", "prod"}}),
+       selector("", {{"env", "beta"}}), false},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(SelectorsOverlap(c.a, c.b), c.overlap) << c.name;
+    EXPECT_EQ(SelectorsOverlap(c.b, c.a), c.overlap) << c.name << " swapped";
+  }
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -736,21 +737,62 @@ TEST_F(ServerTest, PauseResumeAndAbortChangeStateWithPreciseStatuses) {
   EXPECT_EQ(GetRollout(id).state(), v1::ROLLOUT_STATE_ABORTED);
 }
 
-TEST_F(ServerTest, NewRolloutSupersedesTheRunningOneOfItsProduct) {
+TEST_F(ServerTest, SecondRolloutWithOverlappingSelectorIsRefused) {
   PushGood(Artifact(100, 1), "1.0.0");
-  absl::StatusOr<v1::Rollout> first = CreateRollout("1.0.0");
-  absl::StatusOr<v1::Rollout> second = CreateRollout("1.0.0");
-  ASSERT_TRUE(first.ok() && second.ok());
-  v1::Rollout old = GetRollout(first->rollout_id());
-  EXPECT_EQ(old.state(), v1::ROLLOUT_STATE_ABORTED);
-  EXPECT_NE(old.state_reason().find(second->rollout_id()), std::string::npos);
+  auto create = [&](std::map<std::string, std::string> labels,
+                    v1::Rollout* out) {
+    grpc::ClientContext ctx;
+    v1::CreateRolloutRequest req;
+    req.set_product("app");
+    req.set_version("1.0.0");
+    for (const auto& [k, v] : labels) {
+      (*req.mutable_selector()->mutable_labels())[k] = v;
+    }
+    return admin_->CreateRollout(&ctx, req, out);
+  };
+  v1::Rollout prod;
+  ASSERT_TRUE(create({{"env", "prod"}}, &prod).ok());
+  v1::Rollout beta;
+  ASSERT_TRUE(create({{"env", "beta"}}, &beta).ok());  // disjoint: allowed
+
+  v1::Rollout refused;
+  // Overlaps the prod rollout only (an env=prod agent in eu).
+  grpc::Status status = create({{"env", "prod"}, {"region", "eu"}}, &refused);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(status.error_message().rfind("active rollout ", 0), 0u)
+      << status.error_message();
+  EXPECT_NE(status.error_message().find(prod.rollout_id()), std::string::npos)
+      << status.error_message();
+  // Nothing was superseded.
+  EXPECT_EQ(GetRollout(prod.rollout_id()).state(), v1::ROLLOUT_STATE_RUNNING);
+  EXPECT_EQ(GetRollout(beta.rollout_id()).state(), v1::ROLLOUT_STATE_RUNNING);
+
+  // A paused rollout still blocks; an aborted one no longer does.
+  {
+    grpc::ClientContext ctx;
+    v1::PauseRolloutRequest req;
+    req.set_rollout_id(prod.rollout_id());
+    v1::Rollout out;
+    ASSERT_TRUE(admin_->PauseRollout(&ctx, req, &out).ok());
+  }
+  EXPECT_EQ(create({{"env", "prod"}}, &refused).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  for (const std::string& id : {prod.rollout_id(), beta.rollout_id()}) {
+    grpc::ClientContext ctx;
+    v1::AbortRolloutRequest req;
+    req.set_rollout_id(id);
+    v1::Rollout out;
+    ASSERT_TRUE(admin_->AbortRollout(&ctx, req, &out).ok());
+  }
+  v1::Rollout next;
+  ASSERT_TRUE(create({}, &next).ok());
 
   grpc::ClientContext ctx;
   v1::ListRolloutsResponse list;
   ASSERT_TRUE(
       admin_->ListRollouts(&ctx, v1::ListRolloutsRequest(), &list).ok());
-  ASSERT_EQ(list.rollouts_size(), 2);
-  EXPECT_EQ(list.rollouts(0).rollout_id(), second->rollout_id());
+  ASSERT_EQ(list.rollouts_size(), 3);
+  EXPECT_EQ(list.rollouts(0).rollout_id(), next.rollout_id());
 }
 
 // ------------------------------------------------------------ lifecycle
