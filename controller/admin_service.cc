@@ -271,6 +271,59 @@ grpc::Status AdminService::ChangeRollout(const std::string& rollout_id,
   return grpc::Status::OK;
 }
 
+// --------------------------------------------------------------- blacklist
+
+grpc::Status AdminService::AddBlacklist(grpc::ServerContext* context,
+                                        const v1::AddBlacklistRequest* request,
+                                        v1::AddBlacklistResponse* response) {
+  absl::Status valid =
+      Field("product", ValidateProductName(request->product()));
+  if (valid.ok()) valid = Field("version", ValidateVersion(request->version()));
+  if (valid.ok() && request->reason().empty()) {
+    valid = absl::InvalidArgumentError(
+        "reason: required; say why the version is bad");
+  }
+  if (valid.ok()) valid = ValidateReason(request->reason());
+  if (!valid.ok()) return ToGrpcStatus(valid);
+  v1::BlacklistEntry entry;
+  entry.set_product(request->product());
+  entry.set_version(request->version());
+  entry.set_reason(request->reason());
+  entry.set_created_by("operator");
+  absl::StatusOr<v1::AddBlacklistResponse> added =
+      loop_.AddBlacklist(std::move(entry));
+  if (!added.ok()) return ToGrpcStatus(added.status());
+  *response = *std::move(added);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::RemoveBlacklist(
+    grpc::ServerContext* context, const v1::RemoveBlacklistRequest* request,
+    v1::RemoveBlacklistResponse* response) {
+  absl::Status valid =
+      Field("product", ValidateProductName(request->product()));
+  if (valid.ok()) valid = Field("version", ValidateVersion(request->version()));
+  if (valid.ok()) {
+    valid = loop_.RemoveBlacklist(request->product(), request->version());
+  }
+  return ToGrpcStatus(valid);
+}
+
+grpc::Status AdminService::ListBlacklist(
+    grpc::ServerContext* context, const v1::ListBlacklistRequest* request,
+    v1::ListBlacklistResponse* response) {
+  absl::Status valid = OptionalProduct(request->product());
+  if (!valid.ok()) return ToGrpcStatus(valid);
+  absl::MutexLock lock(&reads_mu_);
+  absl::StatusOr<std::vector<v1::BlacklistEntry>> entries =
+      reads_->ListBlacklist(request->product());
+  if (!entries.ok()) return ToGrpcStatus(entries.status());
+  for (v1::BlacklistEntry& e : *entries) {
+    *response->add_entries() = std::move(e);
+  }
+  return grpc::Status::OK;
+}
+
 absl::StatusOr<v1::Rollout> AdminService::View(const RolloutRecord& record,
                                                bool with_targets) {
   v1::Rollout rollout = record.rollout;

@@ -79,6 +79,21 @@ class AdminService final : public v1::AdminService::Service {
                             const v1::AbortRolloutRequest* request,
                             v1::Rollout* response) override;
 
+  // INVALID_ARGUMENT for a bad product or version, or a reason that is empty,
+  // over 500 bytes or has control characters; ALREADY_EXISTS if the version
+  // is already blacklisted. Aborts the version's active rollouts.
+  grpc::Status AddBlacklist(grpc::ServerContext* context,
+                            const v1::AddBlacklistRequest* request,
+                            v1::AddBlacklistResponse* response) override;
+  // INVALID_ARGUMENT for a bad product or version; NOT_FOUND if the version
+  // is not blacklisted.
+  grpc::Status RemoveBlacklist(grpc::ServerContext* context,
+                               const v1::RemoveBlacklistRequest* request,
+                               v1::RemoveBlacklistResponse* response) override;
+  grpc::Status ListBlacklist(grpc::ServerContext* context,
+                             const v1::ListBlacklistRequest* request,
+                             v1::ListBlacklistResponse* response) override;
+
  private:
   absl::StatusOr<v1::Release> DoPushRelease(
       grpc::ServerContext* context,

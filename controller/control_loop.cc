@@ -131,6 +131,29 @@ absl::StatusOr<v1::Rollout> ControlLoop::ChangeRollout(
   return result;
 }
 
+absl::StatusOr<v1::AddBlacklistResponse> ControlLoop::AddBlacklist(
+    v1::BlacklistEntry entry) {
+  v1::AddBlacklistResponse result;
+  RETURN_IF_ERROR(RunTask(
+      [&](Output&) { return HandleAddBlacklist(std::move(entry), result); }));
+  LogInfo(
+      "version blacklisted",
+      {{"product", result.entry().product()},
+       {"version", result.entry().version()},
+       {"reason", result.entry().reason()},
+       {"aborted_rollouts", absl::StrJoin(result.aborted_rollout_ids(), ",")}});
+  return result;
+}
+
+absl::Status ControlLoop::RemoveBlacklist(const std::string& product,
+                                          const std::string& version) {
+  RETURN_IF_ERROR(RunTask(
+      [&](Output&) { return store_.DeleteBlacklist(product, version); }));
+  LogInfo("version removed from the blacklist",
+          {{"product", product}, {"version", version}});
+  return absl::OkStatus();
+}
+
 // ------------------------------------------------------------------- loop
 
 bool ControlLoop::HasWork() const { return !queue_.empty() || stopping_; }
@@ -440,6 +463,13 @@ absl::Status ControlLoop::HandleCreateRollout(
                      request.version(), " exists for ", wanted, " (only for ",
                      absl::StrJoin(platforms, ", "), ")"));
   }
+  ASSIGN_OR_RETURN(std::optional<v1::BlacklistEntry> banned,
+                   store_.GetBlacklist(request.product(), request.version()));
+  if (banned) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("version ", request.product(), " ", request.version(),
+                     " is blacklisted: ", banned->reason()));
+  }
   ASSIGN_OR_RETURN(Stages stages, NormalizeStages(request.stages()));
   const int64_t now = NowMs();
 
@@ -505,6 +535,27 @@ absl::Status ControlLoop::HandleChangeRollout(const std::string& rollout_id,
   ASSIGN_OR_RETURN(auto by_state, store_.CountTargetsByState(rollout_id));
   result = record.rollout;
   *result.mutable_counts() = CountTargets(by_state);
+  return absl::OkStatus();
+}
+
+absl::Status ControlLoop::HandleAddBlacklist(v1::BlacklistEntry entry,
+                                             v1::AddBlacklistResponse& result) {
+  const int64_t now = NowMs();
+  entry.set_created_unix_ms(now);
+  RETURN_IF_ERROR(store_.InsertBlacklist(entry));
+  ASSIGN_OR_RETURN(std::vector<RolloutRecord> active,
+                   store_.ListRollouts(entry.product(), /*active_only=*/true));
+  for (RolloutRecord& record : active) {
+    if (record.rollout.version() != entry.version()) continue;
+    record.rollout.set_state(v1::ROLLOUT_STATE_ABORTED);
+    record.rollout.set_state_reason(
+        absl::StrCat("aborted: version ", entry.product(), " ", entry.version(),
+                     " blacklisted: ", entry.reason()));
+    record.rollout.set_updated_unix_ms(now);
+    RETURN_IF_ERROR(store_.UpdateRollout(record));
+    result.add_aborted_rollout_ids(record.rollout.rollout_id());
+  }
+  *result.mutable_entry() = std::move(entry);
   return absl::OkStatus();
 }
 

@@ -105,7 +105,8 @@ class ControlLoop {
   // Creates and starts a rollout and sends directives to connected targets.
   // REQUIRES: names, selector and stages validated (see rollout.h).
   // FAILED_PRECONDITION if no release of product/version exists (for the
-  // selector's platform, when it names one), or if an active rollout of the
+  // selector's platform, when it names one), if the version is blacklisted
+  // (the message starts "version "), or if an active rollout of the
   // product has an overlapping selector (the message starts "active rollout
   // <id>"). Returns the rollout with counts, without targets.
   absl::StatusOr<v1::Rollout> CreateRollout(
@@ -118,6 +119,16 @@ class ControlLoop {
   absl::StatusOr<v1::Rollout> ChangeRollout(const std::string& rollout_id,
                                             RolloutCommand command,
                                             const std::string& reason);
+  // Blacklists entry.product/version (created time set here) and aborts
+  // every active rollout of that version in the same transaction, so no
+  // directive for it is sent again. ALREADY_EXISTS if already blacklisted.
+  // REQUIRES: entry validated.
+  absl::StatusOr<v1::AddBlacklistResponse> AddBlacklist(
+      v1::BlacklistEntry entry);
+  // NOT_FOUND if the version is not blacklisted. Rollouts it aborted stay
+  // aborted.
+  absl::Status RemoveBlacklist(const std::string& product,
+                               const std::string& version);
 
  private:
   struct Outgoing {
@@ -174,6 +185,8 @@ class ControlLoop {
                                    RolloutCommand command,
                                    const std::string& reason,
                                    v1::Rollout& result, Output& out);
+  absl::Status HandleAddBlacklist(v1::BlacklistEntry entry,
+                                  v1::AddBlacklistResponse& result);
   // Marks rollouts waiting out a bake time for reconciliation.
   absl::Status MarkBakingRollouts();
   // Reconciles every rollout marked dirty during the batch, once each.

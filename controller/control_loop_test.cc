@@ -418,5 +418,81 @@ TEST_F(ControlLoopTest, PausedRolloutStaysPausedAcrossARestart) {
   EXPECT_EQ(directives[0].message.directive().rollout_id(), id);
 }
 
+v1::BlacklistEntry Blacklisted(const std::string& version) {
+  v1::BlacklistEntry entry;
+  entry.set_product("app");
+  entry.set_version(version);
+  entry.set_reason("crashes on start");
+  entry.set_created_by("operator");
+  return entry;
+}
+
+TEST_F(ControlLoopTest, BlacklistingAVersionAbortsItsRolloutAndDirectsNoMore) {
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.1.0")).ok());
+  constexpr int kAgents = 24;
+  ConnectAgents(kAgents);
+  absl::StatusOr<v1::Rollout> rollout = CreateTwoStageRollout();
+  ASSERT_TRUE(rollout.ok()) << rollout.status();
+  const std::string id = rollout->rollout_id();
+  const size_t first_cohort = rollout->counts().in_flight();
+  std::vector<RecordingSender::Sent> directives =
+      sender_.WaitFor(v1::ControllerMessage::kDirective, first_cohort);
+  ASSERT_EQ(directives.size(), first_cohort);
+
+  absl::StatusOr<v1::AddBlacklistResponse> added =
+      loop_->AddBlacklist(Blacklisted("1.1.0"));
+  ASSERT_TRUE(added.ok()) << added.status();
+  ASSERT_EQ(added->aborted_rollout_ids_size(), 1);
+  EXPECT_EQ(added->aborted_rollout_ids(0), id);
+  EXPECT_EQ(added->entry().created_unix_ms(), absl::ToUnixMillis(clock_.Now()));
+  RolloutRecord aborted = *reads_->GetRollout(id);
+  EXPECT_EQ(aborted.rollout.state(), v1::ROLLOUT_STATE_ABORTED);
+  EXPECT_NE(aborted.rollout.state_reason().find("blacklisted"),
+            std::string::npos)
+      << aborted.rollout.state_reason();
+  EXPECT_NE(aborted.rollout.state_reason().find("crashes on start"),
+            std::string::npos);
+
+  // The first cohort settles and pending agents reconnect: nothing new.
+  for (const auto& d : directives) ReportHealthy(d, 1);
+  loop_->PostHello("agent-0", 100, HelloOf("agent-0", "1.0.0"));
+  clock_.Advance(absl::Minutes(5));
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(Directives(), first_cohort);
+
+  absl::Status again = loop_->AddBlacklist(Blacklisted("1.1.0")).status();
+  EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists) << again;
+  v1::CreateRolloutRequest request;
+  request.set_product("app");
+  request.set_version("1.1.0");
+  absl::Status refused = loop_->CreateRollout(request).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.message(),
+            "version app 1.1.0 is blacklisted: crashes on start");
+  EXPECT_EQ(Directives(), first_cohort);
+
+  ASSERT_TRUE(loop_->RemoveBlacklist("app", "1.1.0").ok());
+  EXPECT_EQ(loop_->RemoveBlacklist("app", "1.1.0").code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(reads_->GetRollout(id)->rollout.state(),
+            v1::ROLLOUT_STATE_ABORTED);  // stays aborted
+  EXPECT_TRUE(loop_->CreateRollout(request).ok());
+}
+
+TEST_F(ControlLoopTest, BlacklistingLeavesOtherVersionsRolloutsAlone) {
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.1.0")).ok());
+  v1::CreateRolloutRequest request;
+  request.set_product("app");
+  request.set_version("1.1.0");
+  absl::StatusOr<v1::Rollout> rollout = loop_->CreateRollout(request);
+  ASSERT_TRUE(rollout.ok()) << rollout.status();
+  absl::StatusOr<v1::AddBlacklistResponse> added =
+      loop_->AddBlacklist(Blacklisted("1.2.0"));  // no release needed
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(added->aborted_rollout_ids_size(), 0);
+  EXPECT_EQ(reads_->GetRollout(rollout->rollout_id())->rollout.state(),
+            v1::ROLLOUT_STATE_RUNNING);
+}
+
 }  // namespace
 }  // namespace fleet::controller

@@ -795,6 +795,65 @@ TEST_F(ServerTest, SecondRolloutWithOverlappingSelectorIsRefused) {
   EXPECT_EQ(list.rollouts(0).rollout_id(), next.rollout_id());
 }
 
+TEST_F(ServerTest, BlacklistRequestsAreValidatedAndListed) {
+  auto add = [&](const std::string& product, const std::string& version,
+                 const std::string& reason) {
+    grpc::ClientContext ctx;
+    v1::AddBlacklistRequest req;
+    req.set_product(product);
+    req.set_version(version);
+    req.set_reason(reason);
+    v1::AddBlacklistResponse resp;
+    return admin_->AddBlacklist(&ctx, req, &resp);
+  };
+  EXPECT_EQ(add("App", "1.0.0", "bad").error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(add("app", "1.0", "bad").error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  grpc::Status status = add("app", "1.0.0", "");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("reason"), std::string::npos);
+  EXPECT_EQ(add("app", "1.0.0", std::string(501, 'x')).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  PushGood(Artifact(100, 1), "1.0.0");
+  absl::StatusOr<v1::Rollout> rollout = CreateRollout("1.0.0");
+  ASSERT_TRUE(rollout.ok()) << rollout.status();
+  ASSERT_TRUE(add("app", "1.0.0", "leaks memory").ok());
+  EXPECT_EQ(add("app", "1.0.0", "again").error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GetRollout(rollout->rollout_id()).state(),
+            v1::ROLLOUT_STATE_ABORTED);
+  absl::Status refused = CreateRollout("1.0.0").status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.message().find("blacklisted"), std::string::npos);
+
+  {
+    grpc::ClientContext ctx;
+    v1::ListBlacklistRequest req;
+    req.set_product("app");
+    v1::ListBlacklistResponse resp;
+    ASSERT_TRUE(admin_->ListBlacklist(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.entries_size(), 1);
+    EXPECT_EQ(resp.entries(0).version(), "1.0.0");
+    EXPECT_EQ(resp.entries(0).reason(), "leaks memory");
+    EXPECT_EQ(resp.entries(0).created_by(), "operator");
+    EXPECT_GT(resp.entries(0).created_unix_ms(), 0);
+  }
+  auto remove = [&](const std::string& version) {
+    grpc::ClientContext ctx;
+    v1::RemoveBlacklistRequest req;
+    req.set_product("app");
+    req.set_version(version);
+    v1::RemoveBlacklistResponse resp;
+    return admin_->RemoveBlacklist(&ctx, req, &resp);
+  };
+  EXPECT_EQ(remove("1.0").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(remove("9.9.9").error_code(), grpc::StatusCode::NOT_FOUND);
+  ASSERT_TRUE(remove("1.0.0").ok());
+  EXPECT_TRUE(CreateRollout("1.0.0").ok());
+}
+
 // ------------------------------------------------------------ lifecycle
 
 TEST_F(ServerTest, HealthzCountsConnectedAgents) {

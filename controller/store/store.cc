@@ -96,8 +96,41 @@ CREATE TABLE events(
   PRIMARY KEY(agent_id, seq)) WITHOUT ROWID;
 CREATE INDEX events_by_received ON events(received_ms);
 )sql"},
+      {"blacklist of bad versions",
+       R"sql(
+CREATE TABLE blacklist(
+  product TEXT NOT NULL,
+  version TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  created_by TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  PRIMARY KEY(product, version)) WITHOUT ROWID;
+)sql"},
   };
   return *kMigrations;
+}
+
+// ---- blacklist
+constexpr char kInsertBlacklistSql[] =
+    "INSERT INTO blacklist(product, version, reason, created_by, created_ms) "
+    "VALUES(?, ?, ?, ?, ?)";
+constexpr char kDeleteBlacklistSql[] =
+    "DELETE FROM blacklist WHERE product = ? AND version = ?";
+constexpr char kSelectBlacklistSql[] =
+    "SELECT product, version, reason, created_by, created_ms FROM blacklist "
+    "WHERE product = ? AND version = ?";
+constexpr char kListBlacklistSql[] =
+    "SELECT product, version, reason, created_by, created_ms FROM blacklist "
+    "WHERE (?1 = '' OR product = ?1)";
+
+v1::BlacklistEntry ReadBlacklistEntry(const Statement& s) {
+  v1::BlacklistEntry e;
+  e.set_product(s.ColumnText(0));
+  e.set_version(s.ColumnText(1));
+  e.set_reason(s.ColumnText(2));
+  e.set_created_by(s.ColumnText(3));
+  e.set_created_unix_ms(s.ColumnInt64(4));
+  return e;
 }
 
 // ---- releases
@@ -798,6 +831,69 @@ absl::StatusOr<std::map<v1::TargetState, uint32_t>> Store::CountTargetsByState(
     out[static_cast<v1::TargetState>(s->ColumnInt64(0))] =
         static_cast<uint32_t>(s->ColumnInt64(1));
   }
+  return out;
+}
+
+// --------------------------------------------------------------- blacklist
+
+absl::Status Store::InsertBlacklist(const v1::BlacklistEntry& entry) {
+  ASSIGN_OR_RETURN(Statement * raw, db_->Cached(kInsertBlacklistSql));
+  ScopedStatement s(raw);
+  s->BindText(1, entry.product());
+  s->BindText(2, entry.version());
+  s->BindText(3, entry.reason());
+  s->BindText(4, entry.created_by());
+  s->BindInt64(5, entry.created_unix_ms());
+  absl::Status status = s->Run();
+  if (absl::IsAlreadyExists(status)) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        entry.product(), " ", entry.version(), " is already blacklisted"));
+  }
+  return status;
+}
+
+absl::Status Store::DeleteBlacklist(absl::string_view product,
+                                    absl::string_view version) {
+  ASSIGN_OR_RETURN(Statement * raw, db_->Cached(kDeleteBlacklistSql));
+  ScopedStatement s(raw);
+  s->BindText(1, product);
+  s->BindText(2, version);
+  RETURN_IF_ERROR(s->Run());
+  if (db_->Changes() == 0) {
+    return absl::NotFoundError(
+        absl::StrCat(product, " ", version, " is not blacklisted"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<v1::BlacklistEntry>> Store::GetBlacklist(
+    absl::string_view product, absl::string_view version) {
+  ASSIGN_OR_RETURN(Statement * raw, db_->Cached(kSelectBlacklistSql));
+  ScopedStatement s(raw);
+  s->BindText(1, product);
+  s->BindText(2, version);
+  ASSIGN_OR_RETURN(bool row, s->Step());
+  if (!row) return std::optional<v1::BlacklistEntry>();
+  return std::optional<v1::BlacklistEntry>(ReadBlacklistEntry(*s));
+}
+
+absl::StatusOr<std::vector<v1::BlacklistEntry>> Store::ListBlacklist(
+    absl::string_view product) {
+  ASSIGN_OR_RETURN(Statement * raw, db_->Cached(kListBlacklistSql));
+  ScopedStatement s(raw);
+  s->BindText(1, product);
+  std::vector<v1::BlacklistEntry> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, s->Step());
+    if (!row) break;
+    out.push_back(ReadBlacklistEntry(*s));
+  }
+  // Same order as releases: by product, newest version first.
+  std::sort(out.begin(), out.end(),
+            [](const v1::BlacklistEntry& a, const v1::BlacklistEntry& b) {
+              if (a.product() != b.product()) return a.product() < b.product();
+              return CompareVersions(a.version(), b.version()) > 0;
+            });
   return out;
 }
 

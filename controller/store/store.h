@@ -1,5 +1,6 @@
 // The controller's persistent state: releases, agents, rollouts and their
-// targets, and the agents' update events, in one SQLite database.
+// targets, the agents' update events and the blacklist of bad versions, in one
+// SQLite database.
 //
 // The schema is versioned in code (kMigrations in store.cc) and migrated on
 // Open. Methods speak the domain (proto messages as rows), never SQL, so that
@@ -140,6 +141,19 @@ class Store {
   // How many targets of the rollout are in each state (absent: none).
   absl::StatusOr<std::map<v1::TargetState, uint32_t>> CountTargetsByState(
       absl::string_view rollout_id);
+
+  // ---- blacklist
+  // ALREADY_EXISTS if (product, version) is already blacklisted.
+  absl::Status InsertBlacklist(const v1::BlacklistEntry& entry);
+  // NOT_FOUND if (product, version) is not blacklisted.
+  absl::Status DeleteBlacklist(absl::string_view product,
+                               absl::string_view version);
+  // nullopt if (product, version) is not blacklisted.
+  absl::StatusOr<std::optional<v1::BlacklistEntry>> GetBlacklist(
+      absl::string_view product, absl::string_view version);
+  // "" matches every product. Sorted by product, then newest version first.
+  absl::StatusOr<std::vector<v1::BlacklistEntry>> ListBlacklist(
+      absl::string_view product);
 
  private:
   explicit Store(std::unique_ptr<sqlite::Database> db) : db_(std::move(db)) {}

@@ -277,5 +277,43 @@ TEST_F(StoreTest, FailedTransactionStoresNothing) {
   EXPECT_EQ(store_->ListReleases("", "")->size(), 0u);
 }
 
+TEST_F(StoreTest, BlacklistKeepsWhoWhenWhyOncePerVersion) {
+  auto entry = [](const std::string& product, const std::string& version) {
+    v1::BlacklistEntry e;
+    e.set_product(product);
+    e.set_version(version);
+    e.set_reason("crashes on start");
+    e.set_created_by("operator");
+    e.set_created_unix_ms(1700);
+    return e;
+  };
+  ASSERT_TRUE(store_->InsertBlacklist(entry("app", "1.2.0")).ok());
+  ASSERT_TRUE(store_->InsertBlacklist(entry("app", "1.10.0")).ok());
+  ASSERT_TRUE(store_->InsertBlacklist(entry("db", "2.0.0")).ok());
+  absl::Status dup = store_->InsertBlacklist(entry("app", "1.2.0"));
+  EXPECT_EQ(dup.code(), absl::StatusCode::kAlreadyExists) << dup;
+
+  absl::StatusOr<std::optional<v1::BlacklistEntry>> got =
+      store_->GetBlacklist("app", "1.2.0");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->reason(), "crashes on start");
+  EXPECT_EQ((*got)->created_by(), "operator");
+  EXPECT_EQ((*got)->created_unix_ms(), 1700);
+  EXPECT_FALSE(store_->GetBlacklist("app", "1.3.0")->has_value());
+
+  absl::StatusOr<std::vector<v1::BlacklistEntry>> app =
+      store_->ListBlacklist("app");
+  ASSERT_TRUE(app.ok());
+  ASSERT_EQ(app->size(), 2u);
+  EXPECT_EQ((*app)[0].version(), "1.10.0");  // SemVer order, newest first
+  EXPECT_EQ((*app)[1].version(), "1.2.0");
+  EXPECT_EQ(store_->ListBlacklist("")->size(), 3u);
+
+  ASSERT_TRUE(store_->DeleteBlacklist("app", "1.2.0").ok());
+  EXPECT_EQ(store_->DeleteBlacklist("app", "1.2.0").code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_FALSE(store_->GetBlacklist("app", "1.2.0")->has_value());
+}
+
 }  // namespace
 }  // namespace fleet::controller
