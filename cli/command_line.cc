@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/agent_commands.h"
+#include "cli/blacklist_commands.h"
 #include "cli/errors.h"
 #include "cli/human.h"
 #include "cli/keys_commands.h"
@@ -253,6 +254,40 @@ class CommandLine {
     Add(rollout_list, [this](CommandContext& ctx) {
       return RolloutList(rollout_list_, ctx);
     });
+
+    AddBlacklistCommands();
+  }
+
+  void AddBlacklistCommands() {
+    CLI::App* blacklist = app_.add_subcommand(
+        "blacklist", "Versions that must never be rolled out");
+    blacklist->require_subcommand(1);
+    CLI::App* add = blacklist->add_subcommand(
+        "add", "Blacklist a version and abort its rollouts");
+    add->add_option("--product", blacklist_.product, "product name")
+        ->required();
+    add->add_option("--version", blacklist_.version, "the bad version")
+        ->required();
+    add->add_option("--reason", blacklist_.reason, "why it is bad")->required();
+    Add(add,
+        [this](CommandContext& ctx) { return BlacklistAdd(blacklist_, ctx); });
+
+    CLI::App* remove =
+        blacklist->add_subcommand("remove", "Allow a version again");
+    remove->add_option("--product", blacklist_.product, "product name")
+        ->required();
+    remove->add_option("--version", blacklist_.version, "the version")
+        ->required();
+    Add(remove, [this](CommandContext& ctx) {
+      return BlacklistRemove(blacklist_, ctx);
+    });
+
+    CLI::App* list =
+        blacklist->add_subcommand("list", "List blacklisted versions");
+    list->add_option("--product", blacklist_.product, "only this product");
+    Add(list, [this](CommandContext& ctx) {
+      return BlacklistList(blacklist_.product, ctx);
+    });
   }
 
   void Add(CLI::App* command,
@@ -271,6 +306,7 @@ class CommandLine {
   RolloutCreateOptions create_;
   std::string rollout_id_;
   RolloutChangeOptions change_;
+  BlacklistOptions blacklist_;
   RolloutListOptions rollout_list_;
   std::vector<
       std::pair<CLI::App*, std::function<absl::Status(CommandContext&)>>>

@@ -81,7 +81,7 @@ TEST_F(FleetctlTest, UnknownOrMissingCommandListsTheChoices) {
   EXPECT_EQ(Run({"deploy"}), kExitUsage);
   EXPECT_EQ(err_.str().rfind("fleetctl: unknown command \"deploy\" for "
                              "\"fleetctl\"; expected one of: keys, release, "
-                             "agents, rollout\n",
+                             "agents, rollout, blacklist\n",
                              0),
             0u)
       << err_.str();
@@ -253,6 +253,26 @@ TEST_F(FleetctlTest, RolloutPauseResumeAbortReachTheController) {
             kExitFailed);
   EXPECT_EQ(Run({"--controller", server_.address(), "rollout", "pause"}),
             kExitUsage);
+}
+
+TEST_F(FleetctlTest, BlacklistCommandsReachTheController) {
+  EXPECT_EQ(
+      Run({"--controller", server_.address(), "blacklist", "add", "--product",
+           "web", "--version", "1.2.0", "--reason", "crashes", "-o", "json"}),
+      kExitOk)
+      << err_.str();
+  EXPECT_EQ(nlohmann::json::parse(out_.str())["entry"]["reason"], "crashes");
+  EXPECT_EQ(Run({"--controller", server_.address(), "blacklist", "add",
+                 "--product", "web", "--version", "1.2.0"}),
+            kExitUsage);  // --reason is required
+  EXPECT_EQ(Run({"--controller", server_.address(), "blacklist", "list",
+                 "--product", "web"}),
+            kExitOk);
+  EXPECT_EQ(server_.service().last_list_blacklist()->product(), "web");
+  EXPECT_EQ(Run({"--controller", server_.address(), "blacklist", "remove",
+                 "--product", "web", "--version", "1.2.0"}),
+            kExitFailed);  // not in the fake's list: NOT_FOUND
+  EXPECT_EQ(server_.service().last_remove_blacklist()->version(), "1.2.0");
 }
 
 }  // namespace

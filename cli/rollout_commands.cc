@@ -220,6 +220,18 @@ absl::Status RolloutCreate(const RolloutCreateOptions& options,
   ctx.SetDeadline(rpc);
   grpc::Status status = ctx.admin().CreateRollout(&rpc, *request, &rollout);
   if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
+      absl::StartsWith(status.error_message(), "version ")) {
+    // The version is blacklisted; the message says why.
+    return ExplainRpcError(
+        status,
+        ctx.Call(absl::StrCat("create a rollout of ", release),
+                 {{grpc::StatusCode::FAILED_PRECONDITION,
+                   absl::StrCat("cannot roll out ", target),
+                   absl::StrCat("roll out another version, or see `fleetctl "
+                                "blacklist list --product ",
+                                options.product, "`")}}));
+  }
+  if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
       absl::StartsWith(status.error_message(), "active rollout ")) {
     // Another rollout already moves some of these agents; the message names
     // it.

@@ -31,7 +31,8 @@ absl::StatusOr<v1::CreateRolloutRequest> BuildCreateRolloutRequest(
 // N targets" (table, plus a note on err when N is 0) or the Rollout (json).
 // FAILED_PRECONDITION (no such release, or none for --platform) says how to
 // push it; FAILED_PRECONDITION "active rollout <id> ..." (an overlapping
-// rollout runs) says to wait for it or abort it; other failures via
+// rollout runs) says to wait for it or abort it; FAILED_PRECONDITION
+// "version ... is blacklisted" points at the blacklist; other failures via
 // ExplainRpcError.
 absl::Status RolloutCreate(const RolloutCreateOptions& options,
                            CommandContext& ctx);

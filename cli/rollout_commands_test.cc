@@ -391,5 +391,18 @@ TEST_F(RolloutCommandsTest, CreateWhileAnOverlappingRolloutRunsSaysToWait) {
             "complete, or end it with `fleetctl rollout abort ID`");
 }
 
+TEST_F(RolloutCommandsTest, CreateOfABlacklistedVersionPointsAtTheBlacklist) {
+  server_.service().FailWith(
+      grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                   "version web 1.2.0 is blacklisted: crashes on start"));
+  CommandContext ctx = Context();
+  absl::Status s = RolloutCreate(WebRollout(), ctx);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.message(),
+            "cannot roll out web 1.2.0 (version web 1.2.0 is blacklisted: "
+            "crashes on start); roll out another version, or see `fleetctl "
+            "blacklist list --product web`");
+}
+
 }  // namespace
 }  // namespace fleet::cli

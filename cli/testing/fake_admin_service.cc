@@ -255,6 +255,81 @@ grpc::Status FakeAdminService::AbortRollout(
                         response);
 }
 
+void FakeAdminService::SetBlacklist(v1::ListBlacklistResponse blacklist) {
+  absl::MutexLock lock(&mu_);
+  blacklist_ = std::move(blacklist);
+}
+
+void FakeAdminService::SetAbortedRollouts(std::vector<std::string> ids) {
+  absl::MutexLock lock(&mu_);
+  aborted_rollouts_ = std::move(ids);
+}
+
+std::optional<v1::AddBlacklistRequest> FakeAdminService::last_add_blacklist()
+    const {
+  absl::MutexLock lock(&mu_);
+  return last_add_blacklist_;
+}
+
+std::optional<v1::RemoveBlacklistRequest>
+FakeAdminService::last_remove_blacklist() const {
+  absl::MutexLock lock(&mu_);
+  return last_remove_blacklist_;
+}
+
+std::optional<v1::ListBlacklistRequest> FakeAdminService::last_list_blacklist()
+    const {
+  absl::MutexLock lock(&mu_);
+  return last_list_blacklist_;
+}
+
+grpc::Status FakeAdminService::AddBlacklist(
+    grpc::ServerContext*, const v1::AddBlacklistRequest* request,
+    v1::AddBlacklistResponse* response) {
+  grpc::Status status = Begin();
+  absl::MutexLock lock(&mu_);
+  last_add_blacklist_ = *request;
+  if (!status.ok()) return status;
+  v1::BlacklistEntry* entry = response->mutable_entry();
+  entry->set_product(request->product());
+  entry->set_version(request->version());
+  entry->set_reason(request->reason());
+  entry->set_created_by("operator");
+  entry->set_created_unix_ms(stored_at_ms_);
+  for (const std::string& id : aborted_rollouts_) {
+    response->add_aborted_rollout_ids(id);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status FakeAdminService::RemoveBlacklist(
+    grpc::ServerContext*, const v1::RemoveBlacklistRequest* request,
+    v1::RemoveBlacklistResponse*) {
+  grpc::Status status = Begin();
+  absl::MutexLock lock(&mu_);
+  last_remove_blacklist_ = *request;
+  if (!status.ok()) return status;
+  for (const v1::BlacklistEntry& e : blacklist_.entries()) {
+    if (e.product() == request->product() &&
+        e.version() == request->version()) {
+      return grpc::Status::OK;
+    }
+  }
+  return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                      absl::StrCat(request->product(), " ", request->version(),
+                                   " is not blacklisted"));
+}
+
+grpc::Status FakeAdminService::ListBlacklist(
+    grpc::ServerContext*, const v1::ListBlacklistRequest* request,
+    v1::ListBlacklistResponse* response) {
+  grpc::Status status = Begin();
+  absl::MutexLock lock(&mu_);
+  last_list_blacklist_ = *request;
+  if (status.ok()) *response = blacklist_;
+  return status;
+}
+
 FakeAdminServer::FakeAdminServer() {
   grpc::ServerBuilder builder;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),

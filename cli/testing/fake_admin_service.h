@@ -47,6 +47,11 @@ class FakeAdminService final : public v1::AdminService::Service {
   // state (PAUSED, RUNNING, ABORTED); other ids are NOT_FOUND.
   void SetRollout(v1::Rollout rollout);
   void SetRollouts(v1::ListRolloutsResponse rollouts);
+  // Answer of ListBlacklist; RemoveBlacklist is NOT_FOUND for a version not
+  // in it. AddBlacklist answers the request as an entry by "operator" at
+  // SetStoredAtMs, with these aborted rollouts.
+  void SetBlacklist(v1::ListBlacklistResponse blacklist);
+  void SetAbortedRollouts(std::vector<std::string> rollout_ids);
   // created_unix_ms of the Release a push returns.
   void SetStoredAtMs(int64_t unix_ms);
 
@@ -59,6 +64,9 @@ class FakeAdminService final : public v1::AdminService::Service {
   std::optional<v1::PauseRolloutRequest> last_pause_rollout() const;
   std::optional<v1::ResumeRolloutRequest> last_resume_rollout() const;
   std::optional<v1::AbortRolloutRequest> last_abort_rollout() const;
+  std::optional<v1::AddBlacklistRequest> last_add_blacklist() const;
+  std::optional<v1::RemoveBlacklistRequest> last_remove_blacklist() const;
+  std::optional<v1::ListBlacklistRequest> last_list_blacklist() const;
 
   grpc::Status PushRelease(grpc::ServerContext* context,
                            grpc::ServerReader<v1::PushReleaseRequest>* reader,
@@ -90,6 +98,15 @@ class FakeAdminService final : public v1::AdminService::Service {
   grpc::Status AbortRollout(grpc::ServerContext* context,
                             const v1::AbortRolloutRequest* request,
                             v1::Rollout* response) override;
+  grpc::Status AddBlacklist(grpc::ServerContext* context,
+                            const v1::AddBlacklistRequest* request,
+                            v1::AddBlacklistResponse* response) override;
+  grpc::Status RemoveBlacklist(grpc::ServerContext* context,
+                               const v1::RemoveBlacklistRequest* request,
+                               v1::RemoveBlacklistResponse* response) override;
+  grpc::Status ListBlacklist(grpc::ServerContext* context,
+                             const v1::ListBlacklistRequest* request,
+                             v1::ListBlacklistResponse* response) override;
 
  private:
   // Counts the call, sleeps the delay; returns the configured failure.
@@ -121,6 +138,14 @@ class FakeAdminService final : public v1::AdminService::Service {
   std::optional<v1::ResumeRolloutRequest> last_resume_rollout_
       ABSL_GUARDED_BY(mu_);
   std::optional<v1::AbortRolloutRequest> last_abort_rollout_
+      ABSL_GUARDED_BY(mu_);
+  v1::ListBlacklistResponse blacklist_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> aborted_rollouts_ ABSL_GUARDED_BY(mu_);
+  std::optional<v1::AddBlacklistRequest> last_add_blacklist_
+      ABSL_GUARDED_BY(mu_);
+  std::optional<v1::RemoveBlacklistRequest> last_remove_blacklist_
+      ABSL_GUARDED_BY(mu_);
+  std::optional<v1::ListBlacklistRequest> last_list_blacklist_
       ABSL_GUARDED_BY(mu_);
 };
 
