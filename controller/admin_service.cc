@@ -197,6 +197,7 @@ grpc::Status AdminService::CreateRollout(
   if (valid.ok()) valid = Field("version", ValidateVersion(request->version()));
   if (valid.ok()) valid = ValidateSelector(request->selector());
   if (valid.ok()) valid = NormalizeStages(request->stages()).status();
+  if (valid.ok()) valid = ValidateMaxInFlight(request->max_in_flight());
   if (!valid.ok()) return ToGrpcStatus(valid);
   absl::StatusOr<v1::Rollout> rollout = loop_.CreateRollout(*request);
   if (!rollout.ok()) return ToGrpcStatus(rollout.status());

@@ -49,11 +49,12 @@ class AdminService final : public v1::AdminService::Service {
   grpc::Status ListAgents(grpc::ServerContext* context,
                           const v1::ListAgentsRequest* request,
                           v1::ListAgentsResponse* response) override;
-  // INVALID_ARGUMENT for bad names, selector or stages; FAILED_PRECONDITION
-  // if no release of product/version exists (for the selector's platform,
-  // when it names one), or if an active (RUNNING, PAUSED) rollout of the
-  // product has a selector that overlaps (SelectorsOverlap); the message
-  // then starts "active rollout <id>".
+  // INVALID_ARGUMENT for bad names, selector, stages or max_in_flight;
+  // FAILED_PRECONDITION if no release of product/version exists (for the
+  // selector's platform, when it names one), if the version is blacklisted
+  // ("version ... is blacklisted"), or if an active (RUNNING, PAUSED)
+  // rollout of the product has a selector that overlaps (SelectorsOverlap;
+  // the message then starts "active rollout <id>").
   grpc::Status CreateRollout(grpc::ServerContext* context,
                              const v1::CreateRolloutRequest* request,
                              v1::Rollout* response) override;

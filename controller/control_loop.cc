@@ -369,8 +369,12 @@ absl::Status ControlLoop::DirectAgent(const v1::Agent& agent,
         continue;
       }
       if (NeedsDirective(record, *target)) {
-        RETURN_IF_ERROR(
-            SendNewDirective(record, *target, agent.platform(), out));
+        ASSIGN_OR_RETURN(auto by_state, store_.CountTargetsByState(rollout_id));
+        if (DirectiveBudget(record.rollout.max_in_flight(),
+                            CountTargets(by_state)) > 0) {
+          RETURN_IF_ERROR(
+              SendNewDirective(record, *target, agent.platform(), out));
+        }
         continue;
       }
       // Sent before but maybe lost with the old stream: resend unless the
@@ -480,6 +484,9 @@ absl::Status ControlLoop::HandleCreateRollout(
   rollout.set_version(request.version());
   *rollout.mutable_selector() = request.selector();
   *rollout.mutable_stages() = std::move(stages);
+  if (request.has_max_in_flight()) {
+    *rollout.mutable_max_in_flight() = request.max_in_flight();
+  }
   rollout.set_state(v1::ROLLOUT_STATE_RUNNING);
   rollout.set_current_stage(0);
   rollout.set_created_unix_ms(now);
@@ -604,10 +611,14 @@ absl::Status ControlLoop::Reconcile(RolloutRecord& record, Output& out) {
                                     {"reason", record.rollout.state_reason()}});
     }
   }
+  uint32_t budget =
+      DirectiveBudget(record.rollout.max_in_flight(), CountTargets(targets));
   for (v1::RolloutTarget& target : targets) {
+    if (budget == 0) break;
     if (!NeedsDirective(record, target) || SessionOf(target.agent_id()) == 0) {
       continue;
     }
+    --budget;
     ASSIGN_OR_RETURN(v1::Agent agent, store_.GetAgent(target.agent_id()));
     RETURN_IF_ERROR(SendNewDirective(record, target, agent.platform(), out));
   }

@@ -1,5 +1,6 @@
 #include "controller/control_loop.h"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -492,6 +493,74 @@ TEST_F(ControlLoopTest, BlacklistingLeavesOtherVersionsRolloutsAlone) {
   EXPECT_EQ(added->aborted_rollout_ids_size(), 0);
   EXPECT_EQ(reads_->GetRollout(rollout->rollout_id())->rollout.state(),
             v1::ROLLOUT_STATE_RUNNING);
+}
+
+TEST_F(ControlLoopTest,
+       NeverMoreThanMaxInFlightTargetsBetweenDirectedAndFinal) {
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.1.0")).ok());
+  struct Case {
+    const char* name;
+    v1::MaxInFlight limit;
+    size_t agents;
+    size_t most;
+  };
+  v1::MaxInFlight three;
+  three.set_count(3);
+  v1::MaxInFlight quarter;
+  quarter.set_percent(25);  // of 10 targets: 3 (rounded up)
+  const Case cases[] = {{"count 3", three, 8, 3}, {"25%", quarter, 10, 3}};
+  int next_agent = 0;
+  uint64_t session = 1;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    // Each case rolls out to a fresh set of agents, selected by label.
+    const std::string group = "g" + std::to_string(next_agent);
+    for (size_t i = 0; i < c.agents; ++i) {
+      const std::string id = "agent-" + std::to_string(next_agent++);
+      v1::Hello hello = HelloOf(id, "1.0.0");
+      (*hello.mutable_labels())["group"] = group;
+      loop_->PostHello(id, session++, hello);
+    }
+    const size_t before = Directives();
+    v1::CreateRolloutRequest request;
+    request.set_product("app");
+    request.set_version("1.1.0");
+    (*request.mutable_selector()->mutable_labels())["group"] = group;
+    *request.mutable_max_in_flight() = c.limit;
+    absl::StatusOr<v1::Rollout> rollout = loop_->CreateRollout(request);
+    ASSERT_TRUE(rollout.ok()) << rollout.status();
+    ASSERT_EQ(rollout->counts().total(), c.agents);
+    EXPECT_EQ(rollout->counts().in_flight(), c.most);
+    EXPECT_EQ(reads_->GetRollout(rollout->rollout_id())
+                  ->rollout.max_in_flight()
+                  .DebugString(),
+              c.limit.DebugString());
+
+    // Finish one update at a time: each frees exactly one slot.
+    size_t finished = 0;
+    while (finished < c.agents) {
+      std::vector<RecordingSender::Sent> all =
+          sender_.WaitFor(v1::ControllerMessage::kDirective,
+                          before + std::min(c.agents, finished + c.most));
+      ASSERT_EQ(all.size(), before + std::min(c.agents, finished + c.most));
+      clock_.Advance(absl::Seconds(1));
+      absl::SleepFor(absl::Milliseconds(30));
+      // No extra directive while the slots are full.
+      ASSERT_EQ(Directives(), before + std::min(c.agents, finished + c.most));
+      ASSERT_LE(TargetsIn(rollout->rollout_id(), v1::TARGET_STATE_DIRECTED),
+                c.most);
+      ReportHealthy(all[before + finished], 1);
+      ++finished;
+      ASSERT_EQ(WaitForTargets(rollout->rollout_id(), v1::TARGET_STATE_HEALTHY,
+                               finished),
+                finished);
+    }
+    RolloutRecord done =
+        WaitForRollout(rollout->rollout_id(), [](const RolloutRecord& r) {
+          return r.rollout.state() == v1::ROLLOUT_STATE_COMPLETED;
+        });
+    EXPECT_EQ(done.rollout.state(), v1::ROLLOUT_STATE_COMPLETED);
+  }
 }
 
 }  // namespace

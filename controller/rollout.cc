@@ -1,5 +1,8 @@
 #include "controller/rollout.h"
 
+#include <algorithm>
+#include <cstdint>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/names.h"
@@ -292,6 +295,43 @@ absl::Status ApplyRolloutCommand(RolloutCommand command,
   r.set_state_reason(why);
   r.set_updated_unix_ms(ToMs(now));
   return absl::OkStatus();
+}
+
+absl::Status ValidateMaxInFlight(const v1::MaxInFlight& limit) {
+  switch (limit.limit_case()) {
+    case v1::MaxInFlight::LIMIT_NOT_SET:
+      return absl::OkStatus();
+    case v1::MaxInFlight::kCount:
+      if (limit.count() >= 1) return absl::OkStatus();
+      return absl::InvalidArgumentError(
+          "max_in_flight.count must be at least 1, got 0");
+    case v1::MaxInFlight::kPercent:
+      if (limit.percent() >= 1 && limit.percent() <= 100) {
+        return absl::OkStatus();
+      }
+      return absl::InvalidArgumentError(absl::StrCat(
+          "max_in_flight.percent must be 1..100, got ", limit.percent()));
+  }
+  return absl::InvalidArgumentError("max_in_flight: unknown kind of limit");
+}
+
+uint32_t DirectiveBudget(const v1::MaxInFlight& limit,
+                         const v1::TargetCounts& counts) {
+  uint64_t most = 0;
+  switch (limit.limit_case()) {
+    case v1::MaxInFlight::LIMIT_NOT_SET:
+      return UINT32_MAX;
+    case v1::MaxInFlight::kCount:
+      most = limit.count();
+      break;
+    case v1::MaxInFlight::kPercent:
+      most = (uint64_t{limit.percent()} * counts.total() + 99) / 100;
+      break;
+  }
+  most = std::max<uint64_t>(most, 1);
+  return most > counts.in_flight()
+             ? static_cast<uint32_t>(most - counts.in_flight())
+             : 0;
 }
 
 bool AdvanceRollout(const std::vector<v1::RolloutTarget>& targets,

@@ -107,6 +107,16 @@ absl::Status ApplyRolloutCommand(RolloutCommand command,
                                  absl::string_view reason, absl::Time now,
                                  RolloutRecord& record);
 
+// OK if `limit` is unset, a count of 1 or more, or a percent in 1..100;
+// INVALID_ARGUMENT naming max_in_flight otherwise.
+absl::Status ValidateMaxInFlight(const v1::MaxInFlight& limit);
+
+// How many more targets may be directed now: the limit (a count, or a
+// percent of counts.total() rounded up and at least 1) minus the targets in
+// flight, never below 0. UINT32_MAX when `limit` is unset.
+uint32_t DirectiveBudget(const v1::MaxInFlight& limit,
+                         const v1::TargetCounts& counts);
+
 // Moves a RUNNING rollout forward given all of its targets: settles the
 // current stage, starts the next one after the bake time, completes the
 // rollout when every target is final on the last stage. Returns true if

@@ -462,5 +462,62 @@ TEST(RolloutTest, SelectorsOverlapUnlessPlatformOrALabelExcludes) {
   }
 }
 
+TEST(RolloutTest, MaxInFlightValidation) {
+  v1::MaxInFlight limit;
+  EXPECT_TRUE(ValidateMaxInFlight(limit).ok());  // unset: no limit
+  limit.set_count(0);
+  EXPECT_EQ(ValidateMaxInFlight(limit).code(),
+            absl::StatusCode::kInvalidArgument);
+  limit.set_count(1);
+  EXPECT_TRUE(ValidateMaxInFlight(limit).ok());
+  for (uint32_t bad : {0u, 101u}) {
+    limit.set_percent(bad);
+    absl::Status s = ValidateMaxInFlight(limit);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("max_in_flight.percent"), std::string::npos);
+  }
+  limit.set_percent(100);
+  EXPECT_TRUE(ValidateMaxInFlight(limit).ok());
+}
+
+TEST(RolloutTest, DirectiveBudgetIsTheLimitLessTargetsInFlight) {
+  auto count = [](uint32_t n) {
+    v1::MaxInFlight m;
+    m.set_count(n);
+    return m;
+  };
+  auto percent = [](uint32_t p) {
+    v1::MaxInFlight m;
+    m.set_percent(p);
+    return m;
+  };
+  struct Case {
+    const char* name;
+    v1::MaxInFlight limit;
+    uint32_t total;
+    uint32_t in_flight;
+    uint32_t budget;
+  };
+  const Case cases[] = {
+      {"unlimited", v1::MaxInFlight(), 50, 49, UINT32_MAX},
+      {"count, none in flight", count(5), 50, 0, 5},
+      {"count, some in flight", count(5), 50, 3, 2},
+      {"count reached", count(5), 50, 5, 0},
+      {"count exceeded (limit lowered)", count(5), 50, 7, 0},
+      {"20% of 50", percent(20), 50, 0, 10},
+      {"20% of 12 rounds up", percent(20), 12, 1, 2},
+      {"1% of 10 is at least 1", percent(1), 10, 0, 1},
+      {"1% of 10, one in flight", percent(1), 10, 1, 0},
+      {"100%", percent(100), 7, 2, 5},
+      {"no targets yet", percent(50), 0, 0, 1},
+  };
+  for (const Case& c : cases) {
+    v1::TargetCounts counts;
+    counts.set_total(c.total);
+    counts.set_in_flight(c.in_flight);
+    EXPECT_EQ(DirectiveBudget(c.limit, counts), c.budget) << c.name;
+  }
+}
+
 }  // namespace
 }  // namespace fleet::controller

@@ -665,6 +665,18 @@ TEST_F(ServerTest, RolloutRequestsAreValidated) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(status.error_message().find("100"), std::string::npos);
 
+  for (uint32_t percent : {0u, 101u}) {
+    grpc::ClientContext limit_ctx;
+    v1::CreateRolloutRequest limited;
+    limited.set_product("app");
+    limited.set_version("1.0.0");
+    limited.mutable_max_in_flight()->set_percent(percent);
+    status = admin_->CreateRollout(&limit_ctx, limited, &rollout);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find("max_in_flight"), std::string::npos)
+        << status.error_message();
+  }
+
   grpc::ClientContext get_ctx;
   v1::GetRolloutRequest get;
   get.set_rollout_id("ro-doesnotexist");

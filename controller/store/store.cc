@@ -106,6 +106,10 @@ CREATE TABLE blacklist(
   created_ms INTEGER NOT NULL,
   PRIMARY KEY(product, version)) WITHOUT ROWID;
 )sql"},
+      {"rollouts.max_in_flight",
+       R"sql(
+ALTER TABLE rollouts ADD COLUMN max_in_flight BLOB NOT NULL DEFAULT x'';
+)sql"},
   };
   return *kMigrations;
 }
@@ -208,17 +212,19 @@ constexpr char kListEventsSql[] =
 constexpr char kInsertRolloutSql[] =
     "INSERT INTO rollouts(rollout_id, product, version, selector, stages, "
     "state, state_reason, current_stage, stage_settled_ms, created_ms, "
-    "updated_ms) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    "updated_ms, max_in_flight) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 constexpr char kUpdateRolloutSql[] =
     "UPDATE rollouts SET state = ?, state_reason = ?, current_stage = ?, "
     "stage_settled_ms = ?, updated_ms = ? WHERE rollout_id = ?";
 constexpr char kSelectRolloutSql[] =
     "SELECT rollout_id, product, version, selector, stages, state, "
-    "state_reason, current_stage, stage_settled_ms, created_ms, updated_ms "
+    "state_reason, current_stage, stage_settled_ms, created_ms, updated_ms, "
+    "max_in_flight "
     "FROM rollouts WHERE rollout_id = ?";
 constexpr char kListRolloutsSql[] =
     "SELECT rollout_id, product, version, selector, stages, state, "
-    "state_reason, current_stage, stage_settled_ms, created_ms, updated_ms "
+    "state_reason, current_stage, stage_settled_ms, created_ms, updated_ms, "
+    "max_in_flight "
     "FROM rollouts WHERE (?1 = '' OR product = ?1) AND "
     "(?2 = 0 OR state IN (1, 2, 3)) ORDER BY created_ms DESC, rowid DESC";
 constexpr char kUpsertTargetSql[] =
@@ -358,6 +364,13 @@ absl::StatusOr<RolloutRecord> ReadRollout(const Statement& s) {
   record.stage_settled_ms = s.ColumnInt64(8);
   r.set_created_unix_ms(s.ColumnInt64(9));
   r.set_updated_unix_ms(s.ColumnInt64(10));
+  if (!r.mutable_max_in_flight()->ParseFromString(s.ColumnBlob(11))) {
+    return absl::DataLossError("stored max_in_flight of rollout " +
+                               r.rollout_id() + " does not parse");
+  }
+  if (r.max_in_flight().limit_case() == v1::MaxInFlight::LIMIT_NOT_SET) {
+    r.clear_max_in_flight();
+  }
   return record;
 }
 
@@ -734,6 +747,7 @@ absl::Status Store::InsertRollout(const RolloutRecord& record) {
   s->BindInt64(9, record.stage_settled_ms);
   s->BindInt64(10, r.created_unix_ms());
   s->BindInt64(11, r.updated_unix_ms());
+  s->BindBlob(12, r.max_in_flight().SerializeAsString());
   return s->Run();
 }
 
