@@ -213,6 +213,9 @@ class CommandLine {
         ->delimiter(',');
     create->add_option("--bake", create_.bake,
                        "healthy time before the next stage, e.g. 10m");
+    create->add_option("--max-in-flight", create_.max_in_flight,
+                       "most agents updating at once: a count (5) or a "
+                       "percent of the targets (20%); default no limit");
     Add(create,
         [this](CommandContext& ctx) { return RolloutCreate(create_, ctx); });
 

@@ -275,5 +275,23 @@ TEST_F(FleetctlTest, BlacklistCommandsReachTheController) {
   EXPECT_EQ(server_.service().last_remove_blacklist()->version(), "1.2.0");
 }
 
+TEST_F(FleetctlTest, RolloutCreatePassesMaxInFlight) {
+  v1::Rollout rollout;
+  rollout.set_rollout_id("ro-0123456789abcdef");
+  server_.service().SetRollout(rollout);
+  EXPECT_EQ(
+      Run({"--controller", server_.address(), "rollout", "create", "--product",
+           "web", "--version", "1.2.0", "--max-in-flight", "20%"}),
+      kExitOk)
+      << err_.str();
+  ASSERT_TRUE(server_.service().last_create_rollout().has_value());
+  EXPECT_EQ(server_.service().last_create_rollout()->max_in_flight().percent(),
+            20u);
+  EXPECT_EQ(
+      Run({"--controller", server_.address(), "rollout", "create", "--product",
+           "web", "--version", "1.2.0", "--max-in-flight", "0"}),
+      kExitUsage);
+}
+
 }  // namespace
 }  // namespace fleet::cli

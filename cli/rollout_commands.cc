@@ -68,6 +68,13 @@ void PrintRolloutSummary(const v1::Rollout& r, const CommandContext& ctx) {
   };
   if (!r.state_reason().empty()) fields.push_back({"REASON", r.state_reason()});
   fields.push_back({"STAGE", StageText(r)});
+  if (r.max_in_flight().limit_case() == v1::MaxInFlight::kCount) {
+    fields.push_back(
+        {"MAX IN FLIGHT", absl::StrCat(r.max_in_flight().count())});
+  } else if (r.max_in_flight().limit_case() == v1::MaxInFlight::kPercent) {
+    fields.push_back(
+        {"MAX IN FLIGHT", absl::StrCat(r.max_in_flight().percent(), "%")});
+  }
   fields.push_back(
       {"TARGETS",
        absl::StrCat(c.total(), " total: ", c.healthy(), " healthy, ",
@@ -193,6 +200,21 @@ absl::StatusOr<v1::CreateRolloutRequest> BuildCreateRolloutRequest(
     v1::Stage* stage = request.add_stages();
     stage->set_percent(percent);
     stage->set_bake_seconds(bake_seconds);
+  }
+  if (!options.max_in_flight.empty()) {
+    absl::string_view text = options.max_in_flight;
+    const bool percent = absl::ConsumeSuffix(&text, "%");
+    uint32_t n = 0;
+    if (!absl::SimpleAtoi(text, &n) || n < 1 || (percent && n > 100)) {
+      return InvalidFlag("--max-in-flight", options.max_in_flight,
+                         "expected a count such as 5 or a percent of the "
+                         "targets from 1% to 100%");
+    }
+    if (percent) {
+      request.mutable_max_in_flight()->set_percent(n);
+    } else {
+      request.mutable_max_in_flight()->set_count(n);
+    }
   }
   return request;
 }

@@ -19,11 +19,13 @@ struct RolloutCreateOptions {
   std::string platform;               // "" = every platform
   std::vector<std::string> stages;    // percents, e.g. {"10", "50", "100"}
   std::string bake;                   // ParseHumanDuration; needs stages
+  std::string max_in_flight;          // "5" or "20%"; "" = no limit
 };
 
 // Checks the options and builds the request. UsageError naming the flag for
 // a bad product, version, platform, selector pair (not key=value, invalid
-// label, key given twice), stage (not 1..100, not increasing) or bake time.
+// label, key given twice), stage (not 1..100, not increasing), bake time or
+// max in flight (not a count of 1 or more, nor a percent 1%..100%).
 absl::StatusOr<v1::CreateRolloutRequest> BuildCreateRolloutRequest(
     const RolloutCreateOptions& options);
 

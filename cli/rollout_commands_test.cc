@@ -42,6 +42,37 @@ TEST(BuildCreateRolloutRequestTest, FillsSelectorAndStages) {
   EXPECT_EQ(request->stages(1).bake_seconds(), 600);
 }
 
+TEST(BuildCreateRolloutRequestTest, MaxInFlightIsACountOrAPercent) {
+  struct Case {
+    const char* flag;
+    v1::MaxInFlight::LimitCase kind;
+    uint32_t value;
+  };
+  const Case cases[] = {
+      {"5", v1::MaxInFlight::kCount, 5},
+      {"20%", v1::MaxInFlight::kPercent, 20},
+      {"100%", v1::MaxInFlight::kPercent, 100},
+      {"1000", v1::MaxInFlight::kCount, 1000},
+  };
+  for (const Case& c : cases) {
+    RolloutCreateOptions options = WebRollout();
+    options.max_in_flight = c.flag;
+    absl::StatusOr<v1::CreateRolloutRequest> request =
+        BuildCreateRolloutRequest(options);
+    ASSERT_TRUE(request.ok()) << c.flag << ": " << request.status();
+    EXPECT_EQ(request->max_in_flight().limit_case(), c.kind) << c.flag;
+    EXPECT_EQ(c.kind == v1::MaxInFlight::kCount
+                  ? request->max_in_flight().count()
+                  : request->max_in_flight().percent(),
+              c.value)
+        << c.flag;
+  }
+  absl::StatusOr<v1::CreateRolloutRequest> unlimited =
+      BuildCreateRolloutRequest(WebRollout());
+  ASSERT_TRUE(unlimited.ok());
+  EXPECT_FALSE(unlimited->has_max_in_flight());
+}
+
 TEST(BuildCreateRolloutRequestTest, DefaultsToEveryAgentInOneStage) {
   absl::StatusOr<v1::CreateRolloutRequest> request =
       BuildCreateRolloutRequest(WebRollout());
@@ -79,6 +110,14 @@ TEST(BuildCreateRolloutRequestTest, RejectsBadValuesAsUsageErrors) {
          o.stages = {"50", "10"};
        }},
       {"--stages", [](RolloutCreateOptions& o) { o.stages = {"ten"}; }},
+      {"--max-in-flight",
+       [](RolloutCreateOptions& o) { o.max_in_flight = "0"; }},
+      {"--max-in-flight",
+       [](RolloutCreateOptions& o) { o.max_in_flight = "101%"; }},
+      {"--max-in-flight",
+       [](RolloutCreateOptions& o) { o.max_in_flight = "five"; }},
+      {"--max-in-flight",
+       [](RolloutCreateOptions& o) { o.max_in_flight = "%"; }},
       {"--bake", [](RolloutCreateOptions& o) { o.bake = "5m"; }},  // no stages
       {"--bake",
        [](RolloutCreateOptions& o) {
@@ -402,6 +441,16 @@ TEST_F(RolloutCommandsTest, CreateOfABlacklistedVersionPointsAtTheBlacklist) {
             "cannot roll out web 1.2.0 (version web 1.2.0 is blacklisted: "
             "crashes on start); roll out another version, or see `fleetctl "
             "blacklist list --product web`");
+}
+
+TEST_F(RolloutCommandsTest, StatusShowsMaxInFlightWhenSet) {
+  v1::Rollout rollout = SampleRollout();
+  rollout.mutable_max_in_flight()->set_percent(20);
+  server_.service().SetRollout(rollout);
+  CommandContext ctx = Context();
+  ASSERT_TRUE(RolloutStatus("ro-3f2a9c0d11b2e4f7", ctx).ok()) << err_.str();
+  EXPECT_NE(out_.str().find("MAX IN FLIGHT   20%\n"), std::string::npos)
+      << out_.str();
 }
 
 }  // namespace
