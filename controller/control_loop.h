@@ -15,8 +15,9 @@
 //   loop.Stop();
 //
 // Thread-safety: every public method is thread-safe. Post* never block
-// beyond a short mutex; AddRelease and CreateRollout block until their batch
-// is committed.
+// beyond a short mutex; the admin writes (AddRelease, CreateRollout,
+// ChangeRollout, AddBlacklist, RemoveBlacklist) block until their batch is
+// committed.
 #ifndef FLEET_CONTROLLER_CONTROL_LOOP_H_
 #define FLEET_CONTROLLER_CONTROL_LOOP_H_
 
