@@ -198,6 +198,7 @@ grpc::Status AdminService::CreateRollout(
   if (valid.ok()) valid = ValidateSelector(request->selector());
   if (valid.ok()) valid = NormalizeStages(request->stages()).status();
   if (valid.ok()) valid = ValidateMaxInFlight(request->max_in_flight());
+  if (valid.ok()) valid = ValidateFailurePolicy(request->failure_policy());
   if (!valid.ok()) return ToGrpcStatus(valid);
   absl::StatusOr<v1::Rollout> rollout = loop_.CreateRollout(*request);
   if (!rollout.ok()) return ToGrpcStatus(rollout.status());

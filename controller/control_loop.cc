@@ -487,6 +487,9 @@ absl::Status ControlLoop::HandleCreateRollout(
   if (request.has_max_in_flight()) {
     *rollout.mutable_max_in_flight() = request.max_in_flight();
   }
+  if (HasGate(request.failure_policy())) {
+    *rollout.mutable_failure_policy() = request.failure_policy();
+  }
   rollout.set_state(v1::ROLLOUT_STATE_RUNNING);
   rollout.set_current_stage(0);
   rollout.set_created_unix_ms(now);
@@ -534,6 +537,23 @@ absl::Status ControlLoop::HandleChangeRollout(const std::string& rollout_id,
                                               Output& out) {
   ASSIGN_OR_RETURN(RolloutRecord record, store_.GetRollout(rollout_id));
   RETURN_IF_ERROR(ApplyRolloutCommand(command, reason, clock_.Now(), record));
+  if (command == RolloutCommand::kResume) {
+    // A gate that blacklisted the version paused the rollout for good.
+    ASSIGN_OR_RETURN(std::optional<v1::BlacklistEntry> banned,
+                     store_.GetBlacklist(record.rollout.product(),
+                                         record.rollout.version()));
+    if (banned) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot resume rollout ", rollout_id, ": version ",
+                       record.rollout.product(), " ", record.rollout.version(),
+                       " is blacklisted: ", banned->reason()));
+    }
+    // The operator overrides the gate: it evaluates again on new samples
+    // only.
+    ASSIGN_OR_RETURN(auto by_state, store_.CountTargetsByState(rollout_id));
+    const v1::TargetCounts counts = CountTargets(by_state);
+    record.gate_armed_samples = counts.healthy() + counts.failed();
+  }
   RETURN_IF_ERROR(store_.UpdateRollout(record));
   // Resuming directs the current stage's PENDING targets in this transaction.
   if (record.rollout.state() == v1::ROLLOUT_STATE_RUNNING) {
@@ -547,13 +567,22 @@ absl::Status ControlLoop::HandleChangeRollout(const std::string& rollout_id,
 
 absl::Status ControlLoop::HandleAddBlacklist(v1::BlacklistEntry entry,
                                              v1::AddBlacklistResponse& result) {
+  return BlacklistVersion(std::move(entry), /*except_rollout_id=*/"", result);
+}
+
+absl::Status ControlLoop::BlacklistVersion(v1::BlacklistEntry entry,
+                                           const std::string& except_rollout_id,
+                                           v1::AddBlacklistResponse& result) {
   const int64_t now = NowMs();
   entry.set_created_unix_ms(now);
   RETURN_IF_ERROR(store_.InsertBlacklist(entry));
   ASSIGN_OR_RETURN(std::vector<RolloutRecord> active,
                    store_.ListRollouts(entry.product(), /*active_only=*/true));
   for (RolloutRecord& record : active) {
-    if (record.rollout.version() != entry.version()) continue;
+    if (record.rollout.version() != entry.version() ||
+        record.rollout.rollout_id() == except_rollout_id) {
+      continue;
+    }
     record.rollout.set_state(v1::ROLLOUT_STATE_ABORTED);
     record.rollout.set_state_reason(
         absl::StrCat("aborted: version ", entry.product(), " ", entry.version(),
@@ -598,6 +627,9 @@ absl::Status ControlLoop::Reconcile(RolloutRecord& record, Output& out) {
   const std::string& rollout_id = record.rollout.rollout_id();
   ASSIGN_OR_RETURN(std::vector<v1::RolloutTarget> targets,
                    store_.ListTargets(rollout_id));
+  if (record.rollout.state() == v1::ROLLOUT_STATE_RUNNING) {
+    RETURN_IF_ERROR(CheckGate(record, CountTargets(targets)));
+  }
   const uint32_t stage_before = record.rollout.current_stage();
   if (AdvanceRollout(targets, clock_.Now(), record)) {
     RETURN_IF_ERROR(store_.UpdateRollout(record));
@@ -622,6 +654,36 @@ absl::Status ControlLoop::Reconcile(RolloutRecord& record, Output& out) {
     ASSIGN_OR_RETURN(v1::Agent agent, store_.GetAgent(target.agent_id()));
     RETURN_IF_ERROR(SendNewDirective(record, target, agent.platform(), out));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ControlLoop::CheckGate(RolloutRecord& record,
+                                    const v1::TargetCounts& counts) {
+  const v1::FailurePolicy& policy = record.rollout.failure_policy();
+  std::optional<GateTrip> trip =
+      EvaluateGate(policy, counts, record.gate_armed_samples);
+  if (!trip) return absl::OkStatus();
+  const std::string& rollout_id = record.rollout.rollout_id();
+  ApplyGateTrip(*trip, policy, clock_.Now(), record);
+  RETURN_IF_ERROR(store_.UpdateRollout(record));
+  LogWarning("rollout failure gate tripped",
+             {{"rollout_id", rollout_id},
+              {"state", RolloutStateName(record.rollout.state())},
+              {"reason", record.rollout.state_reason()}});
+  if (!policy.blacklist()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(
+      std::optional<v1::BlacklistEntry> banned,
+      store_.GetBlacklist(record.rollout.product(), record.rollout.version()));
+  if (banned) return absl::OkStatus();
+  v1::AddBlacklistResponse added;
+  RETURN_IF_ERROR(BlacklistVersion(GateBlacklistEntry(*trip, record.rollout),
+                                   rollout_id, added));
+  LogWarning(
+      "version blacklisted by a failure gate",
+      {{"rollout_id", rollout_id},
+       {"product", record.rollout.product()},
+       {"version", record.rollout.version()},
+       {"aborted_rollouts", absl::StrJoin(added.aborted_rollout_ids(), ",")}});
   return absl::OkStatus();
 }
 

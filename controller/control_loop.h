@@ -188,6 +188,15 @@ class ControlLoop {
                                    v1::Rollout& result, Output& out);
   absl::Status HandleAddBlacklist(v1::BlacklistEntry entry,
                                   v1::AddBlacklistResponse& result);
+  // Stores `entry` and aborts every active rollout of its version except
+  // `except_rollout_id` ("" for none), listing them in `result`.
+  absl::Status BlacklistVersion(v1::BlacklistEntry entry,
+                                const std::string& except_rollout_id,
+                                v1::AddBlacklistResponse& result);
+  // Evaluates the failure gate of a RUNNING rollout over `counts` and, if it
+  // trips, pauses or aborts the rollout and blacklists the version as its
+  // policy says, in the current transaction.
+  absl::Status CheckGate(RolloutRecord& record, const v1::TargetCounts& counts);
   // Marks rollouts waiting out a bake time for reconciliation.
   absl::Status MarkBakingRollouts();
   // Reconciles every rollout marked dirty during the batch, once each.
@@ -197,8 +206,8 @@ class ControlLoop {
   // it the directives it is owed.
   absl::Status DirectAgent(const v1::Agent& agent, const v1::Hello& hello,
                            uint64_t session, Output& out);
-  // Moves the rollout forward and directs the connected targets of started
-  // stages.
+  // Evaluates the failure gate, moves the rollout forward and directs the
+  // connected targets of started stages.
   absl::Status Reconcile(RolloutRecord& record, Output& out);
   // Gives `target` a new directive and sends it if the agent is connected.
   absl::Status SendNewDirective(const RolloutRecord& record,

@@ -166,6 +166,28 @@ class ControlLoopTest : public ::testing::Test {
     loop_->PostEvent(directive.agent_id, directive.session, event);
   }
 
+  void ReportFailed(const RecordingSender::Sent& directive, uint64_t seq) {
+    v1::UpdateEvent event;
+    event.set_seq(seq);
+    event.set_directive_id(directive.message.directive().directive_id());
+    event.set_rollout_id(directive.message.directive().rollout_id());
+    event.set_product("app");
+    event.set_to_version("1.1.0");
+    event.set_phase(v1::UPDATE_PHASE_FAILED);
+    event.set_error("exited with status 1");
+    loop_->PostEvent(directive.agent_id, directive.session, event);
+  }
+
+  // A one-stage rollout of 1.1.0, at most 3 in flight, with `policy`.
+  absl::StatusOr<v1::Rollout> CreateGatedRollout(v1::FailurePolicy policy) {
+    v1::CreateRolloutRequest request;
+    request.set_product("app");
+    request.set_version("1.1.0");
+    request.mutable_max_in_flight()->set_count(3);
+    *request.mutable_failure_policy() = std::move(policy);
+    return loop_->CreateRollout(request);
+  }
+
   testing::TempDir dir_;
   FakeClock clock_;
   RecordingSender sender_;
@@ -478,6 +500,119 @@ TEST_F(ControlLoopTest, BlacklistingAVersionAbortsItsRolloutAndDirectsNoMore) {
   EXPECT_EQ(reads_->GetRollout(id)->rollout.state(),
             v1::ROLLOUT_STATE_ABORTED);  // stays aborted
   EXPECT_TRUE(loop_->CreateRollout(request).ok());
+}
+
+TEST_F(ControlLoopTest, FailureGatePausesBlacklistsAndStopsDirectives) {
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.1.0")).ok());
+  constexpr int kAgents = 10;
+  ConnectAgents(kAgents);
+  v1::FailurePolicy policy;
+  policy.set_max_failure_rate(0.05);
+  policy.set_min_samples(3);
+  policy.set_action(v1::FAILURE_ACTION_PAUSE);
+  policy.set_blacklist(true);
+  absl::StatusOr<v1::Rollout> rollout = CreateGatedRollout(policy);
+  ASSERT_TRUE(rollout.ok()) << rollout.status();
+  const std::string id = rollout->rollout_id();
+  EXPECT_EQ(rollout->failure_policy().min_samples(), 3u);
+  std::vector<RecordingSender::Sent> directives =
+      sender_.WaitFor(v1::ControllerMessage::kDirective, 3);
+  ASSERT_EQ(directives.size(), 3u);
+
+  // Below min samples the gate holds: each failure frees a slot that goes
+  // to the next agent.
+  ReportFailed(directives[0], 1);
+  ReportFailed(directives[1], 1);
+  directives = sender_.WaitFor(v1::ControllerMessage::kDirective, 5);
+  ASSERT_EQ(directives.size(), 5u);
+  EXPECT_EQ(reads_->GetRollout(id)->rollout.state(), v1::ROLLOUT_STATE_RUNNING);
+
+  // The third sample trips it in the event's transaction.
+  ReportFailed(directives[2], 1);
+  RolloutRecord tripped = WaitForRollout(id, [](const RolloutRecord& r) {
+    return r.rollout.state() != v1::ROLLOUT_STATE_RUNNING;
+  });
+  EXPECT_EQ(tripped.rollout.state(), v1::ROLLOUT_STATE_PAUSED);
+  EXPECT_EQ(tripped.rollout.state_reason(),
+            "gate: 3 of 3 finished targets failed (100% > 5%)");
+  absl::StatusOr<std::optional<v1::BlacklistEntry>> entry =
+      reads_->GetBlacklist("app", "1.1.0");
+  ASSERT_TRUE(entry.ok()) << entry.status();
+  ASSERT_TRUE(entry->has_value());
+  EXPECT_EQ((*entry)->created_by(), "gate:" + id);
+  EXPECT_EQ((*entry)->reason(),
+            "rollout " + id +
+                " tripped its failure gate: 3 of 3 finished targets failed");
+
+  // No new directive: in-flight updates finish, agents reconnect, time
+  // passes.
+  const size_t sent = Directives();
+  EXPECT_EQ(sent, 5u);
+  ReportHealthy(directives[3], 1);
+  ReportHealthy(directives[4], 1);
+  EXPECT_EQ(WaitForTargets(id, v1::TARGET_STATE_HEALTHY, 2), 2u);
+  loop_->PostHello("agent-9", 100, HelloOf("agent-9", "1.0.0"));
+  clock_.Advance(absl::Minutes(5));
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(Directives(), sent);
+  EXPECT_EQ(reads_->GetRollout(id)->rollout.state(), v1::ROLLOUT_STATE_PAUSED);
+
+  // A blacklisted version cannot be resumed; once removed, the operator may.
+  absl::Status refused =
+      loop_->ChangeRollout(id, RolloutCommand::kResume, "").status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_NE(refused.message().find("blacklisted"), absl::string_view::npos);
+  ASSERT_TRUE(loop_->RemoveBlacklist("app", "1.1.0").ok());
+  absl::StatusOr<v1::Rollout> resumed =
+      loop_->ChangeRollout(id, RolloutCommand::kResume, "");
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->state(), v1::ROLLOUT_STATE_RUNNING);
+  directives = sender_.WaitFor(v1::ControllerMessage::kDirective, sent + 3);
+  ASSERT_EQ(directives.size(), sent + 3);
+
+  // The gate evaluates again on the next new sample: 4 of 6 still fail.
+  ReportFailed(directives[sent], 1);
+  RolloutRecord again = WaitForRollout(id, [](const RolloutRecord& r) {
+    return r.rollout.state() != v1::ROLLOUT_STATE_RUNNING;
+  });
+  EXPECT_EQ(again.rollout.state(), v1::ROLLOUT_STATE_PAUSED);
+  EXPECT_EQ(again.rollout.state_reason(),
+            "gate: 4 of 6 finished targets failed (66.67% > 5%)");
+  EXPECT_TRUE(reads_->GetBlacklist("app", "1.1.0")->has_value());
+}
+
+TEST_F(ControlLoopTest, FailureGateAbortsWithoutBlacklisting) {
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.1.0")).ok());
+  ConnectAgents(6);
+  v1::FailurePolicy policy;
+  policy.set_max_failure_rate(0.5);
+  policy.set_min_samples(2);
+  policy.set_action(v1::FAILURE_ACTION_ABORT);
+  absl::StatusOr<v1::Rollout> rollout = CreateGatedRollout(policy);
+  ASSERT_TRUE(rollout.ok()) << rollout.status();
+  const std::string id = rollout->rollout_id();
+  std::vector<RecordingSender::Sent> directives =
+      sender_.WaitFor(v1::ControllerMessage::kDirective, 3);
+  ASSERT_EQ(directives.size(), 3u);
+
+  // 1 of 2 is exactly the threshold: it passes.
+  ReportHealthy(directives[0], 1);
+  ReportFailed(directives[1], 1);
+  EXPECT_EQ(WaitForTargets(id, v1::TARGET_STATE_FAILED, 1), 1u);
+  directives = sender_.WaitFor(v1::ControllerMessage::kDirective, 5);
+  ASSERT_EQ(directives.size(), 5u);
+  EXPECT_EQ(reads_->GetRollout(id)->rollout.state(), v1::ROLLOUT_STATE_RUNNING);
+
+  ReportFailed(directives[2], 1);
+  RolloutRecord aborted = WaitForRollout(id, [](const RolloutRecord& r) {
+    return r.rollout.state() != v1::ROLLOUT_STATE_RUNNING;
+  });
+  EXPECT_EQ(aborted.rollout.state(), v1::ROLLOUT_STATE_ABORTED);
+  EXPECT_EQ(aborted.rollout.state_reason(),
+            "gate: 2 of 3 finished targets failed (66.67% > 50%)");
+  EXPECT_FALSE(reads_->GetBlacklist("app", "1.1.0")->has_value());
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(Directives(), 5u);
 }
 
 TEST_F(ControlLoopTest, BlacklistingLeavesOtherVersionsRolloutsAlone) {

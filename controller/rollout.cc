@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "common/names.h"
 
@@ -43,6 +44,11 @@ std::string CompletionReason(const v1::TargetCounts& c) {
   return absl::StrCat("all ", c.total(), " targets final: ", c.healthy(),
                       " healthy, ", c.failed(), " failed or rolled back, ",
                       c.skipped(), " skipped");
+}
+
+// 0.05 -> "5", 1/3 -> "33.33".
+std::string Percent(double fraction) {
+  return absl::StrFormat("%.4g", fraction * 100);
 }
 
 }  // namespace
@@ -332,6 +338,70 @@ uint32_t DirectiveBudget(const v1::MaxInFlight& limit,
   return most > counts.in_flight()
              ? static_cast<uint32_t>(most - counts.in_flight())
              : 0;
+}
+
+absl::Status ValidateFailurePolicy(const v1::FailurePolicy& policy) {
+  const double rate = policy.max_failure_rate();
+  // Written so that NaN fails too.
+  if (!(rate >= 0 && rate <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "failure_policy.max_failure_rate must be 0..1, got ", rate));
+  }
+  if (policy.action() != v1::FAILURE_ACTION_UNSPECIFIED &&
+      policy.action() != v1::FAILURE_ACTION_PAUSE &&
+      policy.action() != v1::FAILURE_ACTION_ABORT) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "failure_policy.action: unknown action ", policy.action()));
+  }
+  return absl::OkStatus();
+}
+
+bool HasGate(const v1::FailurePolicy& policy) {
+  return policy.max_failure_rate() > 0 || policy.min_samples() > 0;
+}
+
+std::optional<GateTrip> EvaluateGate(const v1::FailurePolicy& policy,
+                                     const v1::TargetCounts& counts,
+                                     uint32_t armed_samples) {
+  if (!HasGate(policy)) return std::nullopt;
+  const uint32_t samples = counts.healthy() + counts.failed();
+  if (samples == 0 || samples <= armed_samples ||
+      samples < policy.min_samples()) {
+    return std::nullopt;
+  }
+  const double rate = static_cast<double>(counts.failed()) / samples;
+  if (!(rate > policy.max_failure_rate())) return std::nullopt;
+  GateTrip trip;
+  trip.failed = counts.failed();
+  trip.samples = samples;
+  trip.reason = absl::StrCat("gate: ", trip.failed, " of ", samples,
+                             " finished targets failed (", Percent(rate),
+                             "% > ", Percent(policy.max_failure_rate()), "%)");
+  return trip;
+}
+
+void ApplyGateTrip(const GateTrip& trip, const v1::FailurePolicy& policy,
+                   absl::Time now, RolloutRecord& record) {
+  v1::Rollout& r = record.rollout;
+  r.set_state(policy.action() == v1::FAILURE_ACTION_ABORT
+                  ? v1::ROLLOUT_STATE_ABORTED
+                  : v1::ROLLOUT_STATE_PAUSED);
+  r.set_state_reason(trip.reason);
+  r.set_updated_unix_ms(ToMs(now));
+  record.gate_armed_samples = trip.samples;
+}
+
+v1::BlacklistEntry GateBlacklistEntry(const GateTrip& trip,
+                                      const v1::Rollout& rollout) {
+  v1::BlacklistEntry entry;
+  entry.set_product(rollout.product());
+  entry.set_version(rollout.version());
+  entry.set_reason(absl::StrCat("rollout ", rollout.rollout_id(),
+                                " tripped its failure gate: ", trip.failed,
+                                " of ", trip.samples,
+                                " finished targets failed"));
+  entry.set_created_by(absl::StrCat("gate:", rollout.rollout_id()));
+  return entry;
 }
 
 bool AdvanceRollout(const std::vector<v1::RolloutTarget>& targets,

@@ -117,6 +117,43 @@ absl::Status ValidateMaxInFlight(const v1::MaxInFlight& limit);
 uint32_t DirectiveBudget(const v1::MaxInFlight& limit,
                          const v1::TargetCounts& counts);
 
+// OK if `policy` has max_failure_rate in [0, 1]; INVALID_ARGUMENT naming
+// failure_policy.max_failure_rate otherwise (NaN included).
+absl::Status ValidateFailurePolicy(const v1::FailurePolicy& policy);
+
+// False for the default policy (max_failure_rate 0 and min_samples 0): no
+// gate.
+bool HasGate(const v1::FailurePolicy& policy);
+
+// Why a failure gate tripped.
+struct GateTrip {
+  uint32_t failed = 0;   // FAILED or ROLLED_BACK targets
+  uint32_t samples = 0;  // HEALTHY, FAILED or ROLLED_BACK targets
+  // "gate: 3 of 5 finished targets failed (60% > 5%)"
+  std::string reason;
+};
+
+// Evaluates the gate of `policy` over `counts` (samples = healthy + failed;
+// SKIPPED targets are no sample). Trips when the policy has a gate, samples
+// exceed `armed_samples` (the samples seen when the gate was last re-armed
+// by a resume; 0 for a new rollout), samples >= min_samples and
+// failed / samples > max_failure_rate (strictly: a rate equal to the
+// threshold does not trip). nullopt when it does not trip.
+std::optional<GateTrip> EvaluateGate(const v1::FailurePolicy& policy,
+                                     const v1::TargetCounts& counts,
+                                     uint32_t armed_samples);
+
+// Applies a trip to a RUNNING rollout: PAUSED (action PAUSE or unspecified)
+// or ABORTED (action ABORT) with the trip's reason, updated time `now`.
+void ApplyGateTrip(const GateTrip& trip, const v1::FailurePolicy& policy,
+                   absl::Time now, RolloutRecord& record);
+
+// The blacklist entry a trip of a policy with `blacklist` adds: a reason
+// naming the rollout and the counts, created_by "gate:<rollout id>", no
+// created time.
+v1::BlacklistEntry GateBlacklistEntry(const GateTrip& trip,
+                                      const v1::Rollout& rollout);
+
 // Moves a RUNNING rollout forward given all of its targets: settles the
 // current stage, starts the next one after the bake time, completes the
 // rollout when every target is final on the last stage. Returns true if

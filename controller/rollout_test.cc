@@ -1,6 +1,8 @@
 #include "controller/rollout.h"
 
+#include <cmath>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -516,6 +518,127 @@ TEST(RolloutTest, DirectiveBudgetIsTheLimitLessTargetsInFlight) {
     counts.set_total(c.total);
     counts.set_in_flight(c.in_flight);
     EXPECT_EQ(DirectiveBudget(c.limit, counts), c.budget) << c.name;
+  }
+}
+
+v1::FailurePolicy Policy(double rate, uint32_t min_samples,
+                         v1::FailureAction action = v1::FAILURE_ACTION_PAUSE,
+                         bool blacklist = false) {
+  v1::FailurePolicy p;
+  p.set_max_failure_rate(rate);
+  p.set_min_samples(min_samples);
+  p.set_action(action);
+  p.set_blacklist(blacklist);
+  return p;
+}
+
+TEST(RolloutTest, FailurePolicyValidation) {
+  EXPECT_TRUE(ValidateFailurePolicy(v1::FailurePolicy()).ok());
+  EXPECT_TRUE(ValidateFailurePolicy(Policy(0, 3)).ok());
+  EXPECT_TRUE(ValidateFailurePolicy(Policy(0.05, 3)).ok());
+  EXPECT_TRUE(ValidateFailurePolicy(Policy(1, 0)).ok());
+  for (double bad : {-0.01, 1.01, 5.0, std::nan("")}) {
+    absl::Status s = ValidateFailurePolicy(Policy(bad, 3));
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("failure_policy.max_failure_rate"),
+              absl::string_view::npos)
+        << s;
+  }
+  v1::FailurePolicy unknown = Policy(0.1, 1);
+  unknown.set_action(static_cast<v1::FailureAction>(7));
+  EXPECT_EQ(ValidateFailurePolicy(unknown).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(RolloutTest, FailureGateTripsAboveTheRateOnceThereAreEnoughSamples) {
+  struct Case {
+    const char* name;
+    v1::FailurePolicy policy;
+    uint32_t healthy;
+    uint32_t failed;
+    uint32_t skipped;
+    uint32_t armed_samples;
+    const char* reason;  // nullptr: no trip
+  };
+  const Case cases[] = {
+      {"no policy never trips", v1::FailurePolicy(), 0, 9, 0, 0, nullptr},
+      {"below min samples", Policy(0.05, 5), 0, 4, 0, 0, nullptr},
+      {"skipped targets are no samples", Policy(0.05, 5), 0, 4, 10, 0, nullptr},
+      {"min samples reached", Policy(0.05, 5), 1, 4, 0, 0,
+       "gate: 4 of 5 finished targets failed (80% > 5%)"},
+      {"exactly at the threshold", Policy(0.05, 3), 19, 1, 0, 0, nullptr},
+      {"just above the threshold", Policy(0.05, 3), 18, 1, 0, 0,
+       "gate: 1 of 19 finished targets failed (5.263% > 5%)"},
+      {"one third at 1/3 does not trip", Policy(1.0 / 3, 3), 2, 1, 0, 0,
+       nullptr},
+      {"rate 0 trips on the first failure", Policy(0, 2), 1, 1, 0, 0,
+       "gate: 1 of 2 finished targets failed (50% > 0%)"},
+      {"rate 0, no failures", Policy(0, 2), 5, 0, 0, 0, nullptr},
+      {"rate 1 never trips", Policy(1, 1), 0, 8, 0, 0, nullptr},
+      {"the issue's example", Policy(0.05, 3), 2, 3, 0, 0,
+       "gate: 3 of 5 finished targets failed (60% > 5%)"},
+      {"no new sample since resume", Policy(0.05, 3), 2, 3, 0, 5, nullptr},
+      {"a new sample since resume", Policy(0.05, 3), 3, 3, 0, 5,
+       "gate: 3 of 6 finished targets failed (50% > 5%)"},
+      {"new sample but the rate recovered", Policy(0.5, 3), 4, 3, 0, 6,
+       nullptr},
+  };
+  for (const Case& c : cases) {
+    v1::TargetCounts counts;
+    counts.set_healthy(c.healthy);
+    counts.set_failed(c.failed);
+    counts.set_skipped(c.skipped);
+    counts.set_total(c.healthy + c.failed + c.skipped + 2);
+    counts.set_pending(2);
+    std::optional<GateTrip> trip =
+        EvaluateGate(c.policy, counts, c.armed_samples);
+    if (c.reason == nullptr) {
+      EXPECT_FALSE(trip.has_value()) << c.name << ": " << trip->reason;
+      continue;
+    }
+    ASSERT_TRUE(trip.has_value()) << c.name;
+    EXPECT_EQ(trip->reason, c.reason) << c.name;
+    EXPECT_EQ(trip->failed, c.failed) << c.name;
+    EXPECT_EQ(trip->samples, c.healthy + c.failed) << c.name;
+  }
+}
+
+TEST(RolloutTest, GateTripPausesOrAbortsAndNamesTheRolloutInTheBlacklist) {
+  struct Case {
+    v1::FailureAction action;
+    v1::RolloutState state;
+  };
+  const Case cases[] = {
+      {v1::FAILURE_ACTION_UNSPECIFIED, v1::ROLLOUT_STATE_PAUSED},
+      {v1::FAILURE_ACTION_PAUSE, v1::ROLLOUT_STATE_PAUSED},
+      {v1::FAILURE_ACTION_ABORT, v1::ROLLOUT_STATE_ABORTED},
+  };
+  FakeClock clock;
+  for (const Case& c : cases) {
+    RolloutRecord record;
+    record.rollout = MakeRollout();
+    const v1::FailurePolicy policy = Policy(0.05, 3, c.action, true);
+    v1::TargetCounts counts;
+    counts.set_healthy(2);
+    counts.set_failed(3);
+    std::optional<GateTrip> trip = EvaluateGate(policy, counts, 0);
+    ASSERT_TRUE(trip.has_value());
+    ApplyGateTrip(*trip, policy, clock.Now(), record);
+    EXPECT_EQ(record.rollout.state(), c.state) << c.action;
+    EXPECT_EQ(record.rollout.state_reason(),
+              "gate: 3 of 5 finished targets failed (60% > 5%)");
+    EXPECT_EQ(record.rollout.updated_unix_ms(),
+              absl::ToUnixMillis(clock.Now()));
+    EXPECT_EQ(record.gate_armed_samples, 5u);
+    EXPECT_FALSE(NeedsDirective(record, Target("a", v1::TARGET_STATE_PENDING)));
+
+    v1::BlacklistEntry entry = GateBlacklistEntry(*trip, record.rollout);
+    EXPECT_EQ(entry.product(), "app");
+    EXPECT_EQ(entry.version(), "1.1.0");
+    EXPECT_EQ(entry.created_by(), "gate:ro-1");
+    EXPECT_EQ(entry.reason(),
+              "rollout ro-1 tripped its failure gate: 3 of 5 finished "
+              "targets failed");
   }
 }
 

@@ -684,6 +684,45 @@ TEST_F(ServerTest, RolloutRequestsAreValidated) {
             grpc::StatusCode::NOT_FOUND);
 }
 
+TEST_F(ServerTest, FailurePolicyIsValidatedAndReturnedAsStored) {
+  PushGood(Artifact(100, 1), "1.0.0");
+  v1::Rollout rollout;
+  for (double rate : {-0.5, 1.5}) {
+    grpc::ClientContext ctx;
+    v1::CreateRolloutRequest req;
+    req.set_product("app");
+    req.set_version("1.0.0");
+    req.mutable_failure_policy()->set_max_failure_rate(rate);
+    req.mutable_failure_policy()->set_min_samples(3);
+    grpc::Status status = admin_->CreateRollout(&ctx, req, &rollout);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << rate;
+    EXPECT_NE(status.error_message().find("failure_policy.max_failure_rate"),
+              std::string::npos)
+        << status.error_message();
+  }
+
+  grpc::ClientContext ctx;
+  v1::CreateRolloutRequest req;
+  req.set_product("app");
+  req.set_version("1.0.0");
+  req.mutable_failure_policy()->set_max_failure_rate(1);
+  req.mutable_failure_policy()->set_min_samples(3);
+  req.mutable_failure_policy()->set_action(v1::FAILURE_ACTION_ABORT);
+  req.mutable_failure_policy()->set_blacklist(true);
+  grpc::Status status = admin_->CreateRollout(&ctx, req, &rollout);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(rollout.failure_policy().max_failure_rate(), 1);
+  EXPECT_EQ(rollout.failure_policy().action(), v1::FAILURE_ACTION_ABORT);
+
+  grpc::ClientContext get_ctx;
+  v1::GetRolloutRequest get;
+  get.set_rollout_id(rollout.rollout_id());
+  v1::Rollout stored;
+  ASSERT_TRUE(admin_->GetRollout(&get_ctx, get, &stored).ok());
+  EXPECT_EQ(stored.failure_policy().SerializeAsString(),
+            req.failure_policy().SerializeAsString());
+}
+
 TEST_F(ServerTest, PauseResumeAndAbortChangeStateWithPreciseStatuses) {
   PushGood(Artifact(100, 1), "1.0.0");
   absl::StatusOr<v1::Rollout> created = CreateRollout("1.0.0");

@@ -110,6 +110,11 @@ CREATE TABLE blacklist(
        R"sql(
 ALTER TABLE rollouts ADD COLUMN max_in_flight BLOB NOT NULL DEFAULT x'';
 )sql"},
+      {"rollouts.failure_policy",
+       R"sql(
+ALTER TABLE rollouts ADD COLUMN failure_policy BLOB NOT NULL DEFAULT x'';
+ALTER TABLE rollouts ADD COLUMN gate_armed_samples INTEGER NOT NULL DEFAULT 0;
+)sql"},
   };
   return *kMigrations;
 }
@@ -212,19 +217,21 @@ constexpr char kListEventsSql[] =
 constexpr char kInsertRolloutSql[] =
     "INSERT INTO rollouts(rollout_id, product, version, selector, stages, "
     "state, state_reason, current_stage, stage_settled_ms, created_ms, "
-    "updated_ms, max_in_flight) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    "updated_ms, max_in_flight, failure_policy, gate_armed_samples) "
+    "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 constexpr char kUpdateRolloutSql[] =
     "UPDATE rollouts SET state = ?, state_reason = ?, current_stage = ?, "
-    "stage_settled_ms = ?, updated_ms = ? WHERE rollout_id = ?";
+    "stage_settled_ms = ?, updated_ms = ?, gate_armed_samples = ? "
+    "WHERE rollout_id = ?";
 constexpr char kSelectRolloutSql[] =
     "SELECT rollout_id, product, version, selector, stages, state, "
     "state_reason, current_stage, stage_settled_ms, created_ms, updated_ms, "
-    "max_in_flight "
+    "max_in_flight, failure_policy, gate_armed_samples "
     "FROM rollouts WHERE rollout_id = ?";
 constexpr char kListRolloutsSql[] =
     "SELECT rollout_id, product, version, selector, stages, state, "
     "state_reason, current_stage, stage_settled_ms, created_ms, updated_ms, "
-    "max_in_flight "
+    "max_in_flight, failure_policy, gate_armed_samples "
     "FROM rollouts WHERE (?1 = '' OR product = ?1) AND "
     "(?2 = 0 OR state IN (1, 2, 3)) ORDER BY created_ms DESC, rowid DESC";
 constexpr char kUpsertTargetSql[] =
@@ -371,6 +378,12 @@ absl::StatusOr<RolloutRecord> ReadRollout(const Statement& s) {
   if (r.max_in_flight().limit_case() == v1::MaxInFlight::LIMIT_NOT_SET) {
     r.clear_max_in_flight();
   }
+  if (!r.mutable_failure_policy()->ParseFromString(s.ColumnBlob(12))) {
+    return absl::DataLossError("stored failure_policy of rollout " +
+                               r.rollout_id() + " does not parse");
+  }
+  if (r.failure_policy().ByteSizeLong() == 0) r.clear_failure_policy();
+  record.gate_armed_samples = static_cast<uint32_t>(s.ColumnInt64(13));
   return record;
 }
 
@@ -748,6 +761,8 @@ absl::Status Store::InsertRollout(const RolloutRecord& record) {
   s->BindInt64(10, r.created_unix_ms());
   s->BindInt64(11, r.updated_unix_ms());
   s->BindBlob(12, r.max_in_flight().SerializeAsString());
+  s->BindBlob(13, r.failure_policy().SerializeAsString());
+  s->BindInt64(14, record.gate_armed_samples);
   return s->Run();
 }
 
@@ -760,7 +775,8 @@ absl::Status Store::UpdateRollout(const RolloutRecord& record) {
   s->BindInt64(3, r.current_stage());
   s->BindInt64(4, record.stage_settled_ms);
   s->BindInt64(5, r.updated_unix_ms());
-  s->BindText(6, r.rollout_id());
+  s->BindInt64(6, record.gate_armed_samples);
+  s->BindText(7, r.rollout_id());
   RETURN_IF_ERROR(s->Run());
   if (db_->Changes() == 0) {
     return absl::NotFoundError("no rollout " + r.rollout_id());

@@ -42,6 +42,9 @@ struct RolloutRecord {
   // When every target of the current stage became final (the start of the
   // stage's bake time); 0 while the stage is still in progress.
   int64_t stage_settled_ms = 0;
+  // The failure gate evaluates only once the rollout has more samples than
+  // this: 0 at creation, the samples counted at a trip and at a resume.
+  uint32_t gate_armed_samples = 0;
 };
 
 class Store {

@@ -209,6 +209,12 @@ TEST_F(StoreTest, RolloutsAndTargetsRoundTripNewestFirst) {
     stage->set_bake_seconds(30);
     r.rollout.set_state(v1::ROLLOUT_STATE_RUNNING);
     r.rollout.set_created_unix_ms(1000);  // same ms: insertion order decides
+    if (i == 1) {
+      r.rollout.mutable_failure_policy()->set_max_failure_rate(0.05);
+      r.rollout.mutable_failure_policy()->set_min_samples(3);
+      r.rollout.mutable_failure_policy()->set_action(v1::FAILURE_ACTION_ABORT);
+      r.rollout.mutable_failure_policy()->set_blacklist(true);
+    }
     ASSERT_TRUE(store_->InsertRollout(r).ok());
   }
   auto list = store_->ListRollouts("", /*active_only=*/false);
@@ -217,13 +223,21 @@ TEST_F(StoreTest, RolloutsAndTargetsRoundTripNewestFirst) {
   EXPECT_EQ((*list)[0].rollout.rollout_id(), "ro-1");
   EXPECT_EQ((*list)[0].rollout.stages(0).bake_seconds(), 30);
   EXPECT_EQ((*list)[0].rollout.selector().platform(), "linux/amd64");
+  EXPECT_EQ((*list)[0].rollout.failure_policy().max_failure_rate(), 0.05);
+  EXPECT_EQ((*list)[0].rollout.failure_policy().min_samples(), 3u);
+  EXPECT_EQ((*list)[0].rollout.failure_policy().action(),
+            v1::FAILURE_ACTION_ABORT);
+  EXPECT_TRUE((*list)[0].rollout.failure_policy().blacklist());
+  EXPECT_FALSE((*list)[1].rollout.has_failure_policy());
 
   RolloutRecord done = (*list)[1];
   done.rollout.set_state(v1::ROLLOUT_STATE_COMPLETED);
   done.stage_settled_ms = 77;
+  done.gate_armed_samples = 12;
   ASSERT_TRUE(store_->UpdateRollout(done).ok());
   EXPECT_EQ(store_->ListRollouts("app", /*active_only=*/true)->size(), 1u);
   EXPECT_EQ(store_->GetRollout("ro-0")->stage_settled_ms, 77);
+  EXPECT_EQ(store_->GetRollout("ro-0")->gate_armed_samples, 12u);
   EXPECT_EQ(store_->GetRollout("nope").status().code(),
             absl::StatusCode::kNotFound);
 
