@@ -216,6 +216,15 @@ class CommandLine {
     create->add_option("--max-in-flight", create_.max_in_flight,
                        "most agents updating at once: a count (5) or a "
                        "percent of the targets (20%); default no limit");
+    create->add_option("--max-failure-rate", create_.max_failure_rate,
+                       "failure gate: stop when more than this share of "
+                       "finished targets failed, e.g. 5% (default no gate)");
+    create->add_option("--min-samples", create_.min_samples,
+                       "finished targets needed before the gate can trip");
+    create->add_option("--on-failure", create_.on_failure,
+                       "what a tripped gate does: pause (default) or abort");
+    create->add_flag("--blacklist-on-failure", create_.blacklist_on_failure,
+                     "a tripped gate also blacklists the version");
     Add(create,
         [this](CommandContext& ctx) { return RolloutCreate(create_, ctx); });
 

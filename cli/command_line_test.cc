@@ -255,6 +255,33 @@ TEST_F(FleetctlTest, RolloutPauseResumeAbortReachTheController) {
             kExitUsage);
 }
 
+TEST_F(FleetctlTest, RolloutCreateSendsTheFailureGate) {
+  v1::Rollout rollout;
+  rollout.set_rollout_id("ro-0123456789abcdef");
+  server_.service().SetRollout(rollout);
+  EXPECT_EQ(Run({"--controller", server_.address(), "rollout", "create",
+                 "--product", "web", "--version", "1.2.0", "--max-failure-rate",
+                 "5%", "--min-samples", "3", "--on-failure", "abort",
+                 "--blacklist-on-failure"}),
+            kExitOk)
+      << err_.str();
+  std::optional<v1::CreateRolloutRequest> sent =
+      server_.service().last_create_rollout();
+  ASSERT_TRUE(sent.has_value());
+  EXPECT_DOUBLE_EQ(sent->failure_policy().max_failure_rate(), 0.05);
+  EXPECT_EQ(sent->failure_policy().min_samples(), 3u);
+  EXPECT_EQ(sent->failure_policy().action(), v1::FAILURE_ACTION_ABORT);
+  EXPECT_TRUE(sent->failure_policy().blacklist());
+
+  EXPECT_EQ(
+      Run({"--controller", server_.address(), "rollout", "create", "--product",
+           "web", "--version", "1.2.0", "--on-failure", "pause"}),
+      kExitUsage);
+  EXPECT_NE(err_.str().find("--on-failure needs --max-failure-rate"),
+            std::string::npos)
+      << err_.str();
+}
+
 TEST_F(FleetctlTest, BlacklistCommandsReachTheController) {
   EXPECT_EQ(
       Run({"--controller", server_.address(), "blacklist", "add", "--product",

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
@@ -57,6 +58,31 @@ std::string VersionOrDash(absl::string_view version) {
   return version.empty() ? "-" : std::string(version);
 }
 
+// 0.05 -> "5%".
+std::string PercentText(double fraction) {
+  return absl::StrCat(absl::StrFormat("%.4g", fraction * 100), "%");
+}
+
+// "pause when more than 5% of at least 3 finished targets failed, then
+// blacklist; now 1 of 4 failed (25%)".
+std::string GateText(const v1::Rollout& r) {
+  const v1::FailurePolicy& p = r.failure_policy();
+  std::string text = absl::StrCat(
+      p.action() == v1::FAILURE_ACTION_ABORT ? "abort" : "pause",
+      " when more than ", PercentText(p.max_failure_rate()), " of at least ",
+      p.min_samples(), " finished targets failed");
+  if (p.blacklist()) absl::StrAppend(&text, ", then blacklist the version");
+  const v1::TargetCounts& c = r.counts();
+  const uint32_t samples = c.healthy() + c.failed();
+  absl::StrAppend(&text, "; now ", c.failed(), " of ", samples, " failed");
+  if (samples > 0) {
+    absl::StrAppend(&text, " (",
+                    PercentText(static_cast<double>(c.failed()) / samples),
+                    ")");
+  }
+  return text;
+}
+
 void PrintRolloutSummary(const v1::Rollout& r, const CommandContext& ctx) {
   const absl::Time now = ctx.Now();
   const v1::TargetCounts& c = r.counts();
@@ -75,6 +101,7 @@ void PrintRolloutSummary(const v1::Rollout& r, const CommandContext& ctx) {
     fields.push_back(
         {"MAX IN FLIGHT", absl::StrCat(r.max_in_flight().percent(), "%")});
   }
+  if (r.has_failure_policy()) fields.push_back({"GATE", GateText(r)});
   fields.push_back(
       {"TARGETS",
        absl::StrCat(c.total(), " total: ", c.healthy(), " healthy, ",
@@ -146,6 +173,56 @@ std::string TargetStateLabel(v1::TargetState state) {
   return EnumLabel(v1::TargetState_Name(state), "TARGET_STATE_");
 }
 
+namespace {
+
+absl::Status AddFailurePolicy(const RolloutCreateOptions& options,
+                              v1::CreateRolloutRequest& request) {
+  if (options.max_failure_rate.empty()) {
+    for (const auto& [flag, set] :
+         {std::pair<const char*, bool>{"--min-samples",
+                                       !options.min_samples.empty()},
+          {"--on-failure", !options.on_failure.empty()},
+          {"--blacklist-on-failure", options.blacklist_on_failure}}) {
+      if (set) {
+        return UsageError(absl::StrCat(
+            flag, " needs --max-failure-rate: it configures the failure gate"));
+      }
+    }
+    return absl::OkStatus();
+  }
+  v1::FailurePolicy* policy = request.mutable_failure_policy();
+  absl::string_view text = options.max_failure_rate;
+  const bool percent = absl::ConsumeSuffix(&text, "%");
+  double rate = 0;
+  if (!absl::SimpleAtod(text, &rate) || !(rate >= 0) ||
+      rate > (percent ? 100 : 1)) {
+    return InvalidFlag("--max-failure-rate", options.max_failure_rate,
+                       "expected a percent from 0% to 100% (5%) or a "
+                       "fraction from 0 to 1 (0.05)");
+  }
+  policy->set_max_failure_rate(percent ? rate / 100 : rate);
+  if (!options.min_samples.empty()) {
+    uint32_t n = 0;
+    if (!absl::SimpleAtoi(options.min_samples, &n)) {
+      return InvalidFlag("--min-samples", options.min_samples,
+                         "expected a count of finished targets, e.g. 3");
+    }
+    policy->set_min_samples(n);
+  }
+  if (options.on_failure.empty() || options.on_failure == "pause") {
+    policy->set_action(v1::FAILURE_ACTION_PAUSE);
+  } else if (options.on_failure == "abort") {
+    policy->set_action(v1::FAILURE_ACTION_ABORT);
+  } else {
+    return InvalidFlag("--on-failure", options.on_failure,
+                       "expected pause or abort");
+  }
+  policy->set_blacklist(options.blacklist_on_failure);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<v1::CreateRolloutRequest> BuildCreateRolloutRequest(
     const RolloutCreateOptions& options) {
   RETURN_IF_ERROR(CheckFlag("--product", options.product,
@@ -216,6 +293,7 @@ absl::StatusOr<v1::CreateRolloutRequest> BuildCreateRolloutRequest(
       request.mutable_max_in_flight()->set_count(n);
     }
   }
+  RETURN_IF_ERROR(AddFailurePolicy(options, request));
   return request;
 }
 

@@ -20,12 +20,20 @@ struct RolloutCreateOptions {
   std::vector<std::string> stages;    // percents, e.g. {"10", "50", "100"}
   std::string bake;                   // ParseHumanDuration; needs stages
   std::string max_in_flight;          // "5" or "20%"; "" = no limit
+  // The failure gate; "" = no gate. "5%" or a fraction such as "0.05".
+  std::string max_failure_rate;
+  std::string min_samples;            // a count; "" = 0; needs the rate
+  std::string on_failure;             // "pause" (default) or "abort"
+  bool blacklist_on_failure = false;  // needs the rate
 };
 
 // Checks the options and builds the request. UsageError naming the flag for
 // a bad product, version, platform, selector pair (not key=value, invalid
 // label, key given twice), stage (not 1..100, not increasing), bake time or
-// max in flight (not a count of 1 or more, nor a percent 1%..100%).
+// max in flight (not a count of 1 or more, nor a percent 1%..100%), failure
+// rate (not 0%..100% nor a fraction 0..1), min samples (not a count),
+// --on-failure (not pause or abort), or a gate flag without
+// --max-failure-rate.
 absl::StatusOr<v1::CreateRolloutRequest> BuildCreateRolloutRequest(
     const RolloutCreateOptions& options);
 

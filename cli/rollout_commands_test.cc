@@ -73,6 +73,45 @@ TEST(BuildCreateRolloutRequestTest, MaxInFlightIsACountOrAPercent) {
   EXPECT_FALSE(unlimited->has_max_in_flight());
 }
 
+TEST(BuildCreateRolloutRequestTest, FailureGateFlagsFillThePolicy) {
+  struct Case {
+    const char* rate;
+    const char* min_samples;
+    const char* on_failure;
+    bool blacklist;
+    double want_rate;
+    uint32_t want_min_samples;
+    v1::FailureAction want_action;
+  };
+  const Case cases[] = {
+      {"5%", "3", "pause", false, 0.05, 3, v1::FAILURE_ACTION_PAUSE},
+      {"0.05", "", "", false, 0.05, 0, v1::FAILURE_ACTION_PAUSE},
+      {"2.5%", "10", "abort", true, 0.025, 10, v1::FAILURE_ACTION_ABORT},
+      {"0%", "1", "abort", false, 0, 1, v1::FAILURE_ACTION_ABORT},
+      {"100%", "0", "", true, 1, 0, v1::FAILURE_ACTION_PAUSE},
+  };
+  for (const Case& c : cases) {
+    RolloutCreateOptions options = WebRollout();
+    options.max_failure_rate = c.rate;
+    options.min_samples = c.min_samples;
+    options.on_failure = c.on_failure;
+    options.blacklist_on_failure = c.blacklist;
+    absl::StatusOr<v1::CreateRolloutRequest> request =
+        BuildCreateRolloutRequest(options);
+    ASSERT_TRUE(request.ok()) << c.rate << ": " << request.status();
+    ASSERT_TRUE(request->has_failure_policy()) << c.rate;
+    const v1::FailurePolicy& p = request->failure_policy();
+    EXPECT_DOUBLE_EQ(p.max_failure_rate(), c.want_rate) << c.rate;
+    EXPECT_EQ(p.min_samples(), c.want_min_samples) << c.rate;
+    EXPECT_EQ(p.action(), c.want_action) << c.rate;
+    EXPECT_EQ(p.blacklist(), c.blacklist) << c.rate;
+  }
+  absl::StatusOr<v1::CreateRolloutRequest> ungated =
+      BuildCreateRolloutRequest(WebRollout());
+  ASSERT_TRUE(ungated.ok());
+  EXPECT_FALSE(ungated->has_failure_policy());
+}
+
 TEST(BuildCreateRolloutRequestTest, DefaultsToEveryAgentInOneStage) {
   absl::StatusOr<v1::CreateRolloutRequest> request =
       BuildCreateRolloutRequest(WebRollout());
@@ -118,6 +157,30 @@ TEST(BuildCreateRolloutRequestTest, RejectsBadValuesAsUsageErrors) {
        [](RolloutCreateOptions& o) { o.max_in_flight = "five"; }},
       {"--max-in-flight",
        [](RolloutCreateOptions& o) { o.max_in_flight = "%"; }},
+      {"--max-failure-rate",
+       [](RolloutCreateOptions& o) { o.max_failure_rate = "101%"; }},
+      {"--max-failure-rate",
+       [](RolloutCreateOptions& o) { o.max_failure_rate = "1.5"; }},
+      {"--max-failure-rate",
+       [](RolloutCreateOptions& o) { o.max_failure_rate = "-1%"; }},
+      {"--max-failure-rate",
+       [](RolloutCreateOptions& o) { o.max_failure_rate = "nan"; }},
+      {"--max-failure-rate",
+       [](RolloutCreateOptions& o) { o.max_failure_rate = "five"; }},
+      {"--min-samples",
+       [](RolloutCreateOptions& o) {
+         o.max_failure_rate = "5%";
+         o.min_samples = "-3";
+       }},
+      {"--on-failure",
+       [](RolloutCreateOptions& o) {
+         o.max_failure_rate = "5%";
+         o.on_failure = "rollback";
+       }},
+      {"--min-samples", [](RolloutCreateOptions& o) { o.min_samples = "3"; }},
+      {"--on-failure", [](RolloutCreateOptions& o) { o.on_failure = "abort"; }},
+      {"--blacklist-on-failure",
+       [](RolloutCreateOptions& o) { o.blacklist_on_failure = true; }},
       {"--bake", [](RolloutCreateOptions& o) { o.bake = "5m"; }},  // no stages
       {"--bake",
        [](RolloutCreateOptions& o) {
@@ -451,6 +514,32 @@ TEST_F(RolloutCommandsTest, StatusShowsMaxInFlightWhenSet) {
   ASSERT_TRUE(RolloutStatus("ro-3f2a9c0d11b2e4f7", ctx).ok()) << err_.str();
   EXPECT_NE(out_.str().find("MAX IN FLIGHT   20%\n"), std::string::npos)
       << out_.str();
+}
+
+TEST_F(RolloutCommandsTest, StatusShowsTheGatePolicyAndCurrentFailures) {
+  v1::Rollout rollout = SampleRollout();
+  rollout.mutable_failure_policy()->set_max_failure_rate(0.05);
+  rollout.mutable_failure_policy()->set_min_samples(3);
+  rollout.mutable_failure_policy()->set_action(v1::FAILURE_ACTION_ABORT);
+  rollout.mutable_failure_policy()->set_blacklist(true);
+  rollout.mutable_counts()->set_healthy(3);
+  rollout.mutable_counts()->set_failed(1);
+  rollout.mutable_counts()->set_skipped(2);
+  server_.service().SetRollout(rollout);
+  CommandContext ctx = Context();
+  ASSERT_TRUE(RolloutStatus("ro-3f2a9c0d11b2e4f7", ctx).ok()) << err_.str();
+  EXPECT_NE(out_.str().find("GATE       abort when more than 5% of at "
+                            "least 3 finished targets failed, then blacklist "
+                            "the version; now 1 of 4 failed (25%)\n"),
+            std::string::npos)
+      << out_.str();
+}
+
+TEST_F(RolloutCommandsTest, StatusWithoutAPolicyShowsNoGate) {
+  server_.service().SetRollout(SampleRollout());
+  CommandContext ctx = Context();
+  ASSERT_TRUE(RolloutStatus("ro-3f2a9c0d11b2e4f7", ctx).ok()) << err_.str();
+  EXPECT_EQ(out_.str().find("GATE"), std::string::npos) << out_.str();
 }
 
 }  // namespace
