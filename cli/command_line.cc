@@ -220,7 +220,8 @@ class CommandLine {
                        "failure gate: stop when more than this share of "
                        "finished targets failed, e.g. 5% (default no gate)");
     create->add_option("--min-samples", create_.min_samples,
-                       "finished targets needed before the gate can trip");
+                       "finished targets needed before the gate can trip "
+                       "(default and minimum 1)");
     create->add_option("--on-failure", create_.on_failure,
                        "what a tripped gate does: pause (default) or abort");
     create->add_flag("--blacklist-on-failure", create_.blacklist_on_failure,

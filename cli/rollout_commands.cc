@@ -201,14 +201,15 @@ absl::Status AddFailurePolicy(const RolloutCreateOptions& options,
                        "fraction from 0 to 1 (0.05)");
   }
   policy->set_max_failure_rate(percent ? rate / 100 : rate);
-  if (!options.min_samples.empty()) {
-    uint32_t n = 0;
-    if (!absl::SimpleAtoi(options.min_samples, &n)) {
-      return InvalidFlag("--min-samples", options.min_samples,
-                         "expected a count of finished targets, e.g. 3");
-    }
-    policy->set_min_samples(n);
+  // At least 1: the gate needs a sample anyway, and a policy of rate 0 and
+  // min samples 0 would mean "no gate" to the controller.
+  uint32_t min_samples = 1;
+  if (!options.min_samples.empty() &&
+      !absl::SimpleAtoi(options.min_samples, &min_samples)) {
+    return InvalidFlag("--min-samples", options.min_samples,
+                       "expected a count of finished targets, e.g. 3");
   }
+  policy->set_min_samples(std::max<uint32_t>(min_samples, 1));
   if (options.on_failure.empty() || options.on_failure == "pause") {
     policy->set_action(v1::FAILURE_ACTION_PAUSE);
   } else if (options.on_failure == "abort") {

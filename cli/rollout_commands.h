@@ -22,8 +22,8 @@ struct RolloutCreateOptions {
   std::string max_in_flight;          // "5" or "20%"; "" = no limit
   // The failure gate; "" = no gate. "5%" or a fraction such as "0.05".
   std::string max_failure_rate;
-  std::string min_samples;            // a count; "" = 0; needs the rate
-  std::string on_failure;             // "pause" (default) or "abort"
+  std::string min_samples;  // a count, at least 1; "" = 1; needs the rate
+  std::string on_failure;   // "pause" (default) or "abort"
   bool blacklist_on_failure = false;  // needs the rate
 };
 

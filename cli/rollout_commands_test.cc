@@ -85,10 +85,10 @@ TEST(BuildCreateRolloutRequestTest, FailureGateFlagsFillThePolicy) {
   };
   const Case cases[] = {
       {"5%", "3", "pause", false, 0.05, 3, v1::FAILURE_ACTION_PAUSE},
-      {"0.05", "", "", false, 0.05, 0, v1::FAILURE_ACTION_PAUSE},
+      {"0.05", "", "", false, 0.05, 1, v1::FAILURE_ACTION_PAUSE},
       {"2.5%", "10", "abort", true, 0.025, 10, v1::FAILURE_ACTION_ABORT},
       {"0%", "1", "abort", false, 0, 1, v1::FAILURE_ACTION_ABORT},
-      {"100%", "0", "", true, 1, 0, v1::FAILURE_ACTION_PAUSE},
+      {"100%", "0", "", true, 1, 1, v1::FAILURE_ACTION_PAUSE},
   };
   for (const Case& c : cases) {
     RolloutCreateOptions options = WebRollout();
