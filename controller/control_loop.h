@@ -115,8 +115,10 @@ class ControlLoop {
   // Pauses, resumes or aborts a rollout (see ApplyRolloutCommand), storing
   // the new state in the same transaction as any directives resuming sends.
   // NOT_FOUND for an unknown id; FAILED_PRECONDITION naming the rollout's
-  // state when the command does not apply to it. Returns the rollout with
-  // counts, without targets.
+  // state when the command does not apply to it, or for a resume when the
+  // version is blacklisted. A resume re-arms the failure gate: it evaluates
+  // again only after a new sample. Returns the rollout with counts, without
+  // targets.
   absl::StatusOr<v1::Rollout> ChangeRollout(const std::string& rollout_id,
                                             RolloutCommand command,
                                             const std::string& reason);
