@@ -20,7 +20,8 @@ enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 
 // Set once at start-up (before threads): the "component" field and the
 // minimum level printed. Defaults: "fleet", kInfo.
-void InitLogging(absl::string_view component, LogLevel min_level = LogLevel::kInfo);
+void InitLogging(absl::string_view component,
+                 LogLevel min_level = LogLevel::kInfo);
 // Parses "debug", "info", "warning", "error"; false if unknown.
 bool ParseLogLevel(absl::string_view text, LogLevel* level);
 
@@ -35,8 +36,8 @@ inline void LogInfo(absl::string_view msg,
                     const nlohmann::json& fields = nlohmann::json::object()) {
   Log(LogLevel::kInfo, msg, fields);
 }
-inline void LogWarning(absl::string_view msg,
-                       const nlohmann::json& fields = nlohmann::json::object()) {
+inline void LogWarning(absl::string_view msg, const nlohmann::json& fields =
+                                                  nlohmann::json::object()) {
   Log(LogLevel::kWarning, msg, fields);
 }
 inline void LogError(absl::string_view msg,

@@ -33,9 +33,7 @@ class SemVer {
 
   // Precedence: build metadata is ignored, so 1.0.0+a == 1.0.0+b here.
   std::strong_ordering operator<=>(const SemVer& other) const;
-  bool operator==(const SemVer& other) const {
-    return (*this <=> other) == 0;
-  }
+  bool operator==(const SemVer& other) const { return (*this <=> other) == 0; }
 
  private:
   uint64_t major_ = 0, minor_ = 0, patch_ = 0;

@@ -13,14 +13,14 @@
 #define FLEET_STATUS_CONCAT_INNER_(a, b) a##b
 #define FLEET_STATUS_CONCAT_(a, b) FLEET_STATUS_CONCAT_INNER_(a, b)
 
-#define RETURN_IF_ERROR(expr)                                   \
-  do {                                                          \
-    ::absl::Status fleet_status_ = (expr);                      \
-    if (!fleet_status_.ok()) return fleet_status_;              \
+#define RETURN_IF_ERROR(expr)                      \
+  do {                                             \
+    ::absl::Status fleet_status_ = (expr);         \
+    if (!fleet_status_.ok()) return fleet_status_; \
   } while (0)
 
-#define FLEET_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr) \
-  auto statusor = (expr);                                 \
+#define FLEET_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr)  \
+  auto statusor = (expr);                                  \
   if (!statusor.ok()) return std::move(statusor).status(); \
   lhs = std::move(statusor).value()
 

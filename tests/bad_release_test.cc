@@ -2,7 +2,6 @@
 // mis-named and wrong-platform releases are refused with a precise status,
 // nothing is stored, and agents keep running what they ran.
 #include <dirent.h>
-
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/ascii.h"
@@ -85,12 +84,14 @@ class BadReleaseTest : public ::testing::Test {
   int ReleaseCount() {
     grpc::ClientContext ctx;
     v1::ListReleasesResponse resp;
-    EXPECT_TRUE(
-        fleet_.admin().ListReleases(&ctx, v1::ListReleasesRequest(), &resp)
-            .ok());
+    EXPECT_TRUE(fleet_.admin()
+                    .ListReleases(&ctx, v1::ListReleasesRequest(), &resp)
+                    .ok());
     return resp.releases_size();
   }
-  int BlobFiles() { return CountFiles(fleet_.controller_data_dir() + "/blobs"); }
+  int BlobFiles() {
+    return CountFiles(fleet_.controller_data_dir() + "/blobs");
+  }
 
   FleetHarness fleet_;
   std::string v1_, v1_bytes_;
@@ -111,12 +112,11 @@ TEST_F(BadReleaseTest, UntrustedKeyIsPermissionDeniedAndNothingStored) {
   // Through fleetctl: a non-zero exit and a message that names the key.
   const std::string other_key = fleet_.dir() + "/other.key";
   ASSERT_TRUE(other->WritePemFile(other_key).ok());
-  RunResult r = fleet_.Fleetctl({"release", "push", "--product", "app",
-                                 "--version", "1.0.0", "--file", v1_, "--key",
-                                 other_key});
+  RunResult r =
+      fleet_.Fleetctl({"release", "push", "--product", "app", "--version",
+                       "1.0.0", "--file", v1_, "--key", other_key});
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_TRUE(absl::StrContains(absl::AsciiStrToLower(r.err), "key"))
-      << r.err;
+  EXPECT_TRUE(absl::StrContains(absl::AsciiStrToLower(r.err), "key")) << r.err;
   EXPECT_EQ(ReleaseCount(), 0);
 }
 

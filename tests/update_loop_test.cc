@@ -49,8 +49,8 @@ class UpdateLoopTest : public ::testing::Test {
       ASSERT_TRUE(agent->process->Start().ok());
     }
     for (AgentHandle* agent : fleet_.agents()) {
-      ASSERT_TRUE(WaitFor([&] { return agent->Runs("1.0.0"); },
-                          absl::Seconds(30)))
+      ASSERT_TRUE(
+          WaitFor([&] { return agent->Runs("1.0.0"); }, absl::Seconds(30)))
           << agent->name << " never ran 1.0.0";
     }
   }
@@ -61,7 +61,8 @@ class UpdateLoopTest : public ::testing::Test {
         [&] {
           grpc::ClientContext ctx;
           v1::ListAgentsResponse resp;
-          if (!fleet_.admin().ListAgents(&ctx, v1::ListAgentsRequest(), &resp)
+          if (!fleet_.admin()
+                   .ListAgents(&ctx, v1::ListAgentsRequest(), &resp)
                    .ok()) {
             return false;
           }
@@ -81,9 +82,8 @@ class UpdateLoopTest : public ::testing::Test {
   }
 
   std::string CreateRollout(const std::string& version) {
-    RunResult r = fleet_.Fleetctl(
-        {"-o", "json", "rollout", "create", "--product", "app", "--version",
-         version});
+    RunResult r = fleet_.Fleetctl({"-o", "json", "rollout", "create",
+                                   "--product", "app", "--version", version});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return RolloutIdFromJson(r.out);
   }
@@ -118,8 +118,8 @@ TEST_F(UpdateLoopTest, RolloutUpdatesEveryAgentToTheNewRunningBinary) {
 
   const std::string v2_digest = FileDigestHex(v2_);
   for (AgentHandle* agent : fleet_.agents()) {
-    EXPECT_TRUE(WaitFor([&] { return agent->Runs("1.1.0"); },
-                        absl::Seconds(10)))
+    EXPECT_TRUE(
+        WaitFor([&] { return agent->Runs("1.1.0"); }, absl::Seconds(10)))
         << agent->name << " does not run 1.1.0";
     EXPECT_EQ(FileDigestHex(agent->exec_path), v2_digest) << agent->name;
   }
@@ -223,8 +223,8 @@ TEST_F(UpdateLoopTest, ProgramThatCrashesInHealthWindowIsRolledBack) {
   const std::string v1_digest = FileDigestHex(v1_);
   for (AgentHandle* agent : fleet_.agents()) {
     EXPECT_EQ(FileDigestHex(agent->exec_path), v1_digest) << agent->name;
-    EXPECT_TRUE(WaitFor([&] { return agent->Runs("1.0.0"); },
-                        absl::Seconds(15)))
+    EXPECT_TRUE(
+        WaitFor([&] { return agent->Runs("1.0.0"); }, absl::Seconds(15)))
         << agent->name;
   }
 }

@@ -75,8 +75,8 @@ class Database {
  public:
   // Opens (creating if missing) the file, turns on WAL, foreign keys,
   // synchronous=NORMAL (FULL when `durable`), and a busy timeout.
-  static absl::StatusOr<std::unique_ptr<Database>> Open(
-      const std::string& path, bool durable = false);
+  static absl::StatusOr<std::unique_ptr<Database>> Open(const std::string& path,
+                                                        bool durable = false);
   ~Database();
   Database(const Database&) = delete;
   Database& operator=(const Database&) = delete;

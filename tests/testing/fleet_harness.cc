@@ -1,13 +1,12 @@
 #include "tests/testing/fleet_harness.h"
 
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <sstream>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -27,8 +26,9 @@ std::string ReadSmallFile(const std::string& path) {
 }
 
 std::string Tail(const std::string& text, size_t max_bytes = 6000) {
-  return text.size() <= max_bytes ? text
-                                  : "..." + text.substr(text.size() - max_bytes);
+  return text.size() <= max_bytes
+             ? text
+             : "..." + text.substr(text.size() - max_bytes);
 }
 
 }  // namespace
@@ -49,8 +49,8 @@ bool AgentHandle::Runs(const std::string& version) const {
   if (kill(status->pid, 0) != 0) return false;
   // The live process must be the program at exec_path (a shell script runs
   // as `sh EXEC`), not a leftover of an older one.
-  std::string cmdline = ReadSmallFile(absl::StrCat("/proc/", status->pid,
-                                                   "/cmdline"));
+  std::string cmdline =
+      ReadSmallFile(absl::StrCat("/proc/", status->pid, "/cmdline"));
   return cmdline.find(exec_path) != std::string::npos;
 }
 
@@ -79,11 +79,11 @@ absl::Status FleetHarness::StartController() {
   if (grpc_port_ == 0) grpc_port_ = PickFreePort();
   RETURN_IF_ERROR(MakeDirs(controller_data_dir()));
   controller_ = std::make_unique<Subprocess>(
-      std::vector<std::string>{
-          Runfile("controller/fleet-controller"), "--data-dir",
-          controller_data_dir(), "--listen", controller_address(),
-          "--http-listen", absl::StrCat("127.0.0.1:", PickFreePort()),
-          "--trust-key", public_key_path_},
+      std::vector<std::string>{Runfile("controller/fleet-controller"),
+                               "--data-dir", controller_data_dir(), "--listen",
+                               controller_address(), "--http-listen",
+                               absl::StrCat("127.0.0.1:", PickFreePort()),
+                               "--trust-key", public_key_path_},
       dir_ + "/controller.log");
   RETURN_IF_ERROR(controller_->Start());
   auto channel = grpc::CreateChannel(controller_address(),
@@ -168,8 +168,8 @@ std::vector<AgentHandle*> FleetHarness::agents() {
 
 std::string FleetHarness::MakeSampleApp(const std::string& version,
                                         bool crash) {
-  std::string out = absl::StrCat(dir_, "/programs/app-", version,
-                                 crash ? "-crash" : "");
+  std::string out =
+      absl::StrCat(dir_, "/programs/app-", version, crash ? "-crash" : "");
   (void)MakeDirs(dir_ + "/programs");
   std::vector<std::string> argv = {
       "/bin/sh", Runfile("deploy/sample-app/make-sample-app.sh"), version, out};
@@ -196,10 +196,9 @@ RunResult FleetHarness::PushRelease(const std::string& product,
                                     const std::string& version,
                                     const std::string& file,
                                     const std::string& platform) {
-  std::vector<std::string> args = {"release",   "push",        "--product",
-                                   product,     "--version",   version,
-                                   "--file",    file,          "--key",
-                                   private_key_path_};
+  std::vector<std::string> args = {
+      "release", "push",   "--product", product, "--version",
+      version,   "--file", file,        "--key", private_key_path_};
   if (!platform.empty()) {
     args.push_back("--platform");
     args.push_back(platform);
@@ -232,7 +231,8 @@ absl::StatusOr<v1::Rollout> FleetHarness::WaitForRolloutEnd(
 std::string FleetHarness::DumpLogs() const {
   std::string out;
   if (controller_) {
-    absl::StrAppend(&out, "==== controller log\n", Tail(controller_->ReadLog()));
+    absl::StrAppend(&out, "==== controller log\n",
+                    Tail(controller_->ReadLog()));
   }
   for (const auto& agent : agents_) {
     absl::StrAppend(&out, "==== agent ", agent->name, " log\n",

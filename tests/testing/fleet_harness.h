@@ -33,9 +33,9 @@ struct SampleStatus {
 
 struct AgentHandle {
   std::string name;
-  std::string dir;        // everything of this agent lives below
-  std::string state_dir;  // --state-dir
-  std::string exec_path;  // --exec: the managed program's path
+  std::string dir;          // everything of this agent lives below
+  std::string state_dir;    // --state-dir
+  std::string exec_path;    // --exec: the managed program's path
   std::string status_path;  // where the sample program writes "VERSION PID"
   std::unique_ptr<Subprocess> process;
 

@@ -98,8 +98,7 @@ std::string Runfile(const std::string& workspace_relative_path) {
 
 std::string MakeTempDir(const std::string& prefix) {
   const char* base = getenv("TEST_TMPDIR");
-  std::string tmpl =
-      absl::StrCat(base ? base : "/tmp", "/", prefix, "-XXXXXX");
+  std::string tmpl = absl::StrCat(base ? base : "/tmp", "/", prefix, "-XXXXXX");
   char* made = mkdtemp(tmpl.data());
   return made ? std::string(made) : std::string();
 }
@@ -113,8 +112,8 @@ Subprocess::Subprocess(std::vector<std::string> argv, std::string log_path,
 Subprocess::~Subprocess() { Kill(); }
 
 absl::Status Subprocess::Start() {
-  int fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-                0644);
+  int fd =
+      open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return absl::ErrnoToStatus(errno, "open " + log_path_);
   absl::StatusOr<pid_t> pid = Spawn(argv_, env_, fd, fd);
   close(fd);
