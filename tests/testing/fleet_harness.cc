@@ -108,15 +108,6 @@ absl::Status FleetHarness::StartController() {
   return absl::OkStatus();
 }
 
-void FleetHarness::StopController(bool hard) {
-  if (!controller_) return;
-  if (hard) {
-    controller_->Kill();
-  } else {
-    controller_->Stop();
-  }
-}
-
 AgentHandle* FleetHarness::StartAgent(const std::string& name,
                                       const std::string& product,
                                       std::vector<std::string> extra_flags,
@@ -151,13 +142,7 @@ AgentHandle* FleetHarness::StartAgent(const std::string& name,
       std::map<std::string, std::string>{
           {"FLEET_SAMPLE_STATUS", agent->status_path}});
   agents_.push_back(std::move(agent));
-  AgentHandle* handle = agents_.back().get();
-  return handle;
-}
-
-absl::Status FleetHarness::RestartAgent(AgentHandle* agent) {
-  agent->process->Kill();
-  return agent->process->Start();
+  return agents_.back().get();
 }
 
 std::vector<AgentHandle*> FleetHarness::agents() {

@@ -3,7 +3,7 @@
 // managing real sample programs, fleetctl runs, and direct AdminService calls.
 //
 //   FleetHarness fleet;
-//   ASSERT_OK(fleet.StartController());
+//   ASSERT_TRUE(fleet.StartController().ok());
 //   AgentHandle* a = fleet.StartAgent("a1");
 //   RunResult r = fleet.Fleetctl({"release", "push", ...});
 //
@@ -52,7 +52,6 @@ class FleetHarness {
   ~FleetHarness();
 
   const std::string& dir() const { return dir_; }
-  const std::string& public_key_path() const { return public_key_path_; }
   const std::string& private_key_path() const { return private_key_path_; }
   const Ed25519PrivateKey& release_key() const { return *release_key_; }
   std::string controller_address() const;
@@ -61,8 +60,6 @@ class FleetHarness {
   // Starts fleet-controller on 127.0.0.1 with a free port (the same port
   // again on a restart) and waits until it accepts RPCs.
   absl::Status StartController();
-  // SIGTERM and wait; or SIGKILL when `hard`.
-  void StopController(bool hard = false);
 
   // Starts a fleet-agent managing product `product` whose program lives at
   // DIR/<name>/bin/<product>. `trust_key` defaults to the release key.
@@ -70,7 +67,6 @@ class FleetHarness {
                           const std::string& product = "app",
                           std::vector<std::string> extra_flags = {},
                           const std::string& trust_key = "");
-  absl::Status RestartAgent(AgentHandle* agent);
   std::vector<AgentHandle*> agents();
 
   // Writes a sample program for `version` (see deploy/sample-app) and

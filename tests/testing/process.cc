@@ -134,10 +134,6 @@ bool Subprocess::running() {
   return r == 0;
 }
 
-void Subprocess::Signal(int sig) {
-  if (running()) kill(pid_, sig);
-}
-
 std::optional<int> Subprocess::Wait(absl::Duration timeout) {
   if (pid_ <= 0) return std::nullopt;
   absl::Time deadline = absl::Now() + timeout;

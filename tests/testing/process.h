@@ -44,9 +44,6 @@ class Subprocess {
   absl::Status Start();
   pid_t pid() const { return pid_; }
   bool running();
-
-  // Sends `sig` to the process (not the group).
-  void Signal(int sig);
   // SIGTERM, then SIGKILL after `grace`. Returns the wait status.
   int Stop(absl::Duration grace = absl::Seconds(10));
   // SIGKILL to the whole process group, then reaps.
