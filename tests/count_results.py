@@ -70,26 +70,27 @@ def main():
     labels_with_results = set()
     for (label, run, shard), (status, xml) in sorted(results.items()):
         labels_with_results.add(label)
-        counted = False
+        cases = None  # (passed, failed, names) when the XML has any cases
         if xml:
             try:
-                p, f, names = count_xml(xml)
-                passed += p
-                failed += f
-                failures += [f"{label}: {n}" for n in names]
-                counted = p + f > 0
-                if status != "PASSED" and f == 0:
-                    # Crashed or timed out after writing a partial XML.
-                    failed += 1
-                    failures.append(f"{label}: {status}")
+                cases = count_xml(xml)
             except (OSError, ET.ParseError) as e:
                 print(f"cannot read {xml}: {e}", file=sys.stderr)
-        if not counted and not xml:
-            if status == "PASSED":
-                passed += 1
-            else:
+        if cases and cases[0] + cases[1] > 0:
+            p, f, names = cases
+            passed += p
+            failed += f
+            failures += [f"{label}: {n}" for n in names]
+            if status != "PASSED" and f == 0:
+                # Crashed or timed out after writing a partial XML.
                 failed += 1
-                failures.append(f"{label}: {status} (no test.xml)")
+                failures.append(f"{label}: {status}")
+        elif status == "PASSED":
+            # No readable cases: the target itself is the one result.
+            passed += 1
+        else:
+            failed += 1
+            failures.append(f"{label}: {status} (no test cases in test.xml)")
     for label in sorted(test_targets - labels_with_results):
         failed += 1
         failures.append(f"{label}: did not build or run")
