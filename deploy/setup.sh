@@ -40,6 +40,7 @@ packages=(
   libcli11-dev
   nlohmann-json3-dev
   libcpp-httplib-dev
+  libyaml-cpp-dev
   # Tests and benchmarks.
   libgtest-dev
   libgmock-dev
@@ -51,6 +52,15 @@ packages=(
   python3
   # systemd-analyze verifies the units in deploy/systemd.
   systemd
+  # Packaging: dpkg-deb builds the .debs, fakeroot gives them root-owned
+  # files, and the package test installs them with dpkg --root.
+  dpkg-dev
+  fakeroot
+  # Peers the tests and benchmarks run beside fleet: a real Prometheus
+  # scrapes the controller's /metrics; nginx serves the same artifact the
+  # download benchmark fetches through FetchArtifact.
+  prometheus
+  nginx-light
 )
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
