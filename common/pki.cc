@@ -367,13 +367,11 @@ absl::StatusOr<CertificateAuthority> CertificateAuthority::Load(
     absl::string_view cert_pem, absl::string_view key_pem) {
   ASSIGN_OR_RETURN(X509Ptr cert, ParseX509(cert_pem));
   ASSIGN_OR_RETURN(PrivateKey key, PrivateKey::FromPem(key_pem));
-  ASSIGN_OR_RETURN(PkeyPtr pkey, ParsePrivateKey(key.pem()));
   if (X509_check_ca(cert.get()) != 1) {
     return absl::InvalidArgumentError(
         "the certificate is not a CA certificate (basicConstraints CA:TRUE)");
   }
-  if (X509_check_private_key(cert.get(), pkey.get()) != 1) {
-    ERR_clear_error();
+  if (!CheckKeyMatchesCertificate(key, cert_pem).ok()) {
     return absl::InvalidArgumentError(
         "the private key does not belong to the CA certificate");
   }
@@ -460,6 +458,18 @@ absl::StatusOr<std::string> CertificateAuthority::Issue(
                                  absl::StrJoin(alt_names, ",")));
   }
   return SignAndEncode(cert.get(), ca_key.get());
+}
+
+absl::Status CheckKeyMatchesCertificate(const PrivateKey& key,
+                                        absl::string_view cert_pem) {
+  ASSIGN_OR_RETURN(X509Ptr cert, ParseX509(cert_pem));
+  ASSIGN_OR_RETURN(PkeyPtr pkey, ParsePrivateKey(key.pem()));
+  if (X509_check_private_key(cert.get(), pkey.get()) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(
+        "the private key does not belong to the certificate");
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<CertificateInfo> ParseCertificate(absl::string_view pem) {

@@ -116,6 +116,10 @@ struct CertificateInfo {
   std::vector<std::string> ip_addresses;
 };
 
+// INVALID_ARGUMENT unless `cert_pem` is a certificate for `key`'s public key.
+absl::Status CheckKeyMatchesCertificate(const PrivateKey& key,
+                                        absl::string_view cert_pem);
+
 // INVALID_ARGUMENT unless `pem` holds an X.509 certificate.
 absl::StatusOr<CertificateInfo> ParseCertificate(absl::string_view pem);
 
