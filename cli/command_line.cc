@@ -13,6 +13,7 @@
 #include "cli/errors.h"
 #include "cli/human.h"
 #include "cli/keys_commands.h"
+#include "cli/pki_commands.h"
 #include "cli/release_commands.h"
 #include "cli/rollout_commands.h"
 #include "common/names.h"
@@ -151,6 +152,46 @@ class CommandLine {
     Add(generate, [this](CommandContext& ctx) {
       return KeysGenerate(keys_generate_, ctx);
     });
+
+    CLI::App* pki = app_.add_subcommand(
+        "pki", "Certificate authority for TLS and mutual TLS");
+    pki->require_subcommand(1);
+    CLI::App* pki_init = pki->add_subcommand(
+        "init",
+        "Create a CA, the controller's server certificate and an operator's "
+        "admin certificate in DIR (keys 0600)");
+    pki_init->add_option("--out", pki_init_.out_dir, "directory to create")
+        ->required();
+    pki_init
+        ->add_option("--host", pki_init_.hosts,
+                     "name or IP the controller is dialled by; repeatable")
+        ->capture_default_str();
+    pki_init
+        ->add_option("--admin", pki_init_.admin_name,
+                     "identity of the admin certificate")
+        ->capture_default_str();
+    Add(pki_init,
+        [this](CommandContext& ctx) { return PkiInit(pki_init_, ctx); });
+    CLI::App* pki_issue = pki->add_subcommand(
+        "issue", "Issue a key and certificate signed by an existing CA");
+    pki_issue
+        ->add_option("--ca", pki_issue_.ca_dir,
+                     "directory with ca.crt and ca.key")
+        ->required();
+    pki_issue->add_option("--role", pki_issue_.role, "admin, server or agent")
+        ->required();
+    pki_issue
+        ->add_option("--name", pki_issue_.name,
+                     "identity: operator name, host or agent id")
+        ->required();
+    pki_issue->add_option("--host", pki_issue_.hosts,
+                          "server name or IP (--role server); repeatable");
+    pki_issue
+        ->add_option("--out", pki_issue_.out_dir,
+                     "directory for NAME.crt and NAME.key")
+        ->required();
+    Add(pki_issue,
+        [this](CommandContext& ctx) { return PkiIssue(pki_issue_, ctx); });
 
     CLI::App* release = app_.add_subcommand("release", "Signed releases");
     release->require_subcommand(1);
@@ -313,6 +354,8 @@ class CommandLine {
   std::string output_ = "table";
   std::string timeout_ = "30s";
   KeysGenerateOptions keys_generate_;
+  PkiInitOptions pki_init_;
+  PkiIssueOptions pki_issue_;
   ReleasePushOptions push_;
   ReleaseListOptions release_list_;
   AgentsListOptions agents_list_;
