@@ -69,6 +69,9 @@ struct ControlLoopOptions {
   absl::Duration tick = absl::Seconds(1);
   // Most work items committed in one transaction.
   int max_batch = 512;
+  // Offline timeout of rollouts created without their own
+  // (CreateRolloutRequest.offline_timeout_seconds 0).
+  absl::Duration offline_timeout = absl::Minutes(10);
 };
 
 class ControlLoop {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "common/log.h"
 #include "controller/server.h"
 
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   fleet::controller::ControllerOptions options;
   std::string log_level = "info";
   int heartbeat_seconds = 10;
+  std::string offline_timeout = "10m";
 
   CLI::App app{"fleet-controller: keeps software on many machines up to date"};
   app.set_version_flag("--version",
@@ -42,6 +44,19 @@ int main(int argc, char** argv) {
                  "Heartbeat interval told to agents")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600));
+  app.add_option("--offline-timeout", offline_timeout,
+                 "Default time a disconnected agent may hold a rollout stage "
+                 "before its target is SKIPPED (e.g. 10m, 90s; rollouts may "
+                 "set their own)")
+      ->capture_default_str()
+      ->check([](const std::string& text) -> std::string {
+        absl::Duration d;
+        if (!absl::ParseDuration(text, &d) || d < absl::Seconds(1) ||
+            d > absl::Hours(24 * 30)) {
+          return "must be a duration from 1s to 720h, like 10m or 90s";
+        }
+        return "";
+      });
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
@@ -51,6 +66,7 @@ int main(int argc, char** argv) {
   fleet::ParseLogLevel(log_level, &level);
   fleet::InitLogging("controller", level);
   options.heartbeat_interval = absl::Seconds(heartbeat_seconds);
+  absl::ParseDuration(offline_timeout, &options.offline_timeout);
 
   // Every thread started from here on inherits the mask, so only sigwait
   // below sees these signals.

@@ -56,6 +56,11 @@ absl::StatusOr<int> ControllerServer::Start() {
   if (options_.heartbeat_interval < absl::Seconds(1)) {
     return absl::InvalidArgumentError("heartbeat interval must be >= 1s");
   }
+  if (options_.offline_timeout < absl::Seconds(1) ||
+      options_.offline_timeout > absl::Hours(24 * 30)) {
+    return absl::InvalidArgumentError(
+        "offline timeout must be between 1s and 30 days");
+  }
   for (const std::string& path : options_.trust_key_paths) {
     absl::Status added = trusted_keys_.AddPemFile(path);
     if (!added.ok()) {
@@ -72,6 +77,7 @@ absl::StatusOr<int> ControllerServer::Start() {
 
   ControlLoopOptions loop_options;
   loop_options.heartbeat_interval = options_.heartbeat_interval;
+  loop_options.offline_timeout = options_.offline_timeout;
   loop_ = std::make_unique<ControlLoop>(*write_store_, clock_, loop_options);
   hub_ = std::make_unique<AgentHub>(*loop_, *blobs_);
   loop_->Start(*hub_);

@@ -42,6 +42,9 @@ struct ControllerOptions {
   std::vector<std::string> trust_key_paths;
   // Told to agents in Welcome.
   absl::Duration heartbeat_interval = absl::Seconds(10);
+  // Offline timeout of rollouts created without their own (see
+  // Rollout.offline_timeout_seconds).
+  absl::Duration offline_timeout = absl::Minutes(10);
 };
 
 // gRPC server settings: keepalive pings every 20 s (10 s timeout), pings
