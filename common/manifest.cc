@@ -105,61 +105,72 @@ void AddSignature(v1::SignedManifest& signed_manifest,
   sig->set_signature(key.Sign(signed_manifest.manifest()));
 }
 
-absl::StatusOr<v1::ReleaseManifest> VerifyManifest(
-    const v1::SignedManifest& signed_manifest, const TrustedKeys& keys,
-    absl::Time now, int threshold, bool check_expiry) {
+absl::Status CheckSignatureThreshold(
+    absl::string_view subject, absl::string_view key_kind,
+    absl::string_view bytes,
+    const google::protobuf::RepeatedPtrField<v1::Signature>& signatures,
+    const TrustedKeys& keys, int threshold) {
   if (threshold < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "signature threshold must be at least 1, got ", threshold));
   }
   if (keys.empty()) {
     return absl::PermissionDeniedError(
-        "no trusted release keys are configured");
+        absl::StrCat("no trusted ", key_kind, " keys are configured"));
   }
   std::set<std::string> valid;    // trusted key ids with a good signature
   std::set<std::string> invalid;  // trusted key ids whose signature failed
   std::set<std::string> unknown;  // key ids not in the trust set
-  for (const v1::Signature& sig : signed_manifest.signatures()) {
+  for (const v1::Signature& sig : signatures) {
     const Ed25519PublicKey* key = keys.Find(sig.key_id());
     if (key == nullptr) {
       unknown.insert(PrintableKeyId(sig.key_id()));
-    } else if (key->Verify(signed_manifest.manifest(), sig.signature())) {
+    } else if (key->Verify(bytes, sig.signature())) {
       valid.insert(sig.key_id());
     } else {
       invalid.insert(sig.key_id());
     }
   }
-  if (static_cast<int>(valid.size()) < threshold) {
-    std::vector<std::string> signed_by;
-    for (const v1::Signature& sig : signed_manifest.signatures()) {
-      signed_by.push_back(PrintableKeyId(sig.key_id()));
-    }
-    std::string message;
-    if (threshold == 1) {
-      message = "no valid signature from a trusted release key";
-    } else {
-      message = absl::StrCat("release manifest needs valid signatures from ",
-                             threshold, " distinct trusted release keys, has ",
-                             valid.size());
-    }
-    absl::StrAppend(&message, " (", signed_manifest.signatures_size(),
-                    " signature(s), signed by key ids [",
-                    absl::StrJoin(signed_by, ", "), "]");
-    if (!valid.empty()) {
-      absl::StrAppend(&message, "; valid: [", absl::StrJoin(valid, ", "), "]");
-    }
-    if (!invalid.empty()) {
-      absl::StrAppend(&message, "; bad signature from trusted key ids [",
-                      absl::StrJoin(invalid, ", "), "]");
-    }
-    if (!unknown.empty()) {
-      absl::StrAppend(&message, "; unknown key ids [",
-                      absl::StrJoin(unknown, ", "), "]");
-    }
-    absl::StrAppend(&message, "; trusted: [",
-                    absl::StrJoin(keys.KeyIds(), ", "), "])");
-    return absl::PermissionDeniedError(message);
+  if (static_cast<int>(valid.size()) >= threshold) return absl::OkStatus();
+
+  std::vector<std::string> signed_by;
+  for (const v1::Signature& sig : signatures) {
+    signed_by.push_back(PrintableKeyId(sig.key_id()));
   }
+  std::string message;
+  if (threshold == 1) {
+    message =
+        absl::StrCat("no valid signature from a trusted ", key_kind, " key");
+  } else {
+    message = absl::StrCat(subject, " needs valid signatures from ", threshold,
+                           " distinct trusted ", key_kind, " keys, has ",
+                           valid.size());
+  }
+  absl::StrAppend(&message, " (", signatures.size(),
+                  " signature(s), signed by key ids [",
+                  absl::StrJoin(signed_by, ", "), "]");
+  if (!valid.empty()) {
+    absl::StrAppend(&message, "; valid: [", absl::StrJoin(valid, ", "), "]");
+  }
+  if (!invalid.empty()) {
+    absl::StrAppend(&message, "; bad signature from trusted key ids [",
+                    absl::StrJoin(invalid, ", "), "]");
+  }
+  if (!unknown.empty()) {
+    absl::StrAppend(&message, "; unknown key ids [",
+                    absl::StrJoin(unknown, ", "), "]");
+  }
+  absl::StrAppend(&message, "; trusted: [", absl::StrJoin(keys.KeyIds(), ", "),
+                  "])");
+  return absl::PermissionDeniedError(message);
+}
+
+absl::StatusOr<v1::ReleaseManifest> VerifyManifest(
+    const v1::SignedManifest& signed_manifest, const TrustedKeys& keys,
+    absl::Time now, int threshold, bool check_expiry) {
+  RETURN_IF_ERROR(CheckSignatureThreshold(
+      "release manifest", "release", signed_manifest.manifest(),
+      signed_manifest.signatures(), keys, threshold));
 
   v1::ReleaseManifest manifest;
   if (!manifest.ParseFromString(signed_manifest.manifest())) {

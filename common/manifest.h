@@ -51,6 +51,17 @@ absl::StatusOr<v1::SignedManifest> SignManifest(
 void AddSignature(v1::SignedManifest& signed_manifest,
                   const Ed25519PrivateKey& key);
 
+// OK iff at least `threshold` distinct keys of `keys` made valid Ed25519
+// signatures over `bytes`. INVALID_ARGUMENT for a threshold below 1;
+// PERMISSION_DENIED otherwise, naming `subject` ("release manifest"), the
+// counts and the key ids (valid, bad, unknown, trusted) with `key_kind`
+// ("release", "root") in the wording.
+absl::Status CheckSignatureThreshold(
+    absl::string_view subject, absl::string_view key_kind,
+    absl::string_view bytes,
+    const google::protobuf::RepeatedPtrField<v1::Signature>& signatures,
+    const TrustedKeys& keys, int threshold);
+
 // Verifies that at least `threshold` distinct trusted keys signed the
 // manifest bytes, then parses and validates them.
 //   PERMISSION_DENIED: fewer than `threshold` valid trusted signatures
