@@ -5,6 +5,7 @@
 #define FLEET_AGENT_DIRECTIVE_HANDLER_H_
 
 #include <string>
+#include <vector>
 
 #include "proto/fleet/v1/agent.pb.h"
 
@@ -17,6 +18,11 @@ class DirectiveHandler {
   virtual void Submit(v1::UpdateDirective directive) = 0;
   virtual void Cancel(const std::string& directive_id,
                       const std::string& reason) = 0;
+  // The controller's complete current blacklist of this agent's products
+  // (from Welcome or a BlacklistUpdate), replacing what was known. Directives
+  // handled after this returns see it. May do one short journal write; no
+  // other waiting.
+  virtual void SetBlacklist(std::vector<v1::BlacklistedVersion> entries) = 0;
 };
 
 }  // namespace fleet::agent

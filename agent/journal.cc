@@ -51,6 +51,14 @@ CREATE TABLE events (
   created_ms INTEGER NOT NULL
 );
 )sql"},
+      {"blacklist of bad versions, as the controller last sent it",
+       R"sql(
+CREATE TABLE blacklist (
+  product TEXT NOT NULL,
+  version TEXT NOT NULL,
+  PRIMARY KEY (product, version)
+) WITHOUT ROWID;
+)sql"},
   };
   return *migrations;
 }
@@ -91,6 +99,20 @@ constexpr char kSelectActiveUpdateSql[] =
     "ORDER BY rowid LIMIT 1";
 constexpr char kSelectLastDirectiveSql[] =
     "SELECT directive_id FROM updates ORDER BY rowid DESC LIMIT 1";
+
+constexpr char kSelectHealthyHistorySql[] =
+    "SELECT to_version, from_version FROM updates "
+    "WHERE product = ? AND state = 'HEALTHY' ORDER BY rowid DESC LIMIT 64";
+
+constexpr char kDeleteBlacklistSql[] = "DELETE FROM blacklist";
+constexpr char kInsertBlacklistSql[] =
+    "INSERT OR IGNORE INTO blacklist (product, version) VALUES (?, ?)";
+constexpr char kSelectBlacklistedSql[] =
+    "SELECT 1 FROM blacklist WHERE product = ? AND version = ?";
+constexpr char kListBlacklistSql[] =
+    "SELECT product, version FROM blacklist ORDER BY product, version";
+
+constexpr int kMaxPreviousVersions = 8;
 
 constexpr char kInsertEventSql[] =
     "INSERT INTO events (payload, created_ms) VALUES (?, ?)";
@@ -322,6 +344,86 @@ absl::StatusOr<std::string> UpdateJournal::LastDirectiveId() {
   std::string id = row ? select->ColumnText(0) : "";
   select->Reset();
   return id;
+}
+
+absl::StatusOr<std::vector<std::string>> UpdateJournal::PreviousVersions(
+    absl::string_view product, absl::string_view current) {
+  absl::MutexLock lock(&db_mu_);
+  ASSIGN_OR_RETURN(sqlite::Statement * select,
+                   db_->Cached(kSelectHealthyHistorySql));
+  select->BindText(1, product);
+  std::vector<std::string> versions;
+  auto add = [&](std::string version) {
+    if (version.empty() || version == current ||
+        versions.size() >= kMaxPreviousVersions) {
+      return;
+    }
+    for (const std::string& seen : versions) {
+      if (seen == version) return;
+    }
+    versions.push_back(std::move(version));
+  };
+  for (;;) {
+    absl::StatusOr<bool> row = select->Step();
+    if (!row.ok()) {
+      select->Reset();
+      return row.status();
+    }
+    if (!*row) break;
+    // Newest update first: what it installed, then what ran before it.
+    add(select->ColumnText(0));
+    add(select->ColumnText(1));
+  }
+  select->Reset();
+  return versions;
+}
+
+absl::Status UpdateJournal::ReplaceBlacklist(
+    const std::vector<v1::BlacklistedVersion>& entries) {
+  absl::MutexLock lock(&db_mu_);
+  sqlite::Transaction txn(*db_);
+  RETURN_IF_ERROR(txn.Begin());
+  ASSIGN_OR_RETURN(sqlite::Statement * del, db_->Cached(kDeleteBlacklistSql));
+  RETURN_IF_ERROR(del->Run());
+  ASSIGN_OR_RETURN(sqlite::Statement * insert,
+                   db_->Cached(kInsertBlacklistSql));
+  for (const v1::BlacklistedVersion& entry : entries) {
+    insert->BindText(1, entry.product());
+    insert->BindText(2, entry.version());
+    RETURN_IF_ERROR(insert->Run());
+  }
+  return txn.Commit();
+}
+
+absl::StatusOr<bool> UpdateJournal::IsBlacklisted(absl::string_view product,
+                                                  absl::string_view version) {
+  absl::MutexLock lock(&db_mu_);
+  ASSIGN_OR_RETURN(sqlite::Statement * select,
+                   db_->Cached(kSelectBlacklistedSql));
+  select->BindText(1, product);
+  select->BindText(2, version);
+  absl::StatusOr<bool> row = select->Step();
+  select->Reset();
+  return row;
+}
+
+absl::StatusOr<std::vector<v1::BlacklistedVersion>> UpdateJournal::Blacklist() {
+  absl::MutexLock lock(&db_mu_);
+  ASSIGN_OR_RETURN(sqlite::Statement * select, db_->Cached(kListBlacklistSql));
+  std::vector<v1::BlacklistedVersion> entries;
+  for (;;) {
+    absl::StatusOr<bool> row = select->Step();
+    if (!row.ok()) {
+      select->Reset();
+      return row.status();
+    }
+    if (!*row) break;
+    v1::BlacklistedVersion& entry = entries.emplace_back();
+    entry.set_product(select->ColumnText(0));
+    entry.set_version(select->ColumnText(1));
+  }
+  select->Reset();
+  return entries;
 }
 
 absl::StatusOr<uint64_t> UpdateJournal::AppendEventLocked(

@@ -3,7 +3,9 @@
 //
 // It holds the agent's identity, the installed version of each product, one
 // row per update directive with its state (written before the action that
-// state names; see update_state.h), and the outbox of UpdateEvents: every
+// state names; see update_state.h), the blacklist of bad versions as the
+// controller last sent it (so it holds while the controller is away, across
+// restarts), and the outbox of UpdateEvents: every
 // event is journaled with a sequence number (1, 2, 3, ... for the life of
 // the state dir, never reused) before it is sent, and deleted once the
 // controller acknowledged it.
@@ -104,6 +106,23 @@ class UpdateJournal {
   absl::StatusOr<std::optional<UpdateRecord>> ActiveUpdate();
   // The most recently journaled directive id, "" if none.
   absl::StatusOr<std::string> LastDirectiveId();
+
+  // The versions of `product` this agent ran before, newest first, from the
+  // install history (what each committed update installed and what ran
+  // before it), without `current` and "", at most 8. Empty if fleet never
+  // committed an update here.
+  absl::StatusOr<std::vector<std::string>> PreviousVersions(
+      absl::string_view product, absl::string_view current);
+
+  // Replaces the stored blacklist with `entries` (the controller's complete
+  // list for this agent's products), in one transaction.
+  absl::Status ReplaceBlacklist(
+      const std::vector<v1::BlacklistedVersion>& entries);
+  // True if (product, version) is on the stored blacklist.
+  absl::StatusOr<bool> IsBlacklisted(absl::string_view product,
+                                     absl::string_view version);
+  // The stored blacklist, sorted by product and version.
+  absl::StatusOr<std::vector<v1::BlacklistedVersion>> Blacklist();
 
   // Appends an event to the outbox (event.seq is ignored) and returns the
   // seq it was given: one more than the last ever given.

@@ -218,5 +218,78 @@ TEST_F(UpdateJournalTest, WaitForEventAfterWakesOnAppend) {
   writer.join();
 }
 
+v1::BlacklistedVersion Banned(const std::string& product,
+                              const std::string& version) {
+  v1::BlacklistedVersion b;
+  b.set_product(product);
+  b.set_version(version);
+  return b;
+}
+
+TEST_F(UpdateJournalTest, BlacklistIsReplacedWholeAndSurvivesReopen) {
+  {
+    auto journal = OpenJournal();
+    EXPECT_FALSE(*journal->IsBlacklisted("app", "2.0.0"));
+    ASSERT_TRUE(
+        journal
+            ->ReplaceBlacklist({Banned("app", "2.0.0"), Banned("app", "2.1.0"),
+                                Banned("app", "2.0.0")})
+            .ok());
+    ASSERT_TRUE(
+        journal
+            ->ReplaceBlacklist({Banned("app", "2.1.0"), Banned("db", "9.0.0")})
+            .ok());
+  }
+  // Reopened as after a restart with the controller away.
+  auto journal = OpenJournal();
+  EXPECT_FALSE(*journal->IsBlacklisted("app", "2.0.0"));
+  EXPECT_TRUE(*journal->IsBlacklisted("app", "2.1.0"));
+  EXPECT_TRUE(*journal->IsBlacklisted("db", "9.0.0"));
+  EXPECT_FALSE(*journal->IsBlacklisted("db", "2.1.0"));
+  std::vector<v1::BlacklistedVersion> list = *journal->Blacklist();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].product(), "app");
+  EXPECT_EQ(list[1].version(), "9.0.0");
+  ASSERT_TRUE(journal->ReplaceBlacklist({}).ok());
+  EXPECT_TRUE(journal->Blacklist()->empty());
+}
+
+TEST_F(UpdateJournalTest, PreviousVersionsComeFromCommittedUpdatesNewestFirst) {
+  auto journal = OpenJournal();
+  EXPECT_TRUE(journal->PreviousVersions("app", "")->empty());
+  struct Step {
+    const char* id;
+    const char* product;
+    const char* from;
+    const char* to;
+    UpdateState state;
+  };
+  const Step steps[] = {
+      {"d-1", "app", "0.9.0", "1.0.0", UpdateState::kHealthy},
+      {"d-2", "app", "1.0.0", "1.1.0", UpdateState::kHealthy},
+      {"d-3", "app", "1.1.0", "1.5.0", UpdateState::kFailed},
+      {"d-4", "other", "5.0.0", "6.0.0", UpdateState::kHealthy},
+      {"d-5", "app", "1.1.0", "1.2.0", UpdateState::kRolledBack},
+      {"d-6", "app", "1.1.0", "2.0.0", UpdateState::kHealthy},
+  };
+  for (const Step& step : steps) {
+    UpdateRecord r = Record(step.id);
+    r.product = step.product;
+    r.from_version = step.from;
+    r.to_version = step.to;
+    ASSERT_TRUE(journal->InsertUpdate(r, nullptr).ok());
+    r.state = step.state;
+    ASSERT_TRUE(journal->SaveUpdate(r, nullptr, nullptr).ok());
+  }
+  // Versions never committed (1.5.0, 1.2.0) and other products are not
+  // history; the current version is left out.
+  EXPECT_EQ(*journal->PreviousVersions("app", "2.0.0"),
+            (std::vector<std::string>{"1.1.0", "1.0.0", "0.9.0"}));
+  EXPECT_EQ(*journal->PreviousVersions("app", "1.1.0"),
+            (std::vector<std::string>{"2.0.0", "1.0.0", "0.9.0"}));
+  EXPECT_EQ(*journal->PreviousVersions("other", "6.0.0"),
+            std::vector<std::string>{"5.0.0"});
+}
+
 }  // namespace
 }  // namespace fleet::agent

@@ -130,6 +130,15 @@ v1::Hello Session::BuildHello() {
       installed->set_version((*record)->version);
     }
   }
+  // What the controller leads this agent back to if its version is
+  // blacklisted.
+  absl::StatusOr<std::vector<std::string>> previous =
+      journal_.PreviousVersions(options_.product, installed->version());
+  if (previous.ok()) {
+    for (std::string& version : *previous) {
+      installed->add_previous_versions(std::move(version));
+    }
+  }
   absl::StatusOr<std::string> last = journal_.LastDirectiveId();
   if (last.ok()) hello.set_last_directive_id(*last);
   absl::StatusOr<std::optional<UpdateRecord>> active = journal_.ActiveUpdate();
@@ -200,6 +209,8 @@ absl::Status Session::Serve() {
   if (absl::Status dropped = journal_.AckEvents(acked); !dropped.ok()) {
     LogError("journal ack failed", {{"error", dropped.ToString()}});
   }
+  handler_.SetBlacklist(
+      {welcome.blacklist().begin(), welcome.blacklist().end()});
   const absl::Duration interval =
       welcome.heartbeat_interval_seconds() > 0
           ? absl::Seconds(welcome.heartbeat_interval_seconds())
@@ -236,6 +247,12 @@ absl::Status Session::Serve() {
               !s.ok()) {
             LogError("journal ack failed", {{"error", s.ToString()}});
           }
+          break;
+        case v1::ControllerMessage::kBlacklist:
+          LogInfo("blacklist update received",
+                  {{"entries", msg.blacklist().entries_size()}});
+          handler_.SetBlacklist({msg.blacklist().entries().begin(),
+                                 msg.blacklist().entries().end()});
           break;
         case v1::ControllerMessage::kWelcome:
           LogWarning("unexpected Welcome on an open stream");

@@ -29,6 +29,18 @@ class RecordingHandler : public DirectiveHandler {
     absl::MutexLock lock(&mu_);
     cancels_.push_back(id + ":" + reason);
   }
+  void SetBlacklist(std::vector<v1::BlacklistedVersion> entries) override {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::string> list;
+    for (const v1::BlacklistedVersion& e : entries) {
+      list.push_back(e.product() + "@" + e.version());
+    }
+    blacklists_.push_back(std::move(list));
+  }
+  std::vector<std::vector<std::string>> blacklists() {
+    absl::MutexLock lock(&mu_);
+    return blacklists_;
+  }
   std::vector<std::string> directives() {
     absl::MutexLock lock(&mu_);
     return directives_;
@@ -42,7 +54,16 @@ class RecordingHandler : public DirectiveHandler {
   absl::Mutex mu_;
   std::vector<std::string> directives_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> cancels_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::vector<std::string>> blacklists_ ABSL_GUARDED_BY(mu_);
 };
+
+v1::BlacklistedVersion Banned(const std::string& product,
+                              const std::string& version) {
+  v1::BlacklistedVersion b;
+  b.set_product(product);
+  b.set_version(version);
+  return b;
+}
 
 v1::UpdateEvent Event(const std::string& directive, v1::UpdatePhase phase) {
   v1::UpdateEvent e;
@@ -150,6 +171,69 @@ TEST_F(SessionTest, HelloReportsJournaledVersionOnlyIfTheFileMatches) {
   // Replaced behind fleet's back: the version is no longer known.
   ASSERT_TRUE(WriteFileAtomically(exec_, "hand-copied", 0755).ok());
   EXPECT_EQ(session_->BuildHello().installed(0).version(), "");
+}
+
+TEST_F(SessionTest, HelloNamesPreviousVersionsNewestFirst) {
+  ASSERT_TRUE(WriteFileAtomically(exec_, "program v3", 0755).ok());
+  // History: nothing -> 1.0.0 -> 1.1.0 (-> 1.2.0 rolled back) -> 1.3.0.
+  struct Step {
+    const char* id;
+    const char* from;
+    const char* to;
+    UpdateState final_state;
+  };
+  const Step steps[] = {
+      {"d-1", "", "1.0.0", UpdateState::kHealthy},
+      {"d-2", "1.0.0", "1.1.0", UpdateState::kHealthy},
+      {"d-3", "1.1.0", "1.2.0", UpdateState::kRolledBack},
+      {"d-4", "1.1.0", "1.3.0", UpdateState::kHealthy},
+  };
+  for (const Step& step : steps) {
+    UpdateRecord r;
+    r.directive_id = step.id;
+    r.product = "app";
+    r.from_version = step.from;
+    r.to_version = step.to;
+    ASSERT_TRUE(journal_->InsertUpdate(r, nullptr).ok());
+    r.state = step.final_state;
+    ASSERT_TRUE(journal_->SaveUpdate(r, nullptr, nullptr).ok());
+  }
+  InstalledRecord installed{"app", "1.3.0",
+                            DigestToBytes(Sha256Of("program v3")), exec_, 0};
+  UpdateRecord last;
+  last.directive_id = "d-4";
+  last.state = UpdateState::kHealthy;
+  ASSERT_TRUE(journal_->SaveUpdate(last, nullptr, &installed).ok());
+  StartSession();
+  ASSERT_TRUE(controller_->WaitUntil(
+      [](const TestController& c) { return !c.hellos().empty(); }));
+  const v1::InstalledProduct product = controller_->hellos()[0].installed(0);
+  EXPECT_EQ(product.version(), "1.3.0");
+  EXPECT_EQ(std::vector<std::string>(product.previous_versions().begin(),
+                                     product.previous_versions().end()),
+            (std::vector<std::string>{"1.1.0", "1.0.0"}));
+}
+
+TEST_F(SessionTest, HandsWelcomeAndUpdatedBlacklistsToTheHandler) {
+  controller_->set_welcome_blacklist({Banned("app", "2.0.0")});
+  StartSession();
+  ASSERT_TRUE(controller_->WaitUntil([&](const TestController&) {
+    return handler_.blacklists().size() == 1;
+  }));
+  EXPECT_EQ(handler_.blacklists()[0], std::vector<std::string>{"app@2.0.0"});
+  v1::ControllerMessage update;
+  *update.mutable_blacklist()->add_entries() = Banned("app", "2.0.0");
+  *update.mutable_blacklist()->add_entries() = Banned("app", "2.1.0");
+  ASSERT_TRUE(controller_->Send(update));
+  v1::ControllerMessage cleared;
+  cleared.mutable_blacklist();
+  ASSERT_TRUE(controller_->Send(cleared));
+  ASSERT_TRUE(controller_->WaitUntil([&](const TestController&) {
+    return handler_.blacklists().size() == 3;
+  }));
+  EXPECT_EQ(handler_.blacklists()[1],
+            (std::vector<std::string>{"app@2.0.0", "app@2.1.0"}));
+  EXPECT_TRUE(handler_.blacklists()[2].empty());
 }
 
 TEST_F(SessionTest, SendsEventsInOrderAndDropsAckedOnes) {

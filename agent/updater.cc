@@ -117,6 +117,16 @@ void Updater::Cancel(const std::string& directive_id,
           {{"directive_id", directive_id}});
 }
 
+void Updater::SetBlacklist(std::vector<v1::BlacklistedVersion> entries) {
+  absl::Status stored = journal_.ReplaceBlacklist(entries);
+  if (!stored.ok()) {
+    LogError("storing the blacklist failed; the previous one stays",
+             {{"error", stored.ToString()}});
+    return;
+  }
+  LogInfo("blacklist updated", {{"entries", entries.size()}});
+}
+
 bool Updater::WaitIdle(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -308,6 +318,15 @@ absl::StatusOr<v1::ReleaseManifest> Updater::CheckManifest(
     return absl::InvalidArgumentError(
         absl::StrCat("release is for platform ", manifest->platform(),
                      ", this agent runs on ", HostPlatform()));
+  }
+  absl::StatusOr<bool> banned =
+      journal_.IsBlacklisted(manifest->product(), manifest->version());
+  if (!banned.ok() || *banned) {
+    *error_class = error_class::kBlacklisted;
+    if (!banned.ok()) return banned.status();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "version ", manifest->version(), " of ", manifest->product(),
+        " is blacklisted; refusing to install it"));
   }
   if (!rollback && !record.from_version.empty() &&
       SemVer::Parse(record.from_version).ok() &&

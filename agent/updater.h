@@ -6,7 +6,9 @@
 //   RECEIVED     journaled (a directive id already journaled is a no-op)
 //                then, before anything else: the manifest's signature against
 //                the pinned keys, product, platform, version, no downgrade
-//                (unless kind ROLLBACK). EXEC already holding the artifact's
+//                (unless kind ROLLBACK), not blacklisted (the journal keeps
+//                the controller's last blacklist; no kind of directive
+//                overrides it). EXEC already holding the artifact's
 //                digest: HEALTHY at once, nothing swapped.
 //   DOWNLOADING  resumable FetchArtifact into STATE_DIR/downloads
 //   DOWNLOADED   all bytes on disk
@@ -99,6 +101,10 @@ class Updater : public DirectiveHandler {
   void Cancel(const std::string& directive_id,
               const std::string& reason) override;
 
+  // Stores `entries` in the journal as the blacklist (logged on failure: the
+  // previous list then stays in force).
+  void SetBlacklist(std::vector<v1::BlacklistedVersion> entries) override;
+
   // Blocks until nothing is queued or running, or `timeout`; true if idle.
   bool WaitIdle(absl::Duration timeout);
 
@@ -178,6 +184,7 @@ inline constexpr char kCanceled[] = "canceled";
 inline constexpr char kDeadline[] = "deadline";
 inline constexpr char kInterrupted[] = "interrupted";
 inline constexpr char kBusy[] = "busy";
+inline constexpr char kBlacklisted[] = "blacklisted";
 }  // namespace error_class
 
 }  // namespace fleet::agent

@@ -388,6 +388,74 @@ TEST_F(UpdaterTest, DowngradeNeedsARollbackDirective) {
   EXPECT_TRUE(WaitFor([&] { return Runs("1.0.0"); }));
 }
 
+v1::BlacklistedVersion Banned(const std::string& version) {
+  v1::BlacklistedVersion b;
+  b.set_product("app");
+  b.set_version(version);
+  return b;
+}
+
+TEST_F(UpdaterTest, BlacklistedVersionFailsBeforeDownloadEvenWhenToldTo) {
+  StartUpdater();
+  const std::string v1 = AppBytes("1.0.0");
+  const std::string v3 = AppBytes("3.0.0");
+  InstallVersion("d-1", "1.0.0");
+  InstallVersion("d-2", "2.0.0");
+  server_->Add(v3);
+  updater_->SetBlacklist({Banned("1.0.0"), Banned("3.0.0")});
+  const size_t fetches = server_->requested_offsets().size();
+
+  struct Case {
+    const char* id;
+    const char* version;
+    const std::string* bytes;
+    v1::DirectiveKind kind;
+  };
+  const Case cases[] = {
+      {"d-up", "3.0.0", &v3, v1::DIRECTIVE_KIND_UPDATE},
+      {"d-back", "1.0.0", &v1, v1::DIRECTIVE_KIND_ROLLBACK},
+      {"d-back-as-update", "3.0.0", &v3, v1::DIRECTIVE_KIND_ROLLBACK},
+  };
+  for (const Case& c : cases) {
+    v1::UpdateDirective d = Directive(c.id, c.version, *c.bytes);
+    d.set_kind(c.kind);
+    Submit(d);
+    EXPECT_EQ(StateOf(c.id), UpdateState::kFailed) << c.id;
+    EXPECT_EQ(Phases(c.id), (std::vector<std::string>{"RECEIVED", "FAILED"}))
+        << c.id;
+    EXPECT_EQ(Events(c.id).back().error_class(), "blacklisted") << c.id;
+    EXPECT_NE(Events(c.id).back().error().find("blacklisted"),
+              std::string::npos);
+  }
+  EXPECT_EQ(server_->requested_offsets().size(), fetches);
+  EXPECT_TRUE(Runs("2.0.0"));
+  EXPECT_EQ((*journal_->FindInstalled("app"))->version, "2.0.0");
+}
+
+TEST_F(UpdaterTest, BlacklistHoldsAcrossRestartUntilTheControllerLiftsIt) {
+  StartUpdater();
+  InstallVersion("d-1", "1.0.0");
+  const std::string v2 = AppBytes("2.0.0");
+  server_->Add(v2);
+  updater_->SetBlacklist({Banned("2.0.0")});
+  updater_->Stop();
+  updater_.reset();
+  journal_.reset();
+
+  // Restarted with no controller to tell it again.
+  OpenJournal();
+  StartUpdater();
+  ASSERT_TRUE(WaitFor([&] { return Runs("1.0.0"); }));
+  Submit(Directive("d-2", "2.0.0", v2));
+  EXPECT_EQ(StateOf("d-2"), UpdateState::kFailed);
+  EXPECT_EQ(Events("d-2").back().error_class(), "blacklisted");
+
+  updater_->SetBlacklist({});
+  Submit(Directive("d-3", "2.0.0", v2));
+  EXPECT_EQ(StateOf("d-3"), UpdateState::kHealthy);
+  EXPECT_TRUE(WaitFor([&] { return Runs("2.0.0"); }));
+}
+
 TEST_F(UpdaterTest, JournaledDirectiveIsANoOp) {
   StartUpdater();
   InstallVersion("d-1", "1.0.0");

@@ -42,6 +42,12 @@ void TestController::set_heartbeat_interval_seconds(uint32_t s) {
   heartbeat_interval_ = s;
 }
 
+void TestController::set_welcome_blacklist(
+    std::vector<v1::BlacklistedVersion> entries) {
+  absl::MutexLock lock(&mu_);
+  welcome_blacklist_ = std::move(entries);
+}
+
 void TestController::set_welcome_acked_seq(uint64_t seq) {
   absl::MutexLock lock(&mu_);
   welcome_override_ = true;
@@ -118,6 +124,9 @@ grpc::Status TestController::Connect(
     uint64_t acked = stored_.empty() ? 0 : stored_.rbegin()->first;
     if (welcome_override_) acked = welcome_acked_;
     welcome.mutable_welcome()->set_acked_event_seq(acked);
+    for (const v1::BlacklistedVersion& entry : welcome_blacklist_) {
+      *welcome.mutable_welcome()->add_blacklist() = entry;
+    }
   }
   if (!stream->Write(welcome)) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed");

@@ -35,6 +35,8 @@ class TestController final : public v1::AgentService::Service {
   void set_heartbeat_interval_seconds(uint32_t s);
   // Overrides the Welcome's acked_event_seq (default: highest stored seq).
   void set_welcome_acked_seq(uint64_t seq);
+  // The blacklist every later Welcome carries (default: none).
+  void set_welcome_blacklist(std::vector<v1::BlacklistedVersion> entries);
 
   std::vector<v1::Hello> hellos() const;
   // Every event in arrival order, duplicates included.
@@ -70,6 +72,7 @@ class TestController final : public v1::AgentService::Service {
   uint32_t heartbeat_interval_ ABSL_GUARDED_BY(mu_) = 10;
   bool welcome_override_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t welcome_acked_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<v1::BlacklistedVersion> welcome_blacklist_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::Hello> hellos_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::UpdateEvent> events_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, v1::UpdateEvent> stored_ ABSL_GUARDED_BY(mu_);
