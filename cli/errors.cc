@@ -1,8 +1,11 @@
 #include "cli/errors.h"
 
+#include <string>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace fleet::cli {
@@ -10,6 +13,8 @@ namespace fleet::cli {
 namespace {
 
 constexpr absl::string_view kUsagePayloadUrl = "fleet.dev/fleetctl/usage-error";
+constexpr absl::string_view kExitCodePayloadUrl =
+    "fleet.dev/fleetctl/exit-code";
 
 absl::StatusCode ToAbslCode(grpc::StatusCode code) {
   // grpc::StatusCode and absl::StatusCode share their numbering (both follow
@@ -46,8 +51,18 @@ absl::Status CheckFlag(absl::string_view flag, absl::string_view value,
   return InvalidFlag(flag, value, valid.message());
 }
 
+absl::Status WithExitCode(absl::Status status, int exit_code) {
+  status.SetPayload(kExitCodePayloadUrl, absl::Cord(absl::StrCat(exit_code)));
+  return status;
+}
+
 int ExitCodeFor(const absl::Status& status) {
   if (status.ok()) return kExitOk;
+  if (absl::optional<absl::Cord> code =
+          status.GetPayload(kExitCodePayloadUrl)) {
+    int exit_code = kExitFailed;
+    if (absl::SimpleAtoi(std::string(*code), &exit_code)) return exit_code;
+  }
   return IsUsageError(status) ? kExitUsage : kExitFailed;
 }
 

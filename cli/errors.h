@@ -48,7 +48,13 @@ absl::Status InvalidFlag(absl::string_view flag, absl::string_view value,
 absl::Status CheckFlag(absl::string_view flag, absl::string_view value,
                        const absl::Status& valid);
 
-// kExitOk for OK, kExitUsage for UsageError(), kExitFailed otherwise.
+// `status` (not OK) carrying a mark that makes ExitCodeFor() return
+// `exit_code`: for commands whose failures mean different things to a script
+// (`rollout status --watch` ending on an aborted rollout).
+absl::Status WithExitCode(absl::Status status, int exit_code);
+
+// kExitOk for OK, the code of WithExitCode(), kExitUsage for UsageError(),
+// kExitFailed otherwise.
 int ExitCodeFor(const absl::Status& status);
 
 // What a call means when it fails with one particular code.
