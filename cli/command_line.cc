@@ -16,6 +16,7 @@
 #include "cli/pki_commands.h"
 #include "cli/release_commands.h"
 #include "cli/rollout_commands.h"
+#include "cli/root_commands.h"
 #include "common/names.h"
 #include "common/status_macros.h"
 
@@ -152,6 +153,106 @@ class CommandLine {
     Add(generate, [this](CommandContext& ctx) {
       return KeysGenerate(keys_generate_, ctx);
     });
+
+    CLI::App* root = keys->add_subcommand(
+        "root", "Root metadata: which release keys agents trust");
+    root->require_subcommand(1);
+    CLI::App* root_init = root->add_subcommand(
+        "init", "Create root metadata version 1 (signed with --sign-key)");
+    root_init
+        ->add_option("--root-pub", root_init_.root_pubs,
+                     "public key that signs future roots; repeatable")
+        ->required();
+    root_init
+        ->add_option("--root-threshold", root_init_.root_threshold,
+                     "root keys needed to sign a root")
+        ->capture_default_str();
+    root_init
+        ->add_option("--release-pub", root_init_.release_pubs,
+                     "public key that signs releases; repeatable")
+        ->required();
+    root_init
+        ->add_option("--release-threshold", root_init_.release_threshold,
+                     "release keys needed to sign a release")
+        ->capture_default_str();
+    root_init
+        ->add_option("--expires", root_init_.expires, "lifetime, e.g. 365d")
+        ->capture_default_str();
+    root_init->add_option("--sign-key", root_init_.sign_keys,
+                          "root private key to sign with now; repeatable");
+    root_init->add_option("--out", root_init_.out, "root file to create")
+        ->required();
+    Add(root_init,
+        [this](CommandContext& ctx) { return RootInit(root_init_, ctx); });
+
+    CLI::App* rotate = root->add_subcommand(
+        "rotate", "Create the next root version with changed keys or expiry");
+    rotate->add_option("--from", root_rotate_.from, "current root file")
+        ->required();
+    rotate->add_option("--root-pub", root_rotate_.root_pubs,
+                       "replace the root keys; repeatable");
+    rotate->add_option("--root-threshold", root_rotate_.root_threshold,
+                       "new root threshold (default: keep)");
+    rotate->add_option("--release-pub", root_rotate_.release_pubs,
+                       "replace the release keys; repeatable");
+    rotate->add_option("--release-threshold", root_rotate_.release_threshold,
+                       "new release threshold (default: keep)");
+    rotate->add_option("--expires", root_rotate_.expires, "lifetime, e.g. 365d")
+        ->capture_default_str();
+    rotate->add_option("--sign-key", root_rotate_.sign_keys,
+                       "root private key to sign with now; repeatable");
+    rotate->add_option("--out", root_rotate_.out, "root file to create")
+        ->required();
+    Add(rotate,
+        [this](CommandContext& ctx) { return RootRotate(root_rotate_, ctx); });
+
+    CLI::App* root_sign =
+        root->add_subcommand("sign", "Add signatures to a root file");
+    root_sign
+        ->add_option("--root", root_sign_.root, "root file, signed in place")
+        ->required();
+    root_sign
+        ->add_option("--key", root_sign_.sign_keys,
+                     "root private key; repeatable")
+        ->required();
+    Add(root_sign,
+        [this](CommandContext& ctx) { return RootSign(root_sign_, ctx); });
+
+    CLI::App* root_show = root->add_subcommand(
+        "show", "Show a root file's version, keys, expiry and signatures");
+    root_show->add_option("FILE", root_show_path_, "root file")->required();
+    Add(root_show,
+        [this](CommandContext& ctx) { return RootShow(root_show_path_, ctx); });
+
+    CLI::App* release_key = keys->add_subcommand(
+        "release-key", "Trust or distrust a release key (a root rotation)");
+    release_key->require_subcommand(1);
+    for (const bool adding : {true, false}) {
+      RootRotateOptions& options =
+          adding ? release_key_add_ : release_key_remove_;
+      CLI::App* command = release_key->add_subcommand(
+          adding ? "add" : "remove",
+          adding ? "Next root version trusting one more release key"
+                 : "Next root version no longer trusting a release key");
+      command->add_option("--root", options.from, "current root file")
+          ->required();
+      command
+          ->add_option(
+              "--pub",
+              adding ? options.add_release_pubs : options.remove_release_pubs,
+              "the release public key")
+          ->required();
+      command->add_option("--sign-key", options.sign_keys,
+                          "root private key to sign with; repeatable");
+      command
+          ->add_option("--expires", options.expires, "lifetime of the new root")
+          ->capture_default_str();
+      command->add_option("--out", options.out, "root file to create")
+          ->required();
+      Add(command, [this, &options](CommandContext& ctx) {
+        return RootRotate(options, ctx);
+      });
+    }
 
     CLI::App* pki = app_.add_subcommand(
         "pki", "Certificate authority for TLS and mutual TLS");
@@ -356,6 +457,12 @@ class CommandLine {
   KeysGenerateOptions keys_generate_;
   PkiInitOptions pki_init_;
   PkiIssueOptions pki_issue_;
+  RootInitOptions root_init_;
+  RootRotateOptions root_rotate_;
+  RootSignOptions root_sign_;
+  std::string root_show_path_;
+  RootRotateOptions release_key_add_;
+  RootRotateOptions release_key_remove_;
   ReleasePushOptions push_;
   ReleaseListOptions release_list_;
   AgentsListOptions agents_list_;
