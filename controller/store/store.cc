@@ -115,6 +115,28 @@ ALTER TABLE rollouts ADD COLUMN max_in_flight BLOB NOT NULL DEFAULT x'';
 ALTER TABLE rollouts ADD COLUMN failure_policy BLOB NOT NULL DEFAULT x'';
 ALTER TABLE rollouts ADD COLUMN gate_armed_samples INTEGER NOT NULL DEFAULT 0;
 )sql"},
+      {"rollouts.offline_timeout_s, revert progress of targets, reverts",
+       R"sql(
+ALTER TABLE rollouts ADD COLUMN offline_timeout_s INTEGER NOT NULL DEFAULT 600;
+ALTER TABLE rollout_targets ADD COLUMN revert_state INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE rollout_targets ADD COLUMN revert_directive_id TEXT NOT NULL
+  DEFAULT '';
+ALTER TABLE rollout_targets ADD COLUMN revert_to_version TEXT NOT NULL
+  DEFAULT '';
+ALTER TABLE rollout_targets ADD COLUMN revert_error TEXT NOT NULL DEFAULT '';
+CREATE TABLE reverts(
+  directive_id TEXT PRIMARY KEY,
+  agent_id TEXT NOT NULL,
+  product TEXT NOT NULL,
+  rollout_id TEXT NOT NULL,
+  from_version TEXT NOT NULL,
+  to_version TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  error TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX reverts_by_agent ON reverts(agent_id, created_ms);
+)sql"},
   };
   return *kMigrations;
 }
@@ -217,8 +239,8 @@ constexpr char kListEventsSql[] =
 constexpr char kInsertRolloutSql[] =
     "INSERT INTO rollouts(rollout_id, product, version, selector, stages, "
     "state, state_reason, current_stage, stage_settled_ms, created_ms, "
-    "updated_ms, max_in_flight, failure_policy, gate_armed_samples) "
-    "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    "updated_ms, max_in_flight, failure_policy, gate_armed_samples, "
+    "offline_timeout_s) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 constexpr char kUpdateRolloutSql[] =
     "UPDATE rollouts SET state = ?, state_reason = ?, current_stage = ?, "
     "stage_settled_ms = ?, updated_ms = ?, gate_armed_samples = ? "
@@ -226,30 +248,57 @@ constexpr char kUpdateRolloutSql[] =
 constexpr char kSelectRolloutSql[] =
     "SELECT rollout_id, product, version, selector, stages, state, "
     "state_reason, current_stage, stage_settled_ms, created_ms, updated_ms, "
-    "max_in_flight, failure_policy, gate_armed_samples "
+    "max_in_flight, failure_policy, gate_armed_samples, offline_timeout_s "
     "FROM rollouts WHERE rollout_id = ?";
 constexpr char kListRolloutsSql[] =
     "SELECT rollout_id, product, version, selector, stages, state, "
     "state_reason, current_stage, stage_settled_ms, created_ms, updated_ms, "
-    "max_in_flight, failure_policy, gate_armed_samples "
+    "max_in_flight, failure_policy, gate_armed_samples, offline_timeout_s "
     "FROM rollouts WHERE (?1 = '' OR product = ?1) AND "
     "(?2 = 0 OR state IN (1, 2, 3)) ORDER BY created_ms DESC, rowid DESC";
 constexpr char kUpsertTargetSql[] =
     "INSERT INTO rollout_targets(rollout_id, agent_id, state, from_version, "
-    "directive_id, error, stage, updated_ms) VALUES(?, ?, ?, ?, ?, ?, ?, ?) "
+    "directive_id, error, stage, updated_ms, revert_state, "
+    "revert_directive_id, revert_to_version, revert_error) "
+    "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(rollout_id, agent_id) DO UPDATE SET state = excluded.state, "
     "from_version = excluded.from_version, "
     "directive_id = excluded.directive_id, error = excluded.error, "
-    "stage = excluded.stage, updated_ms = excluded.updated_ms";
+    "stage = excluded.stage, updated_ms = excluded.updated_ms, "
+    "revert_state = excluded.revert_state, "
+    "revert_directive_id = excluded.revert_directive_id, "
+    "revert_to_version = excluded.revert_to_version, "
+    "revert_error = excluded.revert_error";
 constexpr char kSelectTargetSql[] =
     "SELECT agent_id, state, from_version, directive_id, error, stage, "
-    "updated_ms FROM rollout_targets WHERE rollout_id = ? AND agent_id = ?";
+    "updated_ms, revert_state, revert_directive_id, revert_to_version, "
+    "revert_error FROM rollout_targets WHERE rollout_id = ? AND agent_id = ?";
 constexpr char kListTargetsSql[] =
     "SELECT agent_id, state, from_version, directive_id, error, stage, "
-    "updated_ms FROM rollout_targets WHERE rollout_id = ? ORDER BY agent_id";
+    "updated_ms, revert_state, revert_directive_id, revert_to_version, "
+    "revert_error FROM rollout_targets WHERE rollout_id = ? ORDER BY agent_id";
 constexpr char kCountTargetsSql[] =
     "SELECT state, COUNT(*) FROM rollout_targets WHERE rollout_id = ? "
     "GROUP BY state";
+constexpr char kCountRevertsSql[] =
+    "SELECT revert_state, COUNT(*) FROM rollout_targets WHERE rollout_id = ? "
+    "AND revert_state != 0 GROUP BY revert_state";
+
+// ---- reverts
+constexpr char kUpsertRevertSql[] =
+    "INSERT INTO reverts(directive_id, agent_id, product, rollout_id, "
+    "from_version, to_version, state, error, created_ms, updated_ms) "
+    "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(directive_id) DO UPDATE "
+    "SET state = excluded.state, error = excluded.error, "
+    "updated_ms = excluded.updated_ms";
+constexpr char kSelectRevertSql[] =
+    "SELECT directive_id, agent_id, product, rollout_id, from_version, "
+    "to_version, state, error, created_ms, updated_ms FROM reverts "
+    "WHERE directive_id = ?";
+constexpr char kListAgentRevertsSql[] =
+    "SELECT directive_id, agent_id, product, rollout_id, from_version, "
+    "to_version, state, error, created_ms, updated_ms FROM reverts "
+    "WHERE agent_id = ? ORDER BY created_ms DESC, directive_id DESC";
 
 // Previous versions are SemVer strings (validated at the RPC boundary), so a
 // comma never occurs inside one.
@@ -384,6 +433,7 @@ absl::StatusOr<RolloutRecord> ReadRollout(const Statement& s) {
   }
   if (r.failure_policy().ByteSizeLong() == 0) r.clear_failure_policy();
   record.gate_armed_samples = static_cast<uint32_t>(s.ColumnInt64(13));
+  r.set_offline_timeout_seconds(s.ColumnInt64(14));
   return record;
 }
 
@@ -396,7 +446,26 @@ v1::RolloutTarget ReadTarget(const Statement& s) {
   t.set_error(s.ColumnText(4));
   t.set_stage(static_cast<uint32_t>(s.ColumnInt64(5)));
   t.set_updated_unix_ms(s.ColumnInt64(6));
+  t.set_revert_state(static_cast<v1::TargetState>(s.ColumnInt64(7)));
+  t.set_revert_directive_id(s.ColumnText(8));
+  t.set_revert_to_version(s.ColumnText(9));
+  t.set_revert_error(s.ColumnText(10));
   return t;
+}
+
+RevertRecord ReadRevert(const Statement& s) {
+  RevertRecord r;
+  r.directive_id = s.ColumnText(0);
+  r.agent_id = s.ColumnText(1);
+  r.product = s.ColumnText(2);
+  r.rollout_id = s.ColumnText(3);
+  r.from_version = s.ColumnText(4);
+  r.to_version = s.ColumnText(5);
+  r.state = static_cast<v1::TargetState>(s.ColumnInt64(6));
+  r.error = s.ColumnText(7);
+  r.created_ms = s.ColumnInt64(8);
+  r.updated_ms = s.ColumnInt64(9);
+  return r;
 }
 
 }  // namespace
@@ -763,6 +832,7 @@ absl::Status Store::InsertRollout(const RolloutRecord& record) {
   s->BindBlob(12, r.max_in_flight().SerializeAsString());
   s->BindBlob(13, r.failure_policy().SerializeAsString());
   s->BindInt64(14, record.gate_armed_samples);
+  s->BindInt64(15, r.offline_timeout_seconds());
   return s->Run();
 }
 
@@ -821,6 +891,10 @@ absl::Status Store::UpsertTarget(absl::string_view rollout_id,
   s->BindText(6, target.error());
   s->BindInt64(7, target.stage());
   s->BindInt64(8, target.updated_unix_ms());
+  s->BindInt64(9, target.revert_state());
+  s->BindText(10, target.revert_directive_id());
+  s->BindText(11, target.revert_to_version());
+  s->BindText(12, target.revert_error());
   return s->Run();
 }
 
@@ -851,7 +925,17 @@ absl::StatusOr<std::vector<v1::RolloutTarget>> Store::ListTargets(
 
 absl::StatusOr<std::map<v1::TargetState, uint32_t>> Store::CountTargetsByState(
     absl::string_view rollout_id) {
-  ASSIGN_OR_RETURN(Statement * raw, db_->Cached(kCountTargetsSql));
+  return CountByState(kCountTargetsSql, rollout_id);
+}
+
+absl::StatusOr<std::map<v1::TargetState, uint32_t>> Store::CountRevertsByState(
+    absl::string_view rollout_id) {
+  return CountByState(kCountRevertsSql, rollout_id);
+}
+
+absl::StatusOr<std::map<v1::TargetState, uint32_t>> Store::CountByState(
+    const char* sql, absl::string_view rollout_id) {
+  ASSIGN_OR_RETURN(Statement * raw, db_->Cached(sql));
   ScopedStatement s(raw);
   s->BindText(1, rollout_id);
   std::map<v1::TargetState, uint32_t> out;
@@ -860,6 +944,48 @@ absl::StatusOr<std::map<v1::TargetState, uint32_t>> Store::CountTargetsByState(
     if (!row) break;
     out[static_cast<v1::TargetState>(s->ColumnInt64(0))] =
         static_cast<uint32_t>(s->ColumnInt64(1));
+  }
+  return out;
+}
+
+// ----------------------------------------------------------------- reverts
+
+absl::Status Store::UpsertRevert(const RevertRecord& revert) {
+  ASSIGN_OR_RETURN(Statement * raw, db_->Cached(kUpsertRevertSql));
+  ScopedStatement s(raw);
+  s->BindText(1, revert.directive_id);
+  s->BindText(2, revert.agent_id);
+  s->BindText(3, revert.product);
+  s->BindText(4, revert.rollout_id);
+  s->BindText(5, revert.from_version);
+  s->BindText(6, revert.to_version);
+  s->BindInt64(7, revert.state);
+  s->BindText(8, revert.error);
+  s->BindInt64(9, revert.created_ms);
+  s->BindInt64(10, revert.updated_ms);
+  return s->Run();
+}
+
+absl::StatusOr<std::optional<RevertRecord>> Store::GetRevert(
+    absl::string_view directive_id) {
+  ASSIGN_OR_RETURN(Statement * raw, db_->Cached(kSelectRevertSql));
+  ScopedStatement s(raw);
+  s->BindText(1, directive_id);
+  ASSIGN_OR_RETURN(bool row, s->Step());
+  if (!row) return std::optional<RevertRecord>();
+  return std::optional<RevertRecord>(ReadRevert(*s));
+}
+
+absl::StatusOr<std::vector<RevertRecord>> Store::ListAgentReverts(
+    absl::string_view agent_id) {
+  ASSIGN_OR_RETURN(Statement * raw, db_->Cached(kListAgentRevertsSql));
+  ScopedStatement s(raw);
+  s->BindText(1, agent_id);
+  std::vector<RevertRecord> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, s->Step());
+    if (!row) break;
+    out.push_back(ReadRevert(*s));
   }
   return out;
 }

@@ -47,6 +47,26 @@ struct RolloutRecord {
   uint32_t gate_armed_samples = 0;
 };
 
+// A ROLLBACK directive outside a rollout's forward path: an agent led back
+// from a blacklisted version, or a target of a rollout aborted with
+// rollback sent back to its from_version. Events naming directive_id move
+// `state` like a rollout target's.
+struct RevertRecord {
+  std::string directive_id;
+  std::string agent_id;
+  std::string product;
+  // The rollout it belongs to (the aborted one, or the one whose gate
+  // blacklisted the version); "" when an operator blacklisted it.
+  std::string rollout_id;
+  std::string from_version;  // the version it leaves
+  std::string to_version;
+  // DIRECTED (sent, not acknowledged) .. HEALTHY, FAILED, ROLLED_BACK.
+  v1::TargetState state = v1::TARGET_STATE_DIRECTED;
+  std::string error;
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+};
+
 class Store {
  public:
   // Opens (creating if missing) the database at `path` and migrates it to
@@ -145,6 +165,22 @@ class Store {
   absl::StatusOr<std::map<v1::TargetState, uint32_t>> CountTargetsByState(
       absl::string_view rollout_id);
 
+  // How many targets of the rollout are in each revert_state, without
+  // targets never directed back.
+  absl::StatusOr<std::map<v1::TargetState, uint32_t>> CountRevertsByState(
+      absl::string_view rollout_id);
+
+  // ---- reverts
+  // Inserts the revert, or updates state, error and updated time of the one
+  // with its directive id.
+  absl::Status UpsertRevert(const RevertRecord& revert);
+  // nullopt if no revert has that directive id.
+  absl::StatusOr<std::optional<RevertRecord>> GetRevert(
+      absl::string_view directive_id);
+  // The agent's reverts, newest first.
+  absl::StatusOr<std::vector<RevertRecord>> ListAgentReverts(
+      absl::string_view agent_id);
+
   // ---- blacklist
   // ALREADY_EXISTS if (product, version) is already blacklisted.
   absl::Status InsertBlacklist(const v1::BlacklistEntry& entry);
@@ -163,6 +199,8 @@ class Store {
 
   absl::Status ReplaceInstalled(const v1::Agent& agent);
   absl::Status ReadInstalled(v1::Agent& agent);
+  absl::StatusOr<std::map<v1::TargetState, uint32_t>> CountByState(
+      const char* sql, absl::string_view rollout_id);
 
   std::unique_ptr<sqlite::Database> db_;
   int savepoint_depth_ = 0;

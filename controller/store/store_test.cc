@@ -329,5 +329,75 @@ TEST_F(StoreTest, BlacklistKeepsWhoWhenWhyOncePerVersion) {
   EXPECT_FALSE(store_->GetBlacklist("app", "1.2.0")->has_value());
 }
 
+TEST_F(StoreTest, RevertsRoundTripAndTargetsKeepRevertProgress) {
+  RevertRecord revert;
+  revert.directive_id = "dir-back";
+  revert.agent_id = "agent-1";
+  revert.product = "app";
+  revert.rollout_id = "ro-1";
+  revert.from_version = "2.0.0";
+  revert.to_version = "1.0.0";
+  revert.created_ms = 100;
+  revert.updated_ms = 100;
+  ASSERT_TRUE(store_->UpsertRevert(revert).ok());
+  RevertRecord older = revert;
+  older.directive_id = "dir-older";
+  older.created_ms = 50;
+  ASSERT_TRUE(store_->UpsertRevert(older).ok());
+  revert.state = v1::TARGET_STATE_FAILED;
+  revert.error = "health: exit status 1";
+  revert.updated_ms = 200;
+  revert.to_version = "ignored on update";
+  ASSERT_TRUE(store_->UpsertRevert(revert).ok());
+
+  std::optional<RevertRecord> found = *store_->GetRevert("dir-back");
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->state, v1::TARGET_STATE_FAILED);
+  EXPECT_EQ(found->error, "health: exit status 1");
+  EXPECT_EQ(found->to_version, "1.0.0");
+  EXPECT_EQ(found->rollout_id, "ro-1");
+  EXPECT_EQ(found->created_ms, 100);
+  EXPECT_EQ(found->updated_ms, 200);
+  EXPECT_FALSE(store_->GetRevert("dir-none")->has_value());
+  std::vector<RevertRecord> listed = *store_->ListAgentReverts("agent-1");
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed[0].directive_id, "dir-back");
+  EXPECT_TRUE(store_->ListAgentReverts("agent-2")->empty());
+
+  RolloutRecord record;
+  record.rollout.set_rollout_id("ro-1");
+  record.rollout.set_product("app");
+  record.rollout.set_version("2.0.0");
+  record.rollout.add_stages()->set_percent(100);
+  record.rollout.set_offline_timeout_seconds(90);
+  ASSERT_TRUE(store_->InsertRollout(record).ok());
+  EXPECT_EQ(store_->GetRollout("ro-1")->rollout.offline_timeout_seconds(), 90);
+  for (const char* agent : {"agent-1", "agent-2", "agent-3"}) {
+    v1::RolloutTarget t;
+    t.set_agent_id(agent);
+    t.set_state(v1::TARGET_STATE_HEALTHY);
+    if (std::string(agent) != "agent-3") {
+      t.set_revert_state(std::string(agent) == "agent-1"
+                             ? v1::TARGET_STATE_HEALTHY
+                             : v1::TARGET_STATE_DIRECTED);
+      t.set_revert_directive_id(std::string("dir-") + agent);
+      t.set_revert_to_version("1.0.0");
+      t.set_revert_error("none yet");
+    }
+    ASSERT_TRUE(store_->UpsertTarget("ro-1", t).ok());
+  }
+  std::optional<v1::RolloutTarget> t = *store_->GetTarget("ro-1", "agent-1");
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->revert_state(), v1::TARGET_STATE_HEALTHY);
+  EXPECT_EQ(t->revert_directive_id(), "dir-agent-1");
+  EXPECT_EQ(t->revert_to_version(), "1.0.0");
+  EXPECT_EQ(t->revert_error(), "none yet");
+  std::map<v1::TargetState, uint32_t> reverts =
+      *store_->CountRevertsByState("ro-1");
+  EXPECT_EQ(reverts, (std::map<v1::TargetState, uint32_t>{
+                         {v1::TARGET_STATE_DIRECTED, 1},
+                         {v1::TARGET_STATE_HEALTHY, 1}}));
+}
+
 }  // namespace
 }  // namespace fleet::controller
