@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/names.h"
+#include "common/yaml_config.h"
 
 namespace fleet::agent {
 namespace {
@@ -221,7 +223,10 @@ int main(int argc, char** argv) {
   app.add_flag("--version", version, "print the version and exit");
   app.add_option("program_args", flags.program_args,
                  "arguments for the program, after --");
-  CLI11_PARSE(app, argc, argv);
+  fleet::AddYamlConfig(app);
+  if (std::optional<int> exit = fleet::ParseCommandLine(app, argc, argv)) {
+    return *exit;
+  }
 
   fleet::LogLevel level;
   if (!fleet::ParseLogLevel(flags.log_level, &level)) {

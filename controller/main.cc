@@ -4,11 +4,13 @@
 #include <string.h>
 
 #include <CLI/CLI.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/time/time.h"
 #include "common/log.h"
+#include "common/yaml_config.h"
 #include "controller/server.h"
 
 namespace {
@@ -60,7 +62,10 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
-  CLI11_PARSE(app, argc, argv);
+  fleet::AddYamlConfig(app);
+  if (std::optional<int> exit = fleet::ParseCommandLine(app, argc, argv)) {
+    return *exit;
+  }
 
   fleet::LogLevel level = fleet::LogLevel::kInfo;
   fleet::ParseLogLevel(log_level, &level);
