@@ -1,7 +1,11 @@
 #include "cli/rollout_commands.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <iostream>
 #include <map>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -12,10 +16,13 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "cli/errors.h"
 #include "cli/human.h"
 #include "cli/table.h"
 #include "common/names.h"
 #include "common/status_macros.h"
+#include "google/protobuf/util/json_util.h"
 
 namespace fleet::cli {
 
@@ -485,6 +492,7 @@ absl::Status RolloutAbort(const RolloutChangeOptions& options,
   v1::AbortRolloutRequest request;
   request.set_rollout_id(options.rollout_id);
   request.set_reason(options.reason);
+  request.set_rollback(options.rollback);
   v1::Rollout rollout;
   grpc::ClientContext rpc;
   ctx.SetDeadline(rpc);
@@ -495,7 +503,283 @@ absl::Status RolloutAbort(const RolloutChangeOptions& options,
   }
   if (ctx.json()) return ctx.PrintJson(rollout);
   PrintChanged(rollout, "aborted", ctx);
+  if (options.rollback) {
+    ctx.out() << "targets that left their previous version are being rolled "
+                 "back to it; see their progress with `fleetctl rollout "
+                 "status "
+              << rollout.rollout_id() << "`\n";
+  }
   return absl::OkStatus();
+}
+
+std::vector<StageProgress> StageBreakdown(const v1::Rollout& rollout) {
+  std::vector<StageProgress> stages(std::max(rollout.stages_size(), 1));
+  for (int i = 0; i < rollout.stages_size(); ++i) {
+    stages[i].percent = rollout.stages(i).percent();
+  }
+  for (const v1::RolloutTarget& t : rollout.targets()) {
+    StageProgress& stage =
+        stages[std::min<size_t>(t.stage(), stages.size() - 1)];
+    ++stage.total;
+    switch (t.state()) {
+      case v1::TARGET_STATE_PENDING:
+        ++stage.pending;
+        break;
+      case v1::TARGET_STATE_HEALTHY:
+        ++stage.succeeded;
+        break;
+      case v1::TARGET_STATE_FAILED:
+      case v1::TARGET_STATE_ROLLED_BACK:
+        ++stage.failed;
+        break;
+      case v1::TARGET_STATE_SKIPPED:
+        ++stage.skipped;
+        break;
+      default:
+        // DIRECTED .. RESTARTED, and any state newer than this fleetctl.
+        ++stage.in_flight;
+        break;
+    }
+  }
+  return stages;
+}
+
+namespace {
+
+bool TrippedByGate(const v1::Rollout& r) {
+  return absl::StartsWith(r.state_reason(), "gate:");
+}
+
+bool WatchEnds(const v1::Rollout& r) {
+  return r.state() == v1::ROLLOUT_STATE_COMPLETED ||
+         r.state() == v1::ROLLOUT_STATE_ABORTED ||
+         (r.state() == v1::ROLLOUT_STATE_PAUSED && TrippedByGate(r));
+}
+
+// "[########------------] 40%": the share of targets that are final.
+std::string ProgressBar(const v1::Rollout& r) {
+  constexpr int kWidth = 20;
+  const v1::TargetCounts& c = r.counts();
+  const uint32_t final_targets = c.healthy() + c.failed() + c.skipped();
+  const double done =
+      c.total() == 0 ? 0 : static_cast<double>(final_targets) / c.total();
+  const int filled = static_cast<int>(done * kWidth);
+  return absl::StrCat("[", std::string(filled, '#'),
+                      std::string(kWidth - filled, '-'), "] ",
+                      static_cast<int>(done * 100), "%");
+}
+
+// The gate in a few words: "no gate", "waiting for 3 samples (2 so far, 1
+// failed)", "ok: 1 of 6 failed (17% <= 20%)", "tripped: <reason>".
+std::string GateState(const v1::Rollout& r) {
+  if (!r.has_failure_policy()) return "no gate";
+  if (TrippedByGate(r)) return absl::StrCat("tripped (", r.state_reason(), ")");
+  const v1::FailurePolicy& p = r.failure_policy();
+  const v1::TargetCounts& c = r.counts();
+  const uint32_t samples = c.healthy() + c.failed();
+  if (samples < p.min_samples()) {
+    return absl::StrCat("waiting for ", p.min_samples(), " samples (", samples,
+                        " so far, ", c.failed(), " failed)");
+  }
+  const double rate = static_cast<double>(c.failed()) / samples;
+  return absl::StrCat("ok: ", c.failed(), " of ", samples, " failed (",
+                      PercentText(rate),
+                      " <= ", PercentText(p.max_failure_rate()), ")");
+}
+
+std::string StateWithReason(const v1::Rollout& r) {
+  std::string text = RolloutStateLabel(r.state());
+  if (!r.state_reason().empty())
+    absl::StrAppend(&text, " (", r.state_reason(), ")");
+  return text;
+}
+
+// "1 succeeded, 2 in flight" (only the non-zero counts; "no targets").
+std::string StageCounts(const StageProgress& s) {
+  std::vector<std::string> parts;
+  for (const auto& [n, what] :
+       {std::pair<uint32_t, const char*>{s.succeeded, "succeeded"},
+        {s.failed, "failed"},
+        {s.skipped, "skipped"},
+        {s.in_flight, "in flight"},
+        {s.pending, "pending"}}) {
+    if (n > 0) parts.push_back(absl::StrCat(n, " ", what));
+  }
+  if (parts.empty()) return "no targets";
+  return absl::StrJoin(parts, ", ");
+}
+
+// One line with every fact the frame shows, without the time: two polls
+// with the same line are "no change".
+std::string WatchLine(const v1::Rollout& r) {
+  const v1::TargetCounts& c = r.counts();
+  std::string line =
+      absl::StrCat("rollout ", r.rollout_id(), " ", StateWithReason(r),
+                   ", stage ", StageText(r), " ", ProgressBar(r), " ",
+                   c.healthy() + c.failed() + c.skipped(), "/", c.total(),
+                   " final: ", c.healthy(), " succeeded, ", c.failed(),
+                   " failed, ", c.skipped(), " skipped, ", c.in_flight(),
+                   " in flight, ", c.pending(), " pending");
+  const std::vector<StageProgress> stages = StageBreakdown(r);
+  for (size_t i = 0; i < stages.size(); ++i) {
+    absl::StrAppend(&line, " | stage ", i + 1, " (", stages[i].percent,
+                    "%): ", StageCounts(stages[i]));
+  }
+  absl::StrAppend(&line, " | gate ", GateState(r));
+  return line;
+}
+
+// The terminal frame; ends with a newline.
+std::string WatchFrame(const v1::Rollout& r, absl::Duration interval,
+                       absl::Time now) {
+  std::ostringstream frame;
+  const v1::TargetCounts& c = r.counts();
+  frame << "rollout " << r.rollout_id() << ": " << r.product() << " "
+        << r.version() << ", " << RolloutStateLabel(r.state()) << ", stage "
+        << StageText(r) << "\n";
+  if (!r.state_reason().empty())
+    frame << "reason: " << r.state_reason() << "\n";
+  frame << ProgressBar(r) << "  " << c.healthy() + c.failed() + c.skipped()
+        << " of " << c.total() << " targets final\n";
+  Table table({{"STAGE"},
+               {"TARGETS", Table::Align::kRight},
+               {"PENDING", Table::Align::kRight},
+               {"IN FLIGHT", Table::Align::kRight},
+               {"SUCCEEDED", Table::Align::kRight},
+               {"FAILED", Table::Align::kRight},
+               {"SKIPPED", Table::Align::kRight}});
+  const std::vector<StageProgress> stages = StageBreakdown(r);
+  for (size_t i = 0; i < stages.size(); ++i) {
+    const StageProgress& s = stages[i];
+    table.AddRow({absl::StrCat(i + 1, " (", s.percent, "%)",
+                               i == r.current_stage() ? " <" : ""),
+                  absl::StrCat(s.total), absl::StrCat(s.pending),
+                  absl::StrCat(s.in_flight), absl::StrCat(s.succeeded),
+                  absl::StrCat(s.failed), absl::StrCat(s.skipped)});
+  }
+  table.Print(frame);
+  frame << "gate: " << GateState(r) << "\n";
+  frame << absl::FormatTime("%H:%M:%S UTC", now, absl::UTCTimeZone())
+        << ", every " << absl::FormatDuration(interval)
+        << "; Ctrl-C stops watching, not the rollout\n";
+  return frame.str();
+}
+
+absl::Status WatchOutcome(const v1::Rollout& r) {
+  if (r.state() == v1::ROLLOUT_STATE_COMPLETED) return absl::OkStatus();
+  const std::string what =
+      absl::StrCat("rollout ", r.rollout_id(), " ", StateWithReason(r));
+  if (r.state() == v1::ROLLOUT_STATE_ABORTED) {
+    return WithExitCode(
+        absl::AbortedError(absl::StrCat(what, "; see `fleetctl rollout status ",
+                                        r.rollout_id(), "`")),
+        kExitRolloutAborted);
+  }
+  return WithExitCode(
+      absl::FailedPreconditionError(absl::StrCat(
+          what, "; it waits for an operator: `fleetctl rollout resume ",
+          r.rollout_id(), "` or `fleetctl rollout abort ", r.rollout_id(),
+          "`")),
+      kExitRolloutPausedByGate);
+}
+
+bool Transient(grpc::StatusCode code) {
+  return code == grpc::StatusCode::UNAVAILABLE ||
+         code == grpc::StatusCode::DEADLINE_EXCEEDED;
+}
+
+}  // namespace
+
+absl::Status RolloutWatch(const RolloutWatchOptions& options,
+                          CommandContext& ctx) {
+  RETURN_IF_ERROR(CheckRolloutId(options.rollout_id));
+  absl::StatusOr<absl::Duration> interval =
+      ParseHumanDuration(options.interval);
+  if (!interval.ok() || *interval < absl::Milliseconds(100)) {
+    return InvalidFlag("--interval", options.interval,
+                       "expected a duration of at least 100ms, e.g. 1s");
+  }
+  const bool terminal = options.terminal.value_or(&ctx.out() == &std::cout &&
+                                                  isatty(STDOUT_FILENO) == 1);
+  const std::function<void(absl::Duration)> sleep =
+      options.sleep ? options.sleep
+                    : [](absl::Duration d) { absl::SleepFor(d); };
+  const RpcCall call = ctx.Call(
+      absl::StrCat("get rollout ", options.rollout_id),
+      {{grpc::StatusCode::NOT_FOUND,
+        absl::StrCat("rollout ", options.rollout_id, " does not exist"),
+        "see `fleetctl rollout list` for rollout ids",
+        /*with_detail=*/false}});
+
+  std::string last_printed;  // line, frame or JSON of the last output
+  size_t frame_lines = 0;    // lines of the frame on screen
+  std::optional<absl::Time> unreachable_since;
+  while (true) {
+    v1::GetRolloutRequest request;
+    request.set_rollout_id(options.rollout_id);
+    v1::Rollout rollout;
+    grpc::ClientContext rpc;
+    ctx.SetDeadline(rpc);
+    grpc::Status status = ctx.admin().GetRollout(&rpc, request, &rollout);
+    if (!status.ok()) {
+      if (!Transient(status.error_code())) {
+        return ExplainRpcError(status, call);
+      }
+      const absl::Time now = ctx.Now();
+      if (!unreachable_since) {
+        unreachable_since = now;
+        ctx.err() << "fleetctl: cannot reach the controller at "
+                  << ctx.options().controller << " ("
+                  << TransportCause(status.error_message())
+                  << "); retrying every " << absl::FormatDuration(*interval)
+                  << " for up to "
+                  << absl::FormatDuration(ctx.options().timeout) << "\n";
+      } else if (now - *unreachable_since > ctx.options().timeout) {
+        return ExplainRpcError(status, call);
+      }
+      sleep(*interval);
+      continue;
+    }
+    if (unreachable_since) {
+      ctx.err() << "fleetctl: controller reachable again\n";
+      unreachable_since.reset();
+    }
+
+    if (ctx.json()) {
+      google::protobuf::util::JsonPrintOptions json_options;
+      json_options.add_whitespace = false;
+      json_options.always_print_primitive_fields = true;
+      json_options.preserve_proto_field_names = true;
+      std::string json;
+      if (!google::protobuf::util::MessageToJsonString(rollout, &json,
+                                                       json_options)
+               .ok()) {
+        return absl::InternalError("cannot render the rollout as JSON");
+      }
+      if (json != last_printed) {
+        ctx.out() << json << "\n" << std::flush;
+        last_printed = std::move(json);
+      }
+    } else if (terminal) {
+      std::string frame = WatchFrame(rollout, *interval, ctx.Now());
+      // Move to the first line of the previous frame and clear to the end
+      // of the screen, so a shorter frame leaves nothing behind.
+      if (frame_lines > 0) ctx.out() << "\x1b[" << frame_lines << "A\x1b[J";
+      ctx.out() << frame << std::flush;
+      frame_lines = std::count(frame.begin(), frame.end(), '\n');
+    } else {
+      std::string line = WatchLine(rollout);
+      if (line != last_printed) {
+        ctx.out() << absl::FormatTime("%Y-%m-%dT%H:%M:%SZ ", ctx.Now(),
+                                      absl::UTCTimeZone())
+                  << line << "\n"
+                  << std::flush;
+        last_printed = std::move(line);
+      }
+    }
+    if (WatchEnds(rollout)) return WatchOutcome(rollout);
+    sleep(*interval);
+  }
 }
 
 }  // namespace fleet::cli

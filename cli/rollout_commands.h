@@ -2,11 +2,14 @@
 #ifndef FLEET_CLI_ROLLOUT_COMMANDS_H_
 #define FLEET_CLI_ROLLOUT_COMMANDS_H_
 
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "cli/command_context.h"
 #include "proto/fleet/v1/admin.pb.h"
 
@@ -63,9 +66,71 @@ struct RolloutListOptions {
 absl::Status RolloutList(const RolloutListOptions& options,
                          CommandContext& ctx);
 
+// How `rollout status ID --watch` ended, as the process's exit code. 0 is
+// completed; 1 and 2 keep their meaning from cli/errors.h (the watch could
+// not go on: controller refused or unreachable for longer than --timeout;
+// bad flags). A script waiting on a rollout reads:
+//   0  COMPLETED: every target is final
+//   3  ABORTED: by an operator, by the failure gate (--on-failure abort) or
+//      because its version was blacklisted; the state reason says which
+//   4  PAUSED by the failure gate (reason "gate: ..."): the rollout will not
+//      move until an operator resumes or aborts it, so waiting longer is
+//      pointless. A pause by an operator does NOT end the watch: someone
+//      decided to hold it and will resume it.
+inline constexpr int kExitRolloutAborted = 3;
+inline constexpr int kExitRolloutPausedByGate = 4;
+
+struct RolloutWatchOptions {
+  std::string rollout_id;
+  std::string interval = "1s";  // between polls, ParseHumanDuration, >= 100ms
+  // Redraw one frame in place (ANSI cursor movement) instead of printing a
+  // line per change. nullopt: when out is std::cout and stdout is a
+  // terminal.
+  std::optional<bool> terminal;
+  // Waits between polls; absl::SleepFor when empty. Tests pass one that
+  // advances a FakeClock.
+  std::function<void(absl::Duration)> sleep;
+};
+
+// `rollout status ID --watch`: polls AdminService.GetRollout every interval
+// until the rollout is COMPLETED, ABORTED or PAUSED by its gate.
+//  - terminal: a frame redrawn in place: state and reason, an overall
+//    progress bar, one row per stage (targets, pending, in flight, succeeded,
+//    failed, skipped), the gate's state.
+//  - not a terminal (pipes, CI logs, tests): one line per change, starting
+//    with the UTC time, carrying the same facts; nothing while nothing
+//    changes.
+//  - json: one compact JSON object (the Rollout, as `status -o json`) per
+//    line whenever any field of the rollout changed (JSON lines).
+// Returns OK when COMPLETED; a status with ExitCodeFor() ==
+// kExitRolloutAborted or kExitRolloutPausedByGate naming the state and its
+// reason otherwise. UsageError for a malformed id or interval; NOT_FOUND
+// says to list rollouts; UNAVAILABLE and DEADLINE_EXCEEDED are retried
+// (a note on err, once per outage; a restarting controller does not end the
+// watch) until the controller has been unreachable for longer than
+// --timeout, then fail as ExplainRpcError; other errors fail at once.
+absl::Status RolloutWatch(const RolloutWatchOptions& options,
+                          CommandContext& ctx);
+
+// Per-stage progress of a rollout, from its targets (RolloutTarget.stage;
+// out-of-range stages count in the last one). Pending is PENDING; in flight
+// DIRECTED to RESTARTED; succeeded HEALTHY; failed FAILED and ROLLED_BACK;
+// skipped SKIPPED.
+struct StageProgress {
+  uint32_t percent = 100;
+  uint32_t total = 0;
+  uint32_t pending = 0;
+  uint32_t in_flight = 0;
+  uint32_t succeeded = 0;
+  uint32_t failed = 0;
+  uint32_t skipped = 0;
+};
+std::vector<StageProgress> StageBreakdown(const v1::Rollout& rollout);
+
 struct RolloutChangeOptions {
   std::string rollout_id;
-  std::string reason;  // optional, shown as the rollout's state reason
+  std::string reason;     // optional, shown as the rollout's state reason
+  bool rollback = false;  // abort only: AbortRolloutRequest.rollback
 };
 
 // `rollout pause ID [--reason]`: AdminService.PauseRollout. Prints "rollout
@@ -77,7 +142,10 @@ absl::Status RolloutPause(const RolloutChangeOptions& options,
                           CommandContext& ctx);
 // `rollout resume ID`: AdminService.ResumeRollout; as RolloutPause.
 absl::Status RolloutResume(const std::string& rollout_id, CommandContext& ctx);
-// `rollout abort ID [--reason]`: AdminService.AbortRollout; as RolloutPause.
+// `rollout abort ID [--reason] [--rollback]`: AdminService.AbortRollout; as
+// RolloutPause. With rollback the request asks the controller to lead every
+// target that left its from_version (updated or in flight) back to it with a
+// ROLLBACK directive, and the output says so.
 absl::Status RolloutAbort(const RolloutChangeOptions& options,
                           CommandContext& ctx);
 

@@ -1,7 +1,13 @@
 #include "cli/rollout_commands.h"
 
+#include <algorithm>
+#include <optional>
 #include <sstream>
+#include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "cli/command_context.h"
 #include "cli/errors.h"
 #include "cli/testing/fake_admin_service.h"
@@ -540,6 +546,311 @@ TEST_F(RolloutCommandsTest, StatusWithoutAPolicyShowsNoGate) {
   CommandContext ctx = Context();
   ASSERT_TRUE(RolloutStatus("ro-3f2a9c0d11b2e4f7", ctx).ok()) << err_.str();
   EXPECT_EQ(out_.str().find("GATE"), std::string::npos) << out_.str();
+}
+
+// A rollout of 4 targets in two stages (1 in the 25% cohort, 3 more at
+// 100%) with `healthy` of them HEALTHY, the first ones first, the rest
+// PENDING.
+v1::Rollout WatchedRollout(int healthy, v1::RolloutState state,
+                           const std::string& reason = "") {
+  v1::Rollout r;
+  r.set_rollout_id("ro-00000000000000aa");
+  r.set_product("web");
+  r.set_version("1.2.0");
+  r.add_stages()->set_percent(25);
+  r.add_stages()->set_percent(100);
+  r.set_current_stage(healthy >= 1 ? 1 : 0);
+  r.set_state(state);
+  r.set_state_reason(reason);
+  v1::FailurePolicy* policy = r.mutable_failure_policy();
+  policy->set_max_failure_rate(0.2);
+  policy->set_min_samples(2);
+  for (int i = 0; i < 4; ++i) {
+    v1::RolloutTarget* t = r.add_targets();
+    t->set_agent_id(absl::StrCat("agent-", i));
+    t->set_stage(i == 0 ? 0 : 1);
+    t->set_state(i < healthy ? v1::TARGET_STATE_HEALTHY
+                             : v1::TARGET_STATE_PENDING);
+  }
+  r.mutable_counts()->set_total(4);
+  r.mutable_counts()->set_healthy(healthy);
+  r.mutable_counts()->set_pending(4 - healthy);
+  return r;
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  return absl::StrSplit(text, '\n', absl::SkipEmpty());
+}
+
+class RolloutWatchTest : public RolloutCommandsTest {
+ protected:
+  // Watches with a sleep that moves the fake clock instead of waiting.
+  absl::Status Watch(CommandContext& ctx,
+                     std::optional<bool> terminal = false) {
+    RolloutWatchOptions options;
+    options.rollout_id = "ro-00000000000000aa";
+    options.terminal = terminal;
+    options.sleep = [this](absl::Duration d) {
+      sleeps_.push_back(d);
+      clock_.Advance(d);
+    };
+    return RolloutWatch(options, ctx);
+  }
+  std::vector<absl::Duration> sleeps_;
+};
+
+TEST(StageBreakdownTest, CountsTargetsPerStageByState) {
+  v1::Rollout r = WatchedRollout(2, v1::ROLLOUT_STATE_RUNNING);
+  r.mutable_targets(2)->set_state(v1::TARGET_STATE_ROLLED_BACK);
+  r.mutable_targets(3)->set_state(v1::TARGET_STATE_DOWNLOADING);
+  v1::RolloutTarget* skipped = r.add_targets();
+  skipped->set_stage(7);  // beyond the last stage: counted in it
+  skipped->set_state(v1::TARGET_STATE_SKIPPED);
+  std::vector<StageProgress> stages = StageBreakdown(r);
+  ASSERT_EQ(stages.size(), 2u);
+  EXPECT_EQ(stages[0].percent, 25u);
+  EXPECT_EQ(stages[0].total, 1u);
+  EXPECT_EQ(stages[0].succeeded, 1u);
+  EXPECT_EQ(stages[1].percent, 100u);
+  EXPECT_EQ(stages[1].total, 4u);
+  EXPECT_EQ(stages[1].succeeded, 1u);
+  EXPECT_EQ(stages[1].failed, 1u);
+  EXPECT_EQ(stages[1].in_flight, 1u);
+  EXPECT_EQ(stages[1].skipped, 1u);
+  EXPECT_EQ(stages[1].pending, 0u);
+
+  // No stages on the wire means one stage of 100%.
+  v1::Rollout single;
+  single.add_targets()->set_state(v1::TARGET_STATE_PENDING);
+  stages = StageBreakdown(single);
+  ASSERT_EQ(stages.size(), 1u);
+  EXPECT_EQ(stages[0].percent, 100u);
+  EXPECT_EQ(stages[0].pending, 1u);
+}
+
+TEST_F(RolloutWatchTest, PrintsOneLinePerChangeAndEndsZeroWhenCompleted) {
+  server_.service().ScriptGetRollout({
+      {WatchedRollout(0, v1::ROLLOUT_STATE_RUNNING)},
+      {WatchedRollout(0, v1::ROLLOUT_STATE_RUNNING)},  // no change: no line
+      {WatchedRollout(1, v1::ROLLOUT_STATE_RUNNING)},
+      {WatchedRollout(4, v1::ROLLOUT_STATE_COMPLETED)},
+  });
+  CommandContext ctx = Context();
+  const absl::Time start = clock_.Now();
+  absl::Status s = Watch(ctx);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(ExitCodeFor(s), kExitOk);
+  EXPECT_EQ(server_.service().get_rollout_calls(), 4);
+  EXPECT_EQ(sleeps_, std::vector<absl::Duration>(3, absl::Seconds(1)));
+  std::vector<std::string> lines = Lines(out_.str());
+  ASSERT_EQ(lines.size(), 3u) << out_.str();
+  EXPECT_EQ(lines[0],
+            absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", start, absl::UTCTimeZone()) +
+                " rollout ro-00000000000000aa running, stage 1/2 (25%) "
+                "[--------------------] 0% 0/4 final: 0 succeeded, 0 failed, "
+                "0 skipped, 0 in flight, 4 pending | stage 1 (25%): 1 pending "
+                "| stage 2 (100%): 3 pending | gate waiting for 2 samples (0 "
+                "so far, 0 failed)");
+  EXPECT_NE(lines[1].find("stage 2/2 (100%) [#####---------------] 25% 1/4 "
+                          "final"),
+            std::string::npos)
+      << lines[1];
+  EXPECT_NE(lines[1].find("| stage 1 (25%): 1 succeeded | stage 2 (100%): 3 "
+                          "pending"),
+            std::string::npos)
+      << lines[1];
+  // The line of the third poll carries that poll's time.
+  EXPECT_EQ(lines[1].substr(0, 20),
+            absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", start + absl::Seconds(2),
+                             absl::UTCTimeZone()));
+  EXPECT_NE(lines[2].find("completed, stage 2/2 (100%) "
+                          "[####################] 100% 4/4 final: 4 "
+                          "succeeded"),
+            std::string::npos)
+      << lines[2];
+  EXPECT_NE(lines[2].find("gate ok: 0 of 4 failed (0% <= 20%)"),
+            std::string::npos)
+      << lines[2];
+  EXPECT_EQ(err_.str(), "");
+}
+
+TEST_F(RolloutWatchTest, AbortedRolloutEndsWithTheAbortedExitCode) {
+  server_.service().ScriptGetRollout({
+      {WatchedRollout(1, v1::ROLLOUT_STATE_RUNNING)},
+      {WatchedRollout(1, v1::ROLLOUT_STATE_ABORTED, "bad metrics")},
+  });
+  CommandContext ctx = Context();
+  absl::Status s = Watch(ctx);
+  EXPECT_EQ(ExitCodeFor(s), kExitRolloutAborted) << s;
+  EXPECT_EQ(s.message(),
+            "rollout ro-00000000000000aa aborted (bad metrics); see "
+            "`fleetctl rollout status ro-00000000000000aa`");
+  std::vector<std::string> lines = Lines(out_.str());
+  ASSERT_EQ(lines.size(), 2u) << out_.str();
+  EXPECT_NE(lines[1].find("aborted (bad metrics)"), std::string::npos);
+}
+
+TEST_F(RolloutWatchTest, OperatorPauseKeepsWatchingGatePauseEndsIt) {
+  const std::string gate = "gate: 2 of 2 finished targets failed (100% > 20%)";
+  v1::Rollout tripped = WatchedRollout(1, v1::ROLLOUT_STATE_PAUSED, gate);
+  tripped.mutable_counts()->set_failed(2);
+  server_.service().ScriptGetRollout({
+      {WatchedRollout(1, v1::ROLLOUT_STATE_PAUSED, "maintenance window")},
+      {WatchedRollout(1, v1::ROLLOUT_STATE_RUNNING)},
+      {tripped},
+      {WatchedRollout(4, v1::ROLLOUT_STATE_COMPLETED)},  // never reached
+  });
+  CommandContext ctx = Context();
+  absl::Status s = Watch(ctx);
+  EXPECT_EQ(ExitCodeFor(s), kExitRolloutPausedByGate) << s;
+  EXPECT_NE(s.message().find("fleetctl rollout resume ro-00000000000000aa"),
+            absl::string_view::npos)
+      << s;
+  EXPECT_EQ(server_.service().get_rollout_calls(), 3);
+  std::vector<std::string> lines = Lines(out_.str());
+  ASSERT_EQ(lines.size(), 3u) << out_.str();
+  EXPECT_NE(lines[0].find("paused (maintenance window)"), std::string::npos);
+  EXPECT_NE(lines[2].find("gate tripped (" + gate + ")"), std::string::npos)
+      << lines[2];
+}
+
+TEST_F(RolloutWatchTest, JsonIsOneRolloutObjectPerChange) {
+  v1::Rollout moved = WatchedRollout(1, v1::ROLLOUT_STATE_RUNNING);
+  v1::Rollout target_moved = moved;  // same counts, one target further
+  target_moved.mutable_targets(1)->set_state(v1::TARGET_STATE_DOWNLOADING);
+  server_.service().ScriptGetRollout({
+      {moved},
+      {moved},
+      {target_moved},
+      {WatchedRollout(4, v1::ROLLOUT_STATE_COMPLETED)},
+  });
+  CommandContext ctx = Context(OutputFormat::kJson);
+  ASSERT_TRUE(Watch(ctx).ok());
+  std::vector<std::string> lines = Lines(out_.str());
+  ASSERT_EQ(lines.size(), 3u) << out_.str();
+  std::vector<std::string> states;
+  for (const std::string& line : lines) {
+    nlohmann::json j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["rollout_id"], "ro-00000000000000aa");
+    states.push_back(j["state"]);
+  }
+  EXPECT_EQ(states, (std::vector<std::string>{"ROLLOUT_STATE_RUNNING",
+                                              "ROLLOUT_STATE_RUNNING",
+                                              "ROLLOUT_STATE_COMPLETED"}));
+  EXPECT_EQ(nlohmann::json::parse(lines[1])["targets"][1]["state"],
+            "TARGET_STATE_DOWNLOADING");
+}
+
+TEST_F(RolloutWatchTest, RidesOutAControllerRestart) {
+  const grpc::Status down(grpc::StatusCode::UNAVAILABLE,
+                          "failed to connect to all addresses; last error: "
+                          "Connection refused");
+  server_.service().ScriptGetRollout({
+      {WatchedRollout(1, v1::ROLLOUT_STATE_RUNNING)},
+      {{}, down},
+      {{}, down},
+      {WatchedRollout(4, v1::ROLLOUT_STATE_COMPLETED)},
+  });
+  CommandContext ctx = Context();
+  absl::Status s = Watch(ctx);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(Lines(out_.str()).size(), 2u) << out_.str();
+  std::vector<std::string> notes = Lines(err_.str());
+  ASSERT_EQ(notes.size(), 2u) << err_.str();
+  EXPECT_NE(notes[0].find("cannot reach the controller at " +
+                          server_.address() + " (connection refused)"),
+            std::string::npos)
+      << notes[0];
+  EXPECT_EQ(notes[1], "fleetctl: controller reachable again");
+}
+
+TEST_F(RolloutWatchTest, GivesUpWhenTheControllerStaysAwayLongerThanTimeout) {
+  server_.service().FailWith(
+      grpc::Status(grpc::StatusCode::UNAVAILABLE, "Connection refused"));
+  GlobalOptions options;
+  options.controller = server_.address();
+  options.timeout = absl::Seconds(5);
+  CommandContext ctx(options, io_);
+  absl::Status s = Watch(ctx);
+  EXPECT_EQ(ExitCodeFor(s), kExitFailed) << s;
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  // Polls at 0..6 s; the one at 6 s is past the 5 s allowance.
+  EXPECT_EQ(server_.service().calls(), 7);
+  EXPECT_EQ(Lines(err_.str()).size(), 1u) << err_.str();
+}
+
+TEST_F(RolloutWatchTest, UnknownRolloutFailsAtOncePointingAtList) {
+  server_.service().SetRollout(SampleRollout());  // another id
+  CommandContext ctx = Context();
+  absl::Status s = Watch(ctx);
+  EXPECT_EQ(ExitCodeFor(s), kExitFailed);
+  EXPECT_NE(s.message().find("fleetctl rollout list"), absl::string_view::npos)
+      << s;
+  EXPECT_TRUE(sleeps_.empty());
+}
+
+TEST_F(RolloutWatchTest, BadIntervalOrIdIsAUsageError) {
+  CommandContext ctx = Context();
+  for (const char* interval : {"0", "50ms", "soon", "-1s"}) {
+    RolloutWatchOptions options;
+    options.rollout_id = "ro-00000000000000aa";
+    options.interval = interval;
+    absl::Status s = RolloutWatch(options, ctx);
+    EXPECT_EQ(ExitCodeFor(s), kExitUsage) << interval;
+    EXPECT_NE(s.message().find("--interval"), absl::string_view::npos) << s;
+  }
+  RolloutWatchOptions bad_id;
+  bad_id.rollout_id = "../x";
+  EXPECT_EQ(ExitCodeFor(RolloutWatch(bad_id, ctx)), kExitUsage);
+  EXPECT_EQ(server_.service().calls(), 0);
+}
+
+TEST_F(RolloutWatchTest, TerminalRedrawsOneFrameInPlace) {
+  server_.service().ScriptGetRollout({
+      {WatchedRollout(1, v1::ROLLOUT_STATE_RUNNING)},
+      {WatchedRollout(4, v1::ROLLOUT_STATE_COMPLETED)},
+  });
+  CommandContext ctx = Context();
+  ASSERT_TRUE(Watch(ctx, /*terminal=*/true).ok());
+  const std::string out = out_.str();
+  const size_t redraw = out.find("\x1b[");
+  ASSERT_NE(redraw, std::string::npos) << out;
+  const std::string first = out.substr(0, redraw);
+  // Cursor up over every line of the first frame, then clear below.
+  const int first_lines = std::count(first.begin(), first.end(), '\n');
+  const std::string up_and_clear =
+      absl::StrCat("\x1b[", first_lines, "A\x1b[J");
+  EXPECT_EQ(out.substr(redraw, up_and_clear.size()), up_and_clear);
+  EXPECT_NE(first.find("rollout ro-00000000000000aa: web 1.2.0, running, "
+                       "stage 2/2 (100%)\n"),
+            std::string::npos)
+      << first;
+  EXPECT_NE(first.find("[#####---------------] 25%  1 of 4 targets final"),
+            std::string::npos)
+      << first;
+  EXPECT_NE(first.find("STAGE"), std::string::npos) << first;
+  EXPECT_NE(first.find("2 (100%) <"), std::string::npos) << first;
+  EXPECT_NE(first.find("gate: waiting for 2 samples (1 so far, 0 failed)"),
+            std::string::npos)
+      << first;
+  EXPECT_NE(out.find("completed"), std::string::npos);
+}
+
+TEST_F(RolloutCommandsTest, AbortWithRollbackAsksForItAndSaysSo) {
+  server_.service().SetRollout(SampleRollout());
+  CommandContext ctx = Context();
+  ASSERT_TRUE(
+      RolloutAbort({.rollout_id = "ro-3f2a9c0d11b2e4f7", .rollback = true}, ctx)
+          .ok());
+  ASSERT_TRUE(server_.service().last_abort_rollout().has_value());
+  EXPECT_TRUE(server_.service().last_abort_rollout()->rollback());
+  EXPECT_NE(out_.str().find("being rolled back"), std::string::npos)
+      << out_.str();
+
+  out_.str("");
+  ASSERT_TRUE(RolloutAbort({.rollout_id = "ro-3f2a9c0d11b2e4f7"}, ctx).ok());
+  EXPECT_FALSE(server_.service().last_abort_rollout()->rollback());
+  EXPECT_EQ(out_.str().find("rolled back"), std::string::npos) << out_.str();
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 
@@ -37,6 +38,16 @@ void FakeAdminService::SetAgents(v1::ListAgentsResponse agents) {
 void FakeAdminService::SetRollout(v1::Rollout rollout) {
   absl::MutexLock lock(&mu_);
   rollout_ = std::move(rollout);
+}
+
+void FakeAdminService::ScriptGetRollout(std::vector<GetRolloutStep> steps) {
+  absl::MutexLock lock(&mu_);
+  get_rollout_script_ = std::move(steps);
+}
+
+int FakeAdminService::get_rollout_calls() const {
+  absl::MutexLock lock(&mu_);
+  return get_rollout_calls_;
 }
 
 void FakeAdminService::SetRollouts(v1::ListRolloutsResponse rollouts) {
@@ -174,11 +185,19 @@ grpc::Status FakeAdminService::GetRollout(grpc::ServerContext*,
   grpc::Status status = Begin();
   if (!status.ok()) return status;
   absl::MutexLock lock(&mu_);
-  if (request->rollout_id() != rollout_.rollout_id()) {
+  const int call = get_rollout_calls_++;
+  const v1::Rollout* answer = &rollout_;
+  if (!get_rollout_script_.empty()) {
+    const GetRolloutStep& step = get_rollout_script_[std::min<size_t>(
+        call, get_rollout_script_.size() - 1)];
+    if (!step.status.ok()) return step.status;
+    answer = &step.rollout;
+  }
+  if (request->rollout_id() != answer->rollout_id()) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
                         absl::StrCat("no rollout ", request->rollout_id()));
   }
-  *response = rollout_;
+  *response = *answer;
   return grpc::Status::OK;
 }
 

@@ -32,6 +32,12 @@ struct PushRecord {
   std::vector<size_t> chunk_sizes;
 };
 
+// One scripted answer of GetRollout: `rollout`, or `status` when not OK.
+struct GetRolloutStep {
+  v1::Rollout rollout;
+  grpc::Status status = grpc::Status::OK;
+};
+
 // Thread-safe: RPCs run on gRPC's threads while the test configures and
 // inspects.
 class FakeAdminService final : public v1::AdminService::Service {
@@ -47,6 +53,12 @@ class FakeAdminService final : public v1::AdminService::Service {
   // state (PAUSED, RUNNING, ABORTED); other ids are NOT_FOUND.
   void SetRollout(v1::Rollout rollout);
   void SetRollouts(v1::ListRolloutsResponse rollouts);
+  // Successive GetRollout calls answer steps[0], steps[1], ..., then repeat
+  // the last step (a watched rollout that changes over time). A step's
+  // rollout id must match the request's, else NOT_FOUND. Replaces
+  // SetRollout's answer of GetRollout while set.
+  void ScriptGetRollout(std::vector<GetRolloutStep> steps);
+  int get_rollout_calls() const;
   // Answer of ListBlacklist; RemoveBlacklist is NOT_FOUND for a version not
   // in it. AddBlacklist answers the request as an entry by "operator" at
   // SetStoredAtMs, with these aborted rollouts.
@@ -125,6 +137,8 @@ class FakeAdminService final : public v1::AdminService::Service {
   v1::ListAgentsResponse agents_ ABSL_GUARDED_BY(mu_);
   v1::Rollout rollout_ ABSL_GUARDED_BY(mu_);
   v1::ListRolloutsResponse rollouts_ ABSL_GUARDED_BY(mu_);
+  std::vector<GetRolloutStep> get_rollout_script_ ABSL_GUARDED_BY(mu_);
+  int get_rollout_calls_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<PushRecord> last_push_ ABSL_GUARDED_BY(mu_);
   std::optional<v1::ListReleasesRequest> last_list_releases_
       ABSL_GUARDED_BY(mu_);
