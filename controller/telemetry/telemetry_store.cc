@@ -1,0 +1,461 @@
+#include "controller/telemetry/telemetry_store.h"
+
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "controller/telemetry/metrics_registry.h"
+
+namespace fleet::controller::telemetry {
+namespace {
+
+const std::vector<sqlite::Migration>& Migrations() {
+  static const auto* const kMigrations = new std::vector<sqlite::Migration>{
+      {"update events, heartbeats, agent versions",
+       R"sql(
+CREATE TABLE update_events(
+  agent_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  rollout_id TEXT NOT NULL,
+  product TEXT NOT NULL,
+  platform TEXT NOT NULL,
+  from_version TEXT NOT NULL,
+  to_version TEXT NOT NULL,
+  phase TEXT NOT NULL,
+  error_class TEXT NOT NULL,
+  duration_ms INTEGER NOT NULL,
+  bytes INTEGER NOT NULL,
+  time_ms INTEGER NOT NULL,
+  received_ms INTEGER NOT NULL,
+  PRIMARY KEY(agent_id, seq)) WITHOUT ROWID;
+CREATE INDEX update_events_by_time ON update_events(time_ms);
+
+CREATE TABLE heartbeats(
+  agent_id TEXT NOT NULL,
+  platform TEXT NOT NULL,
+  time_ms INTEGER NOT NULL,
+  uptime_seconds INTEGER NOT NULL,
+  program_restarts INTEGER NOT NULL,
+  agent_rss_bytes INTEGER NOT NULL,
+  program_rss_bytes INTEGER NOT NULL,
+  agent_cpu_ms INTEGER NOT NULL,
+  program_cpu_ms INTEGER NOT NULL,
+  state_dir_free_bytes INTEGER NOT NULL);
+CREATE INDEX heartbeats_by_time ON heartbeats(time_ms);
+
+CREATE TABLE agent_versions(
+  agent_id TEXT NOT NULL,
+  product TEXT NOT NULL,
+  since_ms INTEGER NOT NULL,
+  version TEXT NOT NULL,
+  platform TEXT NOT NULL,
+  PRIMARY KEY(agent_id, product, since_ms)) WITHOUT ROWID;
+CREATE INDEX agent_versions_by_time ON agent_versions(since_ms);
+
+CREATE TABLE tail(
+  name TEXT PRIMARY KEY,
+  value INTEGER NOT NULL) WITHOUT ROWID;
+)sql"},
+  };
+  return *kMigrations;
+}
+
+// Rows the control loop may still commit with a received_ms below what was
+// already copied: its batch stamps received_ms before the commit. Re-reading
+// this much each pass is cheap (INSERT OR IGNORE) and closes that gap.
+constexpr int64_t kTailOverlapMs = 10'000;
+constexpr int kTailPage = 2'000;
+
+constexpr char kInsertHeartbeatSql[] =
+    "INSERT INTO heartbeats(agent_id, platform, time_ms, uptime_seconds, "
+    "program_restarts, agent_rss_bytes, program_rss_bytes, agent_cpu_ms, "
+    "program_cpu_ms, state_dir_free_bytes) VALUES(?,?,?,?,?,?,?,?,?,?)";
+constexpr char kLatestVersionSql[] =
+    "SELECT version FROM agent_versions WHERE agent_id = ? AND product = ? "
+    "ORDER BY since_ms DESC LIMIT 1";
+constexpr char kInsertVersionSql[] =
+    "INSERT OR REPLACE INTO agent_versions(agent_id, product, since_ms, "
+    "version, platform) VALUES(?,?,?,?,?)";
+constexpr char kReadWatermarkSql[] =
+    "SELECT value FROM tail WHERE name = 'events_received_ms'";
+constexpr char kWriteWatermarkSql[] =
+    "INSERT OR REPLACE INTO tail(name, value) "
+    "VALUES('events_received_ms', ?)";
+// fleet.db, read only. Keyset pagination over (received_ms, agent_id, seq).
+constexpr char kTailEventsSql[] =
+    "SELECT e.agent_id, e.seq, e.rollout_id, e.product, "
+    "COALESCE(a.platform, ''), e.from_version, e.to_version, e.phase, "
+    "e.error_class, e.duration_ms, e.bytes, e.time_ms, e.received_ms "
+    "FROM events e LEFT JOIN agents a ON a.agent_id = e.agent_id "
+    "WHERE e.received_ms >= ?1 AND (e.received_ms, e.agent_id, e.seq) > "
+    "(?2, ?3, ?4) ORDER BY e.received_ms, e.agent_id, e.seq LIMIT ?5";
+constexpr char kStoredVersionSql[] =
+    "SELECT version FROM agent_products WHERE agent_id = ? AND product = ?";
+constexpr char kInsertEventSql[] =
+    "INSERT OR IGNORE INTO update_events(agent_id, seq, rollout_id, product, "
+    "platform, from_version, to_version, phase, error_class, duration_ms, "
+    "bytes, time_ms, received_ms) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)";
+
+int64_t UnixMs(absl::Time t) { return absl::ToUnixMillis(t); }
+
+}  // namespace
+
+std::string PhaseLabel(v1::UpdatePhase phase) {
+  std::string name = v1::UpdatePhase_Name(phase);
+  constexpr absl::string_view kPrefix = "UPDATE_PHASE_";
+  if (absl::string_view(name).substr(0, kPrefix.size()) == kPrefix) {
+    name = name.substr(kPrefix.size());
+  }
+  return absl::AsciiStrToLower(name);
+}
+
+absl::StatusOr<std::unique_ptr<TelemetryStore>> TelemetryStore::Open(
+    Options options, const Clock& clock) {
+  if (options.path.empty() || options.fleet_db_path.empty()) {
+    return absl::InvalidArgumentError(
+        "telemetry needs the paths of telemetry.db and fleet.db");
+  }
+  if (options.retention < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("telemetry retention must be >= 0");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<sqlite::Database> db,
+                   sqlite::Database::Open(options.path));
+  RETURN_IF_ERROR(db->Migrate(Migrations()));
+  ASSIGN_OR_RETURN(std::unique_ptr<sqlite::Database> fleet_db,
+                   sqlite::Database::Open(options.fleet_db_path));
+  RETURN_IF_ERROR(fleet_db->Execute("PRAGMA query_only=ON"));
+  return std::unique_ptr<TelemetryStore>(new TelemetryStore(
+      std::move(options), clock, std::move(db), std::move(fleet_db)));
+}
+
+TelemetryStore::TelemetryStore(Options options, const Clock& clock,
+                               std::unique_ptr<sqlite::Database> db,
+                               std::unique_ptr<sqlite::Database> fleet_db)
+    : options_(std::move(options)),
+      clock_(clock),
+      db_(std::move(db)),
+      fleet_db_(std::move(fleet_db)) {}
+
+TelemetryStore::~TelemetryStore() { Stop(); }
+
+void TelemetryStore::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void TelemetryStore::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  absl::Status flushed = Flush();
+  if (!flushed.ok()) {
+    LogWarning("telemetry: final flush failed",
+               {{"error", flushed.ToString()}});
+  }
+}
+
+void TelemetryStore::RecordHello(const v1::Hello& hello) {
+  const int64_t now = UnixMs(clock_.Now());
+  absl::MutexLock lock(&mu_);
+  platforms_[hello.agent_id()] = hello.platform();
+  if (heartbeats_.size() + hellos_.size() >= options_.max_backlog) {
+    if (options_.metrics.dropped)
+      options_.metrics.dropped->Increment({"hello"});
+    return;
+  }
+  hellos_.push_back({now, hello});
+}
+
+void TelemetryStore::RecordHeartbeat(absl::string_view agent_id,
+                                     const v1::Heartbeat& heartbeat) {
+  const int64_t now = UnixMs(clock_.Now());
+  absl::MutexLock lock(&mu_);
+  if (heartbeats_.size() + hellos_.size() >= options_.max_backlog) {
+    if (options_.metrics.dropped) {
+      options_.metrics.dropped->Increment({"heartbeat"});
+    }
+    return;
+  }
+  heartbeats_.push_back({std::string(agent_id), now, heartbeat});
+}
+
+size_t TelemetryStore::Backlog() const {
+  absl::MutexLock lock(&mu_);
+  return heartbeats_.size() + hellos_.size();
+}
+
+void TelemetryStore::Run() {
+  while (true) {
+    bool stopping = false;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_),
+                           options_.flush_interval);
+      stopping = stopping_;
+    }
+    if (stopping) return;  // Stop() flushes on its own thread
+    absl::Status flushed = Flush();
+    if (!flushed.ok()) {
+      LogWarning("telemetry: write failed", {{"error", flushed.ToString()}});
+    }
+    if (options_.retention > absl::ZeroDuration() &&
+        clock_.Now() >= next_retention_) {
+      next_retention_ = clock_.Now() + options_.retention_interval;
+      absl::StatusOr<int64_t> deleted = ApplyRetention();
+      if (!deleted.ok()) {
+        LogWarning("telemetry: retention failed",
+                   {{"error", deleted.status().ToString()}});
+      }
+    }
+  }
+}
+
+absl::Status TelemetryStore::Flush() {
+  std::vector<QueuedHeartbeat> heartbeats;
+  std::vector<QueuedHello> hellos;
+  {
+    absl::MutexLock lock(&mu_);
+    heartbeats.swap(heartbeats_);
+    hellos.swap(hellos_);
+  }
+  absl::Status written = WriteQueued(std::move(heartbeats), std::move(hellos));
+  absl::Status copied = CopyEvents();
+  return written.ok() ? copied : written;
+}
+
+absl::Status TelemetryStore::WriteQueued(
+    std::vector<QueuedHeartbeat> heartbeats, std::vector<QueuedHello> hellos) {
+  if (heartbeats.empty() && hellos.empty()) return absl::OkStatus();
+  const absl::Time started = absl::Now();
+  absl::flat_hash_map<std::string, std::string> platforms;
+  {
+    absl::MutexLock lock(&mu_);
+    platforms = platforms_;
+  }
+  sqlite::Transaction txn(*db_);
+  RETURN_IF_ERROR(txn.Begin());
+  for (const QueuedHello& queued : hellos) {
+    for (const v1::InstalledProduct& product : queued.hello.installed()) {
+      std::string version = product.version();
+      if (version.empty()) {
+        // The control loop names unknown versions from the digest; use its
+        // answer if it has committed one already.
+        ASSIGN_OR_RETURN(sqlite::Statement * stored,
+                         fleet_db_->Cached(kStoredVersionSql));
+        stored->BindText(1, queued.hello.agent_id());
+        stored->BindText(2, product.product());
+        ASSIGN_OR_RETURN(bool found, stored->Step());
+        if (found) version = stored->ColumnText(0);
+        stored->Reset();
+      }
+      if (version.empty()) continue;
+      RETURN_IF_ERROR(NoteVersion(queued.hello.agent_id(), product.product(),
+                                  version, queued.hello.platform(),
+                                  queued.time_ms));
+    }
+  }
+  ASSIGN_OR_RETURN(sqlite::Statement * insert,
+                   db_->Cached(kInsertHeartbeatSql));
+  for (const QueuedHeartbeat& queued : heartbeats) {
+    const v1::Heartbeat& h = queued.heartbeat;
+    auto platform = platforms.find(queued.agent_id);
+    insert->BindText(1, queued.agent_id);
+    insert->BindText(2, platform == platforms.end() ? "" : platform->second);
+    insert->BindInt64(3, queued.time_ms);
+    insert->BindInt64(4, h.uptime_seconds());
+    insert->BindInt64(5, h.program_restarts());
+    insert->BindInt64(6, static_cast<int64_t>(h.agent_rss_bytes()));
+    insert->BindInt64(7, static_cast<int64_t>(h.program_rss_bytes()));
+    insert->BindInt64(8, static_cast<int64_t>(h.agent_cpu_ms()));
+    insert->BindInt64(9, static_cast<int64_t>(h.program_cpu_ms()));
+    insert->BindInt64(10, static_cast<int64_t>(h.state_dir_free_bytes()));
+    RETURN_IF_ERROR(insert->Run());
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  if (options_.metrics.write_latency) {
+    options_.metrics.write_latency->Observe(
+        {"telemetry"}, absl::ToDoubleSeconds(absl::Now() - started));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TelemetryStore::NoteVersion(absl::string_view agent_id,
+                                         absl::string_view product,
+                                         absl::string_view version,
+                                         absl::string_view platform,
+                                         int64_t since_ms) {
+  ASSIGN_OR_RETURN(sqlite::Statement * latest, db_->Cached(kLatestVersionSql));
+  latest->BindText(1, agent_id);
+  latest->BindText(2, product);
+  ASSIGN_OR_RETURN(bool found, latest->Step());
+  const bool same = found && latest->ColumnText(0) == version;
+  latest->Reset();
+  if (same) return absl::OkStatus();  // a reconnect, not a change
+  ASSIGN_OR_RETURN(sqlite::Statement * insert, db_->Cached(kInsertVersionSql));
+  insert->BindText(1, agent_id);
+  insert->BindText(2, product);
+  insert->BindInt64(3, since_ms);
+  insert->BindText(4, version);
+  insert->BindText(5, platform);
+  return insert->Run();
+}
+
+absl::Status TelemetryStore::CopyEvents() {
+  int64_t watermark = 0;
+  {
+    ASSIGN_OR_RETURN(sqlite::Statement * read, db_->Cached(kReadWatermarkSql));
+    ASSIGN_OR_RETURN(bool found, read->Step());
+    if (found) watermark = read->ColumnInt64(0);
+    read->Reset();
+  }
+  int64_t from = watermark - kTailOverlapMs;
+  if (options_.retention > absl::ZeroDuration()) {
+    from = std::max(from, UnixMs(clock_.Now() - options_.retention));
+  }
+  ASSIGN_OR_RETURN(sqlite::Statement * tail, fleet_db_->Cached(kTailEventsSql));
+  int64_t key_ms = from - 1;
+  std::string key_agent;
+  int64_t key_seq = 0;
+  int64_t newest = watermark;
+  while (true) {
+    struct Row {
+      std::string agent_id;
+      int64_t seq;
+      std::string rollout_id, product, platform, from_version, to_version;
+      int phase;
+      std::string error_class;
+      int64_t duration_ms, bytes, time_ms, received_ms;
+    };
+    std::vector<Row> rows;
+    tail->BindInt64(1, from);
+    tail->BindInt64(2, key_ms);
+    tail->BindText(3, key_agent);
+    tail->BindInt64(4, key_seq);
+    tail->BindInt64(5, kTailPage);
+    while (true) {
+      absl::StatusOr<bool> step = tail->Step();
+      if (!step.ok()) {
+        tail->Reset();
+        return step.status();
+      }
+      if (!*step) break;
+      rows.push_back(
+          {tail->ColumnText(0), tail->ColumnInt64(1), tail->ColumnText(2),
+           tail->ColumnText(3), tail->ColumnText(4), tail->ColumnText(5),
+           tail->ColumnText(6), static_cast<int>(tail->ColumnInt64(7)),
+           tail->ColumnText(8), tail->ColumnInt64(9), tail->ColumnInt64(10),
+           tail->ColumnInt64(11), tail->ColumnInt64(12)});
+    }
+    tail->Reset();
+    if (rows.empty()) break;
+
+    const absl::Time started = absl::Now();
+    sqlite::Transaction txn(*db_);
+    RETURN_IF_ERROR(txn.Begin());
+    ASSIGN_OR_RETURN(sqlite::Statement * insert, db_->Cached(kInsertEventSql));
+    struct Stored {
+      std::string phase, error_class;
+      int64_t duration_ms;
+    };
+    std::vector<Stored> stored;
+    for (const Row& row : rows) {
+      const std::string phase =
+          PhaseLabel(static_cast<v1::UpdatePhase>(row.phase));
+      // An event without an agent timestamp is placed when it arrived.
+      const int64_t time_ms = row.time_ms > 0 ? row.time_ms : row.received_ms;
+      insert->BindText(1, row.agent_id);
+      insert->BindInt64(2, row.seq);
+      insert->BindText(3, row.rollout_id);
+      insert->BindText(4, row.product);
+      insert->BindText(5, row.platform);
+      insert->BindText(6, row.from_version);
+      insert->BindText(7, row.to_version);
+      insert->BindText(8, phase);
+      insert->BindText(9, row.error_class);
+      insert->BindInt64(10, row.duration_ms);
+      insert->BindInt64(11, row.bytes);
+      insert->BindInt64(12, time_ms);
+      insert->BindInt64(13, row.received_ms);
+      RETURN_IF_ERROR(insert->Run());
+      if (db_->Changes() == 0) continue;  // stored by an earlier pass
+      stored.push_back({phase, row.error_class, row.duration_ms});
+      if (row.phase == v1::UPDATE_PHASE_HEALTHY && !row.to_version.empty()) {
+        RETURN_IF_ERROR(NoteVersion(row.agent_id, row.product, row.to_version,
+                                    row.platform, time_ms));
+      }
+    }
+    const Row& last = rows.back();
+    newest = std::max(newest, last.received_ms);
+    ASSIGN_OR_RETURN(sqlite::Statement * mark, db_->Cached(kWriteWatermarkSql));
+    mark->BindInt64(1, newest);
+    RETURN_IF_ERROR(mark->Run());
+    RETURN_IF_ERROR(txn.Commit());
+    if (options_.metrics.write_latency) {
+      options_.metrics.write_latency->Observe(
+          {"telemetry"}, absl::ToDoubleSeconds(absl::Now() - started));
+    }
+    for (const Stored& s : stored) {
+      if (options_.metrics.update_events) {
+        options_.metrics.update_events->Increment({s.phase, s.error_class});
+      }
+      if (options_.metrics.phase_duration) {
+        options_.metrics.phase_duration->Observe({s.phase},
+                                                 s.duration_ms / 1000.0);
+      }
+    }
+    if (rows.size() < static_cast<size_t>(kTailPage)) break;
+    key_ms = last.received_ms;
+    key_agent = last.agent_id;
+    key_seq = last.seq;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> TelemetryStore::ApplyRetention() {
+  if (options_.retention <= absl::ZeroDuration()) return 0;
+  const int64_t cutoff = UnixMs(clock_.Now() - options_.retention);
+  // Each statement deletes at most one batch, in its own transaction, so a
+  // large backlog of old rows never holds the write lock for long.
+  const std::string batch = absl::StrCat(options_.retention_batch);
+  const std::string statements[] = {
+      absl::StrCat("DELETE FROM heartbeats WHERE rowid IN (SELECT rowid FROM "
+                   "heartbeats WHERE time_ms < ?1 LIMIT ",
+                   batch, ")"),
+      absl::StrCat("DELETE FROM update_events WHERE (agent_id, seq) IN "
+                   "(SELECT agent_id, seq FROM update_events WHERE time_ms < "
+                   "?1 LIMIT ",
+                   batch, ")"),
+      // Old version rows go too, except each agent's last one before the
+      // cutoff: it says what the agent ran when the kept window starts.
+      absl::StrCat(
+          "DELETE FROM agent_versions WHERE (agent_id, product, since_ms) IN "
+          "(SELECT v.agent_id, v.product, v.since_ms FROM agent_versions v "
+          "WHERE v.since_ms < ?1 AND EXISTS (SELECT 1 FROM agent_versions n "
+          "WHERE n.agent_id = v.agent_id AND n.product = v.product AND "
+          "n.since_ms > v.since_ms AND n.since_ms <= ?1) LIMIT ",
+          batch, ")"),
+  };
+  int64_t deleted = 0;
+  for (const std::string& sql : statements) {
+    ASSIGN_OR_RETURN(std::unique_ptr<sqlite::Statement> statement,
+                     db_->Prepare(sql));
+    while (true) {
+      sqlite::Transaction txn(*db_);
+      RETURN_IF_ERROR(txn.Begin());
+      statement->BindInt64(1, cutoff);
+      RETURN_IF_ERROR(statement->Run());
+      const int changed = db_->Changes();
+      RETURN_IF_ERROR(txn.Commit());
+      deleted += changed;
+      if (changed < options_.retention_batch) break;
+    }
+  }
+  return deleted;
+}
+
+}  // namespace fleet::controller::telemetry
