@@ -32,7 +32,9 @@ constexpr char kFooter[] =
     "  0  success\n"
     "  1  the operation failed (controller error or unreachable, file "
     "error)\n"
-    "  2  usage error (unknown command or flag, missing or invalid value)";
+    "  2  usage error (unknown command or flag, missing or invalid value)\n"
+    "  3  rollout status --watch: the rollout was aborted\n"
+    "  4  rollout status --watch: the rollout was paused by its failure gate";
 
 // The deepest command the parser got to: fleetctl, or fleetctl release, ...
 const CLI::App* ChosenCommand(const CLI::App* app) {
@@ -374,8 +376,22 @@ class CommandLine {
     CLI::App* status =
         rollout->add_subcommand("status", "Show a rollout and its targets");
     status->add_option("id", rollout_id_, "rollout id (ro-...)")->required();
+    CLI::Option* watch =
+        status->add_flag("--watch", watch_,
+                         "follow the rollout live until it ends; exit 0 "
+                         "completed, 3 aborted, 4 paused by its failure gate "
+                         "(an operator's pause keeps watching)");
+    status
+        ->add_option("--interval", watch_interval_,
+                     "with --watch: time between polls (at least 100ms)")
+        ->capture_default_str()
+        ->needs(watch);
     Add(status, [this](CommandContext& ctx) {
-      return RolloutStatus(rollout_id_, ctx);
+      if (!watch_) return RolloutStatus(rollout_id_, ctx);
+      RolloutWatchOptions watch;
+      watch.rollout_id = rollout_id_;
+      watch.interval = watch_interval_;
+      return RolloutWatch(watch, ctx);
     });
 
     CLI::App* pause = rollout->add_subcommand(
@@ -399,6 +415,9 @@ class CommandLine {
     abort->add_option("id", change_.rollout_id, "rollout id (ro-...)")
         ->required();
     abort->add_option("--reason", change_.reason, "why, shown in status");
+    abort->add_flag("--rollback", change_.rollback,
+                    "also lead every target that left its previous version "
+                    "(updated or in flight) back to it");
     Add(abort,
         [this](CommandContext& ctx) { return RolloutAbort(change_, ctx); });
 
@@ -468,6 +487,8 @@ class CommandLine {
   AgentsListOptions agents_list_;
   RolloutCreateOptions create_;
   std::string rollout_id_;
+  bool watch_ = false;
+  std::string watch_interval_ = "1s";
   RolloutChangeOptions change_;
   BlacklistOptions blacklist_;
   RolloutListOptions rollout_list_;

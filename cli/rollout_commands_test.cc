@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cli/command_context.h"
+#include "cli/command_line.h"
 #include "cli/errors.h"
 #include "cli/testing/fake_admin_service.h"
 #include "common/testing/fake_clock.h"
@@ -851,6 +852,38 @@ TEST_F(RolloutCommandsTest, AbortWithRollbackAsksForItAndSaysSo) {
   ASSERT_TRUE(RolloutAbort({.rollout_id = "ro-3f2a9c0d11b2e4f7"}, ctx).ok());
   EXPECT_FALSE(server_.service().last_abort_rollout()->rollback());
   EXPECT_EQ(out_.str().find("rolled back"), std::string::npos) << out_.str();
+}
+
+TEST_F(RolloutWatchTest, FleetctlWatchExitCodeSaysHowTheRolloutEnded) {
+  server_.service().ScriptGetRollout({
+      {WatchedRollout(1, v1::ROLLOUT_STATE_RUNNING)},
+      {WatchedRollout(1, v1::ROLLOUT_STATE_ABORTED, "operator")},
+  });
+  const std::vector<std::string> watch = {
+      "fleetctl", "--controller", server_.address(),
+      "rollout",  "status",       "ro-00000000000000aa",
+      "--watch",  "--interval",   "100ms"};
+  EXPECT_EQ(RunFleetctl(watch, io_, ""), kExitRolloutAborted) << err_.str();
+  EXPECT_EQ(Lines(out_.str()).size(), 2u) << out_.str();
+  EXPECT_NE(err_.str().find("fleetctl: rollout ro-00000000000000aa aborted"),
+            std::string::npos)
+      << err_.str();
+
+  // Abort --rollback reaches the request.
+  server_.service().SetRollout(SampleRollout());
+  EXPECT_EQ(
+      RunFleetctl({"fleetctl", "--controller", server_.address(), "rollout",
+                   "abort", "ro-3f2a9c0d11b2e4f7", "--rollback"},
+                  io_, ""),
+      kExitOk)
+      << err_.str();
+  EXPECT_TRUE(server_.service().last_abort_rollout()->rollback());
+  // --interval alone is a usage error.
+  EXPECT_EQ(
+      RunFleetctl({"fleetctl", "--controller", server_.address(), "rollout",
+                   "status", "ro-3f2a9c0d11b2e4f7", "--interval", "1s"},
+                  io_, ""),
+      kExitUsage);
 }
 
 }  // namespace
