@@ -137,6 +137,29 @@ CREATE TABLE reverts(
   updated_ms INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX reverts_by_agent ON reverts(agent_id, created_ms);
 )sql"},
+      // Read and written by controller/enrollment/identity_store.cc.
+      {"enrollment tokens, revoked agents, audit log",
+       R"sql(
+CREATE TABLE enroll_tokens(
+  token_sha256 TEXT PRIMARY KEY,
+  token_id TEXT NOT NULL UNIQUE,
+  labels TEXT NOT NULL,
+  uses_left INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL,
+  created_by TEXT NOT NULL,
+  created_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE revoked_agents(
+  agent_id TEXT PRIMARY KEY,
+  reason TEXT NOT NULL,
+  revoked_by TEXT NOT NULL,
+  revoked_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE audit_log(
+  id INTEGER PRIMARY KEY,
+  time_ms INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  detail TEXT NOT NULL);
+)sql"},
   };
   return *kMigrations;
 }
