@@ -326,6 +326,19 @@ grpc::Status AdminService::ListBlacklist(
   return grpc::Status::OK;
 }
 
+grpc::Status AdminService::QueryTelemetry(
+    grpc::ServerContext* context, const v1::QueryTelemetryRequest* request,
+    v1::QueryTelemetryResponse* response) {
+  if (telemetry_ == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "telemetry is not enabled on this controller");
+  }
+  absl::StatusOr<v1::QueryTelemetryResponse> result = telemetry_->Run(*request);
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *response = *std::move(result);
+  return grpc::Status::OK;
+}
+
 absl::StatusOr<v1::Rollout> AdminService::View(const RolloutRecord& record,
                                                bool with_targets) {
   v1::Rollout rollout = record.rollout;

@@ -19,6 +19,7 @@
 #include "controller/blob_store.h"
 #include "controller/control_loop.h"
 #include "controller/store/store.h"
+#include "controller/telemetry/query_engine.h"
 #include "proto/fleet/v1/admin.grpc.pb.h"
 
 namespace fleet::controller {
@@ -94,6 +95,18 @@ class AdminService final : public v1::AdminService::Service {
   grpc::Status ListBlacklist(grpc::ServerContext* context,
                              const v1::ListBlacklistRequest* request,
                              v1::ListBlacklistResponse* response) override;
+  // Runs a telemetry query (controller/telemetry/query_engine.h) on its own
+  // read connection to telemetry.db. INVALID_ARGUMENT for a malformed query
+  // (with the column), an unknown metric/label/field, a bad range or step,
+  // or too many points; RESOURCE_EXHAUSTED for a scan over the row limit;
+  // UNAVAILABLE if telemetry is not enabled (SetTelemetry not called).
+  grpc::Status QueryTelemetry(grpc::ServerContext* context,
+                              const v1::QueryTelemetryRequest* request,
+                              v1::QueryTelemetryResponse* response) override;
+  // `engine` must outlive the service; call before serving.
+  void SetTelemetry(const telemetry::QueryEngine* engine) {
+    telemetry_ = engine;
+  }
 
  private:
   absl::StatusOr<v1::Release> DoPushRelease(
@@ -114,6 +127,7 @@ class AdminService final : public v1::AdminService::Service {
   const BlobStore& blobs_;
   const TrustedKeys& trusted_keys_;
   const Clock& clock_;
+  const telemetry::QueryEngine* telemetry_ = nullptr;
 };
 
 }  // namespace fleet::controller

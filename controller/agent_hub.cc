@@ -258,12 +258,16 @@ class AgentStream
       agent_id_ = in_.hello().agent_id();
       hub_.Register(this);
       registered_ = true;
+      if (hub_.observer_ != nullptr) hub_.observer_->OnHello(in_.hello());
       hub_.loop_.PostHello(agent_id_, session_,
                            std::move(*in_.mutable_hello()));
       return absl::OkStatus();
     }
     switch (in_.body_case()) {
       case v1::AgentMessage::kHeartbeat:
+        if (hub_.observer_ != nullptr) {
+          hub_.observer_->OnHeartbeat(agent_id_, in_.heartbeat());
+        }
         hub_.loop_.PostHeartbeat(agent_id_, session_);
         return absl::OkStatus();
       case v1::AgentMessage::kEvent: {
@@ -415,6 +419,9 @@ bool AgentHub::Send(absl::string_view agent_id, uint64_t session,
   absl::MutexLock lock(&mu_);
   auto it = streams_.find(agent_id);
   if (it == streams_.end() || it->second->session() != session) return false;
+  if (observer_ != nullptr && message.has_directive()) {
+    observer_->OnDirectiveSent(message.directive());
+  }
   return it->second->Send(std::move(message));
 }
 

@@ -25,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "controller/blob_store.h"
 #include "controller/control_loop.h"
+#include "controller/telemetry/agent_observer.h"
 #include "proto/fleet/v1/agent.grpc.pb.h"
 
 namespace fleet::controller {
@@ -68,6 +69,9 @@ class AgentHub : public v1::AgentService::CallbackService, public AgentSender {
   void CloseAll(const absl::Status& status);
   // Streams that have sent a valid Hello and are still open.
   size_t ConnectedCount() const;
+  // Told about every valid Hello, Heartbeat and directive sent (telemetry).
+  // Call before serving; `observer` must outlive the hub.
+  void SetObserver(telemetry::AgentObserver* observer) { observer_ = observer; }
 
  private:
   friend class AgentStream;
@@ -79,6 +83,7 @@ class AgentHub : public v1::AgentService::CallbackService, public AgentSender {
   ControlLoop& loop_;
   const BlobStore& blobs_;
   std::atomic<uint64_t> next_session_{1};
+  telemetry::AgentObserver* observer_ = nullptr;
 
   mutable absl::Mutex mu_;
   // Lock order: mu_ before any stream's own mutex.

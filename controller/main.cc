@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/yaml_config.h"
 #include "controller/server.h"
+#include "controller/telemetry/telemetry_store.h"
 
 namespace {
 
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   int heartbeat_seconds = 10;
   std::string offline_timeout = "10m";
+  std::string telemetry_retention = "30d";
 
   CLI::App app{"fleet-controller: keeps software on many machines up to date"};
   app.set_version_flag("--version",
@@ -35,7 +37,8 @@ int main(int argc, char** argv) {
                  "gRPC address HOST:PORT (port 0: any free port)")
       ->capture_default_str();
   app.add_option("--http-listen", options.http_address,
-                 "HTTP address HOST:PORT for /healthz (\"\" disables)")
+                 "HTTP address HOST:PORT for /healthz, /metrics and "
+                 "/api/v1/query (\"\" disables)")
       ->capture_default_str();
   app.add_option("--trust-key", options.trust_key_paths,
                  "Ed25519 public key (PEM) trusted to sign releases; "
@@ -59,6 +62,15 @@ int main(int argc, char** argv) {
         }
         return "";
       });
+  app.add_option("--telemetry-retention", telemetry_retention,
+                 "Delete telemetry (heartbeats, update events) older than "
+                 "this: 30d, 12h, ... or 0 to keep everything")
+      ->capture_default_str()
+      ->check([](const std::string& text) -> std::string {
+        absl::StatusOr<absl::Duration> parsed =
+            fleet::controller::telemetry::ParseRetention(text);
+        return parsed.ok() ? "" : std::string(parsed.status().message());
+      });
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
@@ -72,6 +84,8 @@ int main(int argc, char** argv) {
   fleet::InitLogging("controller", level);
   options.heartbeat_interval = absl::Seconds(heartbeat_seconds);
   absl::ParseDuration(offline_timeout, &options.offline_timeout);
+  options.telemetry_retention =
+      *fleet::controller::telemetry::ParseRetention(telemetry_retention);
 
   // Every thread started from here on inherits the mask, so only sigwait
   // below sees these signals.

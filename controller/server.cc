@@ -13,6 +13,10 @@
 #include "controller/control_loop.h"
 #include "controller/http_server.h"
 #include "controller/store/store.h"
+#include "controller/telemetry/agent_observer.h"
+#include "controller/telemetry/controller_metrics.h"
+#include "controller/telemetry/query_engine.h"
+#include "controller/telemetry/telemetry_store.h"
 
 namespace fleet::controller {
 namespace {
@@ -75,14 +79,32 @@ absl::StatusOr<int> ControllerServer::Start() {
   RETURN_IF_ERROR(write_store_->MarkAllAgentsDisconnected());
   ASSIGN_OR_RETURN(blobs_, BlobStore::Open(options_.data_dir));
 
+  // Telemetry lives in telemetry.db, written by its own thread, so neither
+  // streams nor the control loop ever wait on a telemetry write.
+  ASSIGN_OR_RETURN(metrics_, telemetry::ControllerMetrics::Open(
+                                 db_path, [this] { return ConnectedAgents(); },
+                                 [this] { return telemetry_->Backlog(); }));
+  telemetry::TelemetryStore::Options telemetry_options;
+  telemetry_options.path = JoinPath(options_.data_dir, "telemetry.db");
+  telemetry_options.fleet_db_path = db_path;
+  telemetry_options.retention = options_.telemetry_retention;
+  telemetry_options.metrics = metrics_->store_metrics();
+  ASSIGN_OR_RETURN(telemetry_,
+                   telemetry::TelemetryStore::Open(telemetry_options, clock_));
+  queries_ = std::make_unique<telemetry::QueryEngine>(telemetry_options.path);
+  recorder_ =
+      std::make_unique<telemetry::TelemetryRecorder>(*telemetry_, *metrics_);
+
   ControlLoopOptions loop_options;
   loop_options.heartbeat_interval = options_.heartbeat_interval;
   loop_options.offline_timeout = options_.offline_timeout;
   loop_ = std::make_unique<ControlLoop>(*write_store_, clock_, loop_options);
   hub_ = std::make_unique<AgentHub>(*loop_, *blobs_);
+  hub_->SetObserver(recorder_.get());
   loop_->Start(*hub_);
   admin_ = std::make_unique<AdminService>(*read_store_, *loop_, *blobs_,
                                           trusted_keys_, clock_);
+  admin_->SetTelemetry(queries_.get());
 
   grpc::ServerBuilder builder;
   ConfigureServerBuilder(builder);
@@ -97,9 +119,14 @@ absl::StatusOr<int> ControllerServer::Start() {
         absl::StrCat("cannot listen for gRPC on ", options_.listen_address));
   }
   running_ = true;
+  telemetry_->Start();
 
   if (!options_.http_address.empty()) {
     http_ = std::make_unique<HttpServer>([this] { return ConnectedAgents(); });
+    http_->SetMetrics([this] { return metrics_->Render(); });
+    http_->SetQuery([this](const v1::QueryTelemetryRequest& request) {
+      return queries_->Run(request);
+    });
     absl::StatusOr<int> port = http_->Start(options_.http_address);
     if (!port.ok()) {
       Shutdown();
@@ -123,6 +150,8 @@ void ControllerServer::Shutdown() {
   server_->Shutdown(absl::ToChronoTime(absl::Now() + kShutdownGrace));
   loop_->Stop();
   if (http_ != nullptr) http_->Stop();
+  // After the loop's last commit, so its last events are copied too.
+  telemetry_->Stop();
 }
 
 }  // namespace fleet::controller

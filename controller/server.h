@@ -29,13 +29,23 @@ class BlobStore;
 class ControlLoop;
 class HttpServer;
 class Store;
+namespace telemetry {
+class ControllerMetrics;
+class QueryEngine;
+class TelemetryRecorder;
+class TelemetryStore;
+}  // namespace telemetry
 
 struct ControllerOptions {
   // Holds fleet.db (SQLite) and blobs/; created if missing.
   std::string data_dir;
   // gRPC "HOST:PORT"; port 0 picks a free port.
   std::string listen_address = "127.0.0.1:7443";
-  // HTTP "HOST:PORT" for /healthz; "" disables HTTP.
+  // Telemetry rows (telemetry.db) older than this are deleted; 0 keeps
+  // everything.
+  absl::Duration telemetry_retention = absl::Hours(24 * 30);
+  // HTTP "HOST:PORT" for /healthz, /metrics and /api/v1/query; "" disables
+  // HTTP.
   std::string http_address = "127.0.0.1:7480";
   // PEM Ed25519 public keys whose signatures releases must carry; at least
   // one.
@@ -84,6 +94,10 @@ class ControllerServer {
   std::unique_ptr<Store> write_store_;
   std::unique_ptr<Store> read_store_;
   std::unique_ptr<BlobStore> blobs_;
+  std::unique_ptr<telemetry::ControllerMetrics> metrics_;
+  std::unique_ptr<telemetry::TelemetryStore> telemetry_;
+  std::unique_ptr<telemetry::QueryEngine> queries_;
+  std::unique_ptr<telemetry::TelemetryRecorder> recorder_;
   std::unique_ptr<ControlLoop> loop_;
   std::unique_ptr<AgentHub> hub_;
   std::unique_ptr<AdminService> admin_;

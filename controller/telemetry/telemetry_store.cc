@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
@@ -110,6 +111,27 @@ std::string PhaseLabel(v1::UpdatePhase phase) {
     name = name.substr(kPrefix.size());
   }
   return absl::AsciiStrToLower(name);
+}
+
+absl::StatusOr<absl::Duration> ParseRetention(absl::string_view text) {
+  absl::Duration retention;
+  int64_t days = 0;
+  if (!text.empty() && text.back() == 'd' &&
+      absl::SimpleAtoi(text.substr(0, text.size() - 1), &days)) {
+    retention = absl::Hours(24) * days;
+  } else if (text == "0") {
+    retention = absl::ZeroDuration();
+  } else if (!absl::ParseDuration(text, &retention)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("telemetry retention \"", text,
+                     "\" is not a duration; use e.g. 30d, 12h or 0 (keep "
+                     "everything)"));
+  }
+  if (retention < absl::ZeroDuration() || retention > absl::Hours(24 * 3660)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "telemetry retention \"", text, "\" must be between 0 and 3660d"));
+  }
+  return retention;
 }
 
 absl::StatusOr<std::unique_ptr<TelemetryStore>> TelemetryStore::Open(

@@ -59,6 +59,11 @@ struct TelemetryStoreMetrics {
 // Lower-case phase name used as the `phase` label ("rolled_back").
 std::string PhaseLabel(v1::UpdatePhase phase);
 
+// Parses a retention such as "30d", "12h", "90m" (days plus anything
+// absl::ParseDuration takes); "0" keeps everything. INVALID_ARGUMENT, with
+// an example, for anything else, a negative value or more than 10 years.
+absl::StatusOr<absl::Duration> ParseRetention(absl::string_view text);
+
 class TelemetryStore {
  public:
   struct Options {

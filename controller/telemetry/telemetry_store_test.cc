@@ -226,5 +226,19 @@ TEST_F(TelemetryStoreTest, WriterThreadWritesWithoutBeingAsked) {
   EXPECT_EQ(Count("heartbeats"), 2);
 }
 
+TEST(ParseRetentionTest, DaysDurationsAndZero) {
+  EXPECT_EQ(*ParseRetention("30d"), absl::Hours(24 * 30));
+  EXPECT_EQ(*ParseRetention("12h"), absl::Hours(12));
+  EXPECT_EQ(*ParseRetention("0"), absl::ZeroDuration());
+  for (const char* bad : {"", "d", "30 days", "-1d", "5000d", "1w"}) {
+    absl::StatusOr<absl::Duration> parsed = ParseRetention(bad);
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+  EXPECT_EQ(ParseRetention("1w").status().message(),
+            "telemetry retention \"1w\" is not a duration; use e.g. 30d, "
+            "12h or 0 (keep everything)");
+}
+
 }  // namespace
 }  // namespace fleet::controller::telemetry
