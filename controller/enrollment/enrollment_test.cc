@@ -1,0 +1,284 @@
+// EnrollmentService and the agent's enrollment client together: a real
+// controller-side service over TLS on 127.0.0.1, a real migrated fleet.db,
+// real keys, CSRs and certificates.
+#include "agent/enrollment.h"
+
+#include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/files.h"
+#include "common/pki.h"
+#include "common/testing/fake_clock.h"
+#include "common/tls.h"
+#include "controller/enrollment/enrollment_service.h"
+#include "controller/enrollment/identity_store.h"
+#include "controller/store/store.h"
+#include "gtest/gtest.h"
+
+namespace fleet::controller {
+namespace {
+
+constexpr absl::Duration kDay = absl::Hours(24);
+
+class EnrollmentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = absl::StrCat(std::getenv("TEST_TMPDIR"), "/enroll-",
+                        absl::ToUnixNanos(absl::Now()));
+    ASSERT_TRUE(MakeDirs(dir_).ok());
+    db_path_ = dir_ + "/fleet.db";
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(db_path_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    absl::StatusOr<std::unique_ptr<IdentityStore>> identities =
+        IdentityStore::Open(db_path_);
+    ASSERT_TRUE(identities.ok()) << identities.status();
+    identities_ = *std::move(identities);
+
+    absl::StatusOr<pki::CertificateAuthority> ca =
+        pki::CertificateAuthority::Create("fleet CA", 365 * kDay, clock_.Now());
+    ASSERT_TRUE(ca.ok());
+    ca_ = std::make_unique<pki::CertificateAuthority>(*std::move(ca));
+    ca_file_ = Write("ca.crt", ca_->certificate_pem());
+    absl::StatusOr<pki::PrivateKey> key = pki::PrivateKey::Generate();
+    absl::StatusOr<std::string> cert =
+        ca_->Issue(*pki::CreateCsr(*key),
+                   {.common_name = "controller",
+                    .role = pki::CertificateRole::kServer,
+                    .ip_addresses = {"127.0.0.1"}},
+                   clock_.Now());
+    ASSERT_TRUE(cert.ok());
+    StartServer(TlsFiles{ca_file_, Write("server.crt", *cert),
+                         Write("server.key", key->pem())},
+                EnrollmentOptions{});
+  }
+
+  void StartServer(const TlsFiles& files, EnrollmentOptions options) {
+    if (server_ != nullptr) server_->Shutdown();
+    server_files_ = files;
+    service_ = std::make_unique<EnrollmentServiceImpl>(*identities_, *ca_,
+                                                       clock_, options);
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", *MakeServerCredentials(files),
+                             &port_);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+  }
+
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown();
+  }
+
+  std::string Write(const std::string& name, const std::string& data) {
+    const std::string path = dir_ + "/" + name;
+    EXPECT_TRUE(WriteFileAtomically(path, data).ok());
+    return path;
+  }
+
+  std::string NewToken(int uses = 1, absl::Duration ttl = absl::Hours(1),
+                       std::map<std::string, std::string> labels = {}) {
+    absl::StatusOr<NewEnrollToken> token = identities_->CreateToken(
+        labels, uses, ttl, "admin:alice", clock_.Now());
+    EXPECT_TRUE(token.ok()) << token.status();
+    return token.ok() ? token->token : "";
+  }
+
+  absl::StatusOr<agent::AgentIdentity> EnrollAgent(const std::string& name,
+                                                   const std::string& token) {
+    return agent::Enroll({.state_dir = dir_ + "/" + name,
+                          .controller = absl::StrCat("127.0.0.1:", port_),
+                          .ca_file = ca_file_,
+                          .token = token,
+                          .hostname = name + ".example.com",
+                          .platform = "linux/amd64"});
+  }
+
+  std::string dir_;
+  std::string db_path_;
+  FakeClock clock_{absl::Now()};  // certificates meet real TLS handshakes
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<IdentityStore> identities_;
+  std::unique_ptr<pki::CertificateAuthority> ca_;
+  std::string ca_file_;
+  TlsFiles server_files_;
+  std::unique_ptr<EnrollmentServiceImpl> service_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+TEST_F(EnrollmentTest, TokenBuysAnAgentCertificateStoredInTheStateDir) {
+  absl::StatusOr<agent::AgentIdentity> identity =
+      EnrollAgent("a1", NewToken(1, absl::Hours(1), {{"region", "eu"}}));
+  ASSERT_TRUE(identity.ok()) << identity.status();
+  EXPECT_TRUE(absl::StartsWith(identity->agent_id, "ag-"));
+
+  // The files are there, the key private, and they load back as one.
+  struct stat st;
+  ASSERT_EQ(stat(identity->files.key_file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600);
+  absl::StatusOr<std::optional<agent::AgentIdentity>> loaded =
+      agent::LoadIdentity(dir_ + "/a1");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_EQ((*loaded)->agent_id, identity->agent_id);
+
+  // The certificate is the CA's, names the agent and carries the agent role.
+  absl::StatusOr<std::string> cert = ReadFile(identity->files.cert_file);
+  ASSERT_TRUE(cert.ok());
+  EXPECT_TRUE(
+      pki::VerifyCertificate(*cert, ca_->certificate_pem(), absl::Now()).ok());
+  absl::StatusOr<pki::CertificateInfo> info = pki::ParseCertificate(*cert);
+  EXPECT_EQ(info->common_name, identity->agent_id);
+  EXPECT_EQ(info->role_name, "fleet-agent");
+
+  // The enrollment is audited.
+  absl::StatusOr<std::vector<AuditEntry>> audit = identities_->ListAudit(10);
+  ASSERT_TRUE(audit.ok());
+  ASSERT_EQ(audit->size(), 1u);
+  EXPECT_EQ((*audit)[0].actor, "agent:" + identity->agent_id);
+  EXPECT_EQ((*audit)[0].action, "Enroll");
+}
+
+TEST_F(EnrollmentTest, TokensAreSingleUseUnlessGivenMoreUses) {
+  const std::string once = NewToken(1);
+  ASSERT_TRUE(EnrollAgent("a1", once).ok());
+  absl::StatusOr<agent::AgentIdentity> again = EnrollAgent("a2", once);
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kUnauthenticated)
+      << again.status();
+  EXPECT_FALSE(PathExists(dir_ + "/a2/identity/agent.crt"));
+
+  const std::string twice = NewToken(2);
+  absl::StatusOr<agent::AgentIdentity> b1 = EnrollAgent("b1", twice);
+  absl::StatusOr<agent::AgentIdentity> b2 = EnrollAgent("b2", twice);
+  ASSERT_TRUE(b1.ok() && b2.ok());
+  EXPECT_NE(b1->agent_id, b2->agent_id);
+  EXPECT_EQ(EnrollAgent("b3", twice).status().code(),
+            absl::StatusCode::kUnauthenticated);
+}
+
+TEST_F(EnrollmentTest, ExpiredAndUnknownTokensAreRefusedAlike) {
+  const std::string token = NewToken(5, absl::Minutes(10));
+  clock_.Advance(absl::Minutes(11));
+  absl::StatusOr<agent::AgentIdentity> expired = EnrollAgent("a1", token);
+  EXPECT_EQ(expired.status().code(), absl::StatusCode::kUnauthenticated);
+  absl::StatusOr<agent::AgentIdentity> unknown =
+      EnrollAgent("a2", "fleet-enroll-not-a-real-token");
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kUnauthenticated);
+  // Same words for both: a caller learns nothing about which it was.
+  EXPECT_EQ(
+      expired.status().message().substr(expired.status().message().find(':')),
+      unknown.status().message().substr(unknown.status().message().find(':')));
+}
+
+TEST_F(EnrollmentTest, BadCsrIsRefusedWithoutSpendingTheToken) {
+  const std::string token = NewToken(1);
+  auto channel =
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_),
+                          *MakeChannelCredentials(TlsFiles{ca_file_, "", ""}));
+  auto stub = v1::EnrollmentService::NewStub(channel);
+  v1::EnrollRequest request;
+  request.set_token(token);
+  request.set_csr_pem("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n");
+  request.set_platform("linux/amd64");
+  v1::EnrollResponse response;
+  grpc::ClientContext context;
+  grpc::Status status = stub->Enroll(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "csr_pem"));
+
+  // The token still has its use.
+  EXPECT_TRUE(EnrollAgent("a1", token).ok());
+}
+
+TEST_F(EnrollmentTest, AttemptsArePerPeerRateLimited) {
+  StartServer(server_files_, EnrollmentOptions{.attempts_per_minute = 2});
+  EXPECT_EQ(EnrollAgent("a1", "fleet-enroll-x").status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(EnrollAgent("a2", "fleet-enroll-y").status().code(),
+            absl::StatusCode::kUnauthenticated);
+  const std::string token = NewToken(1);
+  EXPECT_EQ(EnrollAgent("a3", token).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  clock_.Advance(absl::Minutes(1));
+  EXPECT_TRUE(EnrollAgent("a3", token).ok());
+}
+
+TEST_F(EnrollmentTest, AgentRefusesAControllerItsCaDidNotCertify) {
+  absl::StatusOr<pki::CertificateAuthority> rogue =
+      pki::CertificateAuthority::Create("rogue", 365 * kDay, clock_.Now());
+  ASSERT_TRUE(rogue.ok());
+  ca_file_ = Write("rogue.crt", rogue->certificate_pem());
+  const std::string token = NewToken(1);
+  EXPECT_EQ(EnrollAgent("a1", token).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(PathExists(dir_ + "/a1/identity"));
+}
+
+TEST_F(EnrollmentTest, TokensAreStoredOnlyAsDigests) {
+  const std::string token = NewToken(3, absl::Hours(2), {{"channel", "beta"}});
+  store_.reset();
+  identities_.reset();
+  absl::StatusOr<std::string> db = ReadFile(db_path_);
+  ASSERT_TRUE(db.ok());
+  absl::StatusOr<std::string> wal = ReadFile(db_path_ + "-wal");
+  EXPECT_FALSE(absl::StrContains(*db, token));
+  if (wal.ok()) {
+    EXPECT_FALSE(absl::StrContains(*wal, token));
+  }
+  EXPECT_TRUE(
+      absl::StrContains(*db + (wal.ok() ? *wal : ""), TokenDigest(token)));
+
+  identities_ = *IdentityStore::Open(db_path_);
+  absl::StatusOr<std::vector<EnrollTokenInfo>> listed =
+      identities_->ListTokens(clock_.Now());
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].uses_left, 3);
+  EXPECT_EQ((*listed)[0].labels.at("channel"), "beta");
+  EXPECT_TRUE(identities_->DeleteToken((*listed)[0].token_id).ok());
+  EXPECT_EQ(identities_->RedeemToken(token, clock_.Now()).status().code(),
+            absl::StatusCode::kUnauthenticated);
+}
+
+TEST_F(EnrollmentTest, RevocationIsRecordedOnce) {
+  ASSERT_TRUE(
+      identities_
+          ->RevokeAgent("ag-1", "stolen laptop", "admin:alice", clock_.Now())
+          .ok());
+  ASSERT_TRUE(
+      identities_->RevokeAgent("ag-1", "again", "admin:bob", clock_.Now())
+          .ok());
+  EXPECT_TRUE(*identities_->IsRevoked("ag-1"));
+  EXPECT_FALSE(*identities_->IsRevoked("ag-2"));
+}
+
+TEST_F(EnrollmentTest, CreateTokenValidatesItsArguments) {
+  EXPECT_EQ(identities_->CreateToken({}, 0, absl::Hours(1), "a", clock_.Now())
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      identities_->CreateToken({}, 1, absl::Hours(24 * 31), "a", clock_.Now())
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(identities_
+                ->CreateToken({{"Bad Key", "x"}}, 1, absl::Hours(1), "a",
+                              clock_.Now())
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace fleet::controller
