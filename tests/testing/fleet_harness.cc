@@ -13,7 +13,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/files.h"
+#include "common/sqlite/database.h"
 #include "common/status_macros.h"
+#include "proto/fleet/v1/release.pb.h"
 
 namespace fleet::testing {
 namespace {
@@ -54,6 +56,46 @@ bool AgentHandle::Runs(const std::string& version) const {
   return cmdline.find(exec_path) != std::string::npos;
 }
 
+absl::StatusOr<std::vector<JournalUpdate>> AgentHandle::JournalUpdates() const {
+  constexpr char kSelectUpdatesSql[] =
+      "SELECT directive_id, rollout_id, from_version, to_version, kind, "
+      "state, created_ms, updated_ms, signed_manifest FROM updates ORDER BY "
+      "created_ms, "
+      "directive_id";
+  const std::string path = state_dir + "/journal.db";
+  if (!PathExists(path)) return std::vector<JournalUpdate>();
+  ASSIGN_OR_RETURN(std::unique_ptr<sqlite::Database> db,
+                   sqlite::Database::Open(path));
+  ASSIGN_OR_RETURN(std::unique_ptr<sqlite::Statement> select,
+                   db->Prepare(kSelectUpdatesSql));
+  std::vector<JournalUpdate> updates;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, select->Step());
+    if (!row) break;
+    JournalUpdate u;
+    u.directive_id = select->ColumnText(0);
+    u.rollout_id = select->ColumnText(1);
+    u.from_version = select->ColumnText(2);
+    u.to_version = select->ColumnText(3);
+    u.kind = static_cast<int>(select->ColumnInt64(4));
+    u.state = select->ColumnText(5);
+    u.created_ms = select->ColumnInt64(6);
+    u.updated_ms = select->ColumnInt64(7);
+    v1::SignedManifest signed_manifest;
+    v1::ReleaseManifest manifest;
+    if (signed_manifest.ParseFromString(select->ColumnBlob(8)) &&
+        manifest.ParseFromString(signed_manifest.manifest())) {
+      u.to_version = manifest.version();
+    }
+    updates.push_back(std::move(u));
+  }
+  return updates;
+}
+
+absl::Status AgentHandle::MarkCrash(const std::string& version) const {
+  return WriteFileAtomically(dir + "/crash-" + version, "", 0644);
+}
+
 FleetHarness::FleetHarness() : dir_(MakeTempDir("fleet")) {
   absl::StatusOr<Ed25519PrivateKey> key = Ed25519PrivateKey::Generate();
   if (key.ok()) release_key_ = *std::move(key);
@@ -66,6 +108,7 @@ FleetHarness::FleetHarness() : dir_(MakeTempDir("fleet")) {
 }
 
 FleetHarness::~FleetHarness() {
+  for (auto& fleetctl : fleetctls_) fleetctl->Kill();
   // Agents first, so they do not spend the teardown reconnecting.
   for (auto& agent : agents_) agent->process->Kill();
   if (controller_) controller_->Kill();
@@ -164,6 +207,37 @@ std::string FleetHarness::MakeSampleApp(const std::string& version,
   return out;
 }
 
+std::string FleetHarness::MakeCrashWhereMarkedApp(const std::string& version) {
+  const std::string sample = MakeSampleApp(version);
+  if (sample.empty()) return "";
+  absl::StatusOr<std::string> text = ReadFile(sample);
+  if (!text.ok()) return "";
+  // The status file lives in the agent's directory (StartAgent), so the
+  // marker beside it names the agent.
+  const std::string check = absl::StrCat(
+      "if [ -e \"$(dirname \"${FLEET_SAMPLE_STATUS:-/nonexistent/x}\")/crash-",
+      version,
+      "\" ]; then\n"
+      "  echo \"sample-app ",
+      version,
+      ": crashing on purpose (this agent is marked)\" >&2\n"
+      "  exit 1\n"
+      "fi\n");
+  const size_t first_line_end = text->find('\n');
+  if (first_line_end == std::string::npos) return "";
+  const std::string out =
+      absl::StrCat(dir_, "/programs/app-", version, "-crash-where-marked");
+  if (!WriteFileAtomically(
+           out,
+           absl::StrCat(text->substr(0, first_line_end + 1), check,
+                        text->substr(first_line_end + 1)),
+           0755)
+           .ok()) {
+    return "";
+  }
+  return out;
+}
+
 absl::Status FleetHarness::Preinstall(AgentHandle* agent,
                                       const std::string& program) {
   ASSIGN_OR_RETURN(std::string bytes, ReadFile(program));
@@ -175,6 +249,20 @@ RunResult FleetHarness::Fleetctl(std::vector<std::string> args) {
                                    controller_address()};
   argv.insert(argv.end(), args.begin(), args.end());
   return Run(argv);
+}
+
+Subprocess* FleetHarness::StartFleetctl(std::vector<std::string> args,
+                                        const std::string& log_path) {
+  std::vector<std::string> argv = {Runfile("cli/fleetctl"), "--controller",
+                                   controller_address()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  fleetctls_.push_back(std::make_unique<Subprocess>(argv, log_path));
+  if (!fleetctls_.back()->Start().ok()) return nullptr;
+  return fleetctls_.back().get();
+}
+
+void FleetHarness::KillController() {
+  if (controller_) controller_->Kill();
 }
 
 RunResult FleetHarness::PushRelease(const std::string& product,

@@ -31,6 +31,23 @@ struct SampleStatus {
   pid_t pid = 0;
 };
 
+// One directive as the agent journaled it (agent/journal.cc, table updates):
+// when it arrived (created_ms) and its last state change (updated_ms; for a
+// final state, when the agent finished it).
+struct JournalUpdate {
+  std::string directive_id;
+  std::string rollout_id;
+  std::string from_version;
+  // The version the directive's signed manifest names (the journal's
+  // to_version column is left empty until the agent has checked the
+  // manifest, and is not rewritten after).
+  std::string to_version;
+  int kind = 0;       // v1::DirectiveKind
+  std::string state;  // "HEALTHY", "ROLLED_BACK", ...
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+};
+
 struct AgentHandle {
   std::string name;
   std::string dir;          // everything of this agent lives below
@@ -44,6 +61,12 @@ struct AgentHandle {
   // True if the status names `version` and its pid is alive and runs
   // `exec_path`.
   bool Runs(const std::string& version) const;
+  // Every directive in the agent's journal, oldest first. Reads the live
+  // journal (SQLite WAL allows a reader beside the agent).
+  absl::StatusOr<std::vector<JournalUpdate>> JournalUpdates() const;
+  // Makes programs from FleetHarness::MakeCrashWhereMarkedApp(version) exit 1
+  // at once on this agent from their next start on.
+  absl::Status MarkCrash(const std::string& version) const;
 };
 
 class FleetHarness {
@@ -72,12 +95,26 @@ class FleetHarness {
   // Writes a sample program for `version` (see deploy/sample-app) and
   // returns its path. `crash`: the program exits 1 at once.
   std::string MakeSampleApp(const std::string& version, bool crash = false);
+  // A program for `version` that behaves as the sample program, except on
+  // agents marked with AgentHandle::MarkCrash(version), where it exits 1 at
+  // once: one signed release that is healthy on some agents and crashes on
+  // others, as a bad release that only shows under some conditions does.
+  std::string MakeCrashWhereMarkedApp(const std::string& version);
   // Installs a program at an agent's exec path before it starts (as an
   // operator's installer would).
   absl::Status Preinstall(AgentHandle* agent, const std::string& program);
 
+  // SIGKILLs the controller (no shutdown of any kind) and reaps it; the data
+  // dir stays for a StartController() on the same port.
+  void KillController();
+
   // Runs fleetctl with --controller set.
   RunResult Fleetctl(std::vector<std::string> args);
+  // Starts fleetctl with --controller set in the background, stdout and
+  // stderr to `log_path`; the caller waits for it. Killed with the harness
+  // if the caller does not.
+  Subprocess* StartFleetctl(std::vector<std::string> args,
+                            const std::string& log_path);
   // `fleetctl release push` of `file` signed with the release key.
   RunResult PushRelease(const std::string& product, const std::string& version,
                         const std::string& file,
@@ -100,6 +137,7 @@ class FleetHarness {
   int grpc_port_ = 0;
   std::unique_ptr<Subprocess> controller_;
   std::vector<std::unique_ptr<AgentHandle>> agents_;
+  std::vector<std::unique_ptr<Subprocess>> fleetctls_;
   std::unique_ptr<v1::AdminService::Stub> admin_;
 };
 
