@@ -69,6 +69,9 @@ CREATE TABLE tail(
 // this much each pass is cheap (INSERT OR IGNORE) and closes that gap.
 constexpr int64_t kTailOverlapMs = 10'000;
 constexpr int kTailPage = 2'000;
+// Writer passes (flush_interval apart) a Hello waits for versions the
+// control loop resolves from digests.
+constexpr int kHelloResolveAttempts = 40;
 
 constexpr char kInsertHeartbeatSql[] =
     "INSERT INTO heartbeats(agent_id, platform, time_ms, uptime_seconds, "
@@ -259,9 +262,11 @@ absl::Status TelemetryStore::WriteQueued(
     absl::MutexLock lock(&mu_);
     platforms = platforms_;
   }
+  std::vector<QueuedHello> unresolved;
   sqlite::Transaction txn(*db_);
   RETURN_IF_ERROR(txn.Begin());
-  for (const QueuedHello& queued : hellos) {
+  for (QueuedHello& queued : hellos) {
+    bool retry = false;
     for (const v1::InstalledProduct& product : queued.hello.installed()) {
       std::string version = product.version();
       if (version.empty()) {
@@ -275,10 +280,18 @@ absl::Status TelemetryStore::WriteQueued(
         if (found) version = stored->ColumnText(0);
         stored->Reset();
       }
-      if (version.empty()) continue;
+      if (version.empty()) {
+        retry = true;
+        continue;
+      }
       RETURN_IF_ERROR(NoteVersion(queued.hello.agent_id(), product.product(),
                                   version, queued.hello.platform(),
                                   queued.time_ms));
+    }
+    // The control loop may not have committed the Hello (and the version it
+    // resolved from the digest) yet: look again on the next passes.
+    if (retry && ++queued.attempts < kHelloResolveAttempts) {
+      unresolved.push_back(std::move(queued));
     }
   }
   ASSIGN_OR_RETURN(sqlite::Statement * insert,
@@ -302,6 +315,10 @@ absl::Status TelemetryStore::WriteQueued(
   if (options_.metrics.write_latency) {
     options_.metrics.write_latency->Observe(
         {"telemetry"}, absl::ToDoubleSeconds(absl::Now() - started));
+  }
+  if (!unresolved.empty()) {
+    absl::MutexLock lock(&mu_);
+    for (QueuedHello& queued : unresolved) hellos_.push_back(std::move(queued));
   }
   return absl::OkStatus();
 }

@@ -126,6 +126,8 @@ class TelemetryStore {
   struct QueuedHello {
     int64_t time_ms;
     v1::Hello hello;
+    // Writer passes that found a product's version still unresolved.
+    int attempts = 0;
   };
 
   TelemetryStore(Options options, const Clock& clock,

@@ -157,6 +157,33 @@ TEST_F(TelemetryStoreTest, HeartbeatsAreLabelledWithTheHelloPlatform) {
   EXPECT_EQ(rss.series(0).points(0).value(), 2000);
 }
 
+TEST_F(TelemetryStoreTest, UnknownHelloVersionIsTakenFromTheStoreOnceResolved) {
+  std::unique_ptr<TelemetryStore> telemetry = OpenTelemetry();
+  ASSERT_NE(telemetry, nullptr);
+  v1::Hello hello;
+  hello.set_agent_id("a1");
+  hello.set_platform("linux/amd64");
+  hello.add_installed()->set_product("app");  // version unknown to the agent
+  telemetry->RecordHello(hello);
+  ASSERT_TRUE(telemetry->Flush().ok());
+  EXPECT_EQ(Count("agent_versions"), 0);
+  EXPECT_EQ(telemetry->Backlog(), 1u);  // waits for the control loop
+  // The control loop resolves the version from the digest and commits it.
+  v1::Agent agent;
+  agent.set_agent_id("a1");
+  agent.set_hostname("h1");
+  agent.set_platform("linux/amd64");
+  agent.set_agent_version("0.1.0");
+  v1::InstalledProduct* installed = agent.add_installed();
+  installed->set_product("app");
+  installed->set_version("1.0.0");
+  installed->set_sha256(std::string(32, 'x'));
+  ASSERT_TRUE(fleet_->UpsertAgent(agent).ok());
+  ASSERT_TRUE(telemetry->Flush().ok());
+  EXPECT_EQ(Count("agent_versions"), 1);
+  EXPECT_EQ(telemetry->Backlog(), 0u);
+}
+
 TEST_F(TelemetryStoreTest, FullBacklogDropsAndCounts) {
   TelemetryStore::Options options = Options();
   options.max_backlog = 2;
