@@ -199,6 +199,9 @@ grpc::Status AdminService::CreateRollout(
   if (valid.ok()) valid = NormalizeStages(request->stages()).status();
   if (valid.ok()) valid = ValidateMaxInFlight(request->max_in_flight());
   if (valid.ok()) valid = ValidateFailurePolicy(request->failure_policy());
+  if (valid.ok()) {
+    valid = ValidateOfflineTimeout(request->offline_timeout_seconds());
+  }
   if (!valid.ok()) return ToGrpcStatus(valid);
   absl::StatusOr<v1::Rollout> rollout = loop_.CreateRollout(*request);
   if (!rollout.ok()) return ToGrpcStatus(rollout.status());
@@ -256,18 +259,18 @@ grpc::Status AdminService::AbortRollout(grpc::ServerContext* context,
                                         const v1::AbortRolloutRequest* request,
                                         v1::Rollout* response) {
   return ChangeRollout(request->rollout_id(), RolloutCommand::kAbort,
-                       request->reason(), response);
+                       request->reason(), response, request->rollback());
 }
 
 grpc::Status AdminService::ChangeRollout(const std::string& rollout_id,
                                          RolloutCommand command,
                                          const std::string& reason,
-                                         v1::Rollout* response) {
+                                         v1::Rollout* response, bool rollback) {
   absl::Status valid = ValidateId(rollout_id, "rollout_id");
   if (valid.ok()) valid = ValidateReason(reason);
   if (!valid.ok()) return ToGrpcStatus(valid);
   absl::StatusOr<v1::Rollout> rollout =
-      loop_.ChangeRollout(rollout_id, command, reason);
+      loop_.ChangeRollout(rollout_id, command, reason, rollback);
   if (!rollout.ok()) return ToGrpcStatus(rollout.status());
   *response = *std::move(rollout);
   return grpc::Status::OK;
@@ -352,7 +355,9 @@ absl::StatusOr<v1::Rollout> AdminService::View(const RolloutRecord& record,
     }
   } else {
     ASSIGN_OR_RETURN(auto by_state, reads_->CountTargetsByState(id));
+    ASSIGN_OR_RETURN(auto by_revert, reads_->CountRevertsByState(id));
     *rollout.mutable_counts() = CountTargets(by_state);
+    AddRevertCounts(by_revert, *rollout.mutable_counts());
   }
   return rollout;
 }

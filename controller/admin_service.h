@@ -115,7 +115,7 @@ class AdminService final : public v1::AdminService::Service {
   absl::Status CheckNotStored(const v1::ReleaseManifest& manifest);
   grpc::Status ChangeRollout(const std::string& rollout_id,
                              RolloutCommand command, const std::string& reason,
-                             v1::Rollout* response);
+                             v1::Rollout* response, bool rollback = false);
   // The rollout with its counts (and targets if asked).
   absl::StatusOr<v1::Rollout> View(const RolloutRecord& record,
                                    bool with_targets)

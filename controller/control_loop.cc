@@ -29,7 +29,10 @@ std::string StatusText(const absl::Status& status) {
 
 ControlLoop::ControlLoop(Store& store, const Clock& clock,
                          ControlLoopOptions options)
-    : store_(store), clock_(clock), options_(options) {}
+    : store_(store),
+      clock_(clock),
+      options_(options),
+      loop_start_(clock.Now()) {}
 
 ControlLoop::~ControlLoop() { Stop(); }
 
@@ -118,15 +121,19 @@ absl::StatusOr<v1::Rollout> ControlLoop::CreateRollout(
 
 absl::StatusOr<v1::Rollout> ControlLoop::ChangeRollout(
     const std::string& rollout_id, RolloutCommand command,
-    const std::string& reason) {
+    const std::string& reason, bool rollback) {
   v1::Rollout result;
   RETURN_IF_ERROR(RunTask([&](Output& out) {
-    return HandleChangeRollout(rollout_id, command, reason, result, out);
+    return HandleChangeRollout(rollout_id, command, reason, rollback, result,
+                               out);
   }));
   LogInfo("rollout changed by operator",
           {{"rollout_id", rollout_id},
            {"command", RolloutCommandName(command)},
+           {"rollback", rollback},
            {"state", RolloutStateName(result.state())},
+           {"reverting", result.counts().reverting()},
+           {"revert_failed", result.counts().revert_failed()},
            {"reason", reason}});
   return result;
 }
@@ -134,21 +141,25 @@ absl::StatusOr<v1::Rollout> ControlLoop::ChangeRollout(
 absl::StatusOr<v1::AddBlacklistResponse> ControlLoop::AddBlacklist(
     v1::BlacklistEntry entry) {
   v1::AddBlacklistResponse result;
-  RETURN_IF_ERROR(RunTask(
-      [&](Output&) { return HandleAddBlacklist(std::move(entry), result); }));
+  RETURN_IF_ERROR(RunTask([&](Output& out) {
+    return HandleAddBlacklist(std::move(entry), result, out);
+  }));
   LogInfo(
       "version blacklisted",
       {{"product", result.entry().product()},
        {"version", result.entry().version()},
        {"reason", result.entry().reason()},
+       {"led_back_agents", result.led_back_agents()},
        {"aborted_rollouts", absl::StrJoin(result.aborted_rollout_ids(), ",")}});
   return result;
 }
 
 absl::Status ControlLoop::RemoveBlacklist(const std::string& product,
                                           const std::string& version) {
-  RETURN_IF_ERROR(RunTask(
-      [&](Output&) { return store_.DeleteBlacklist(product, version); }));
+  RETURN_IF_ERROR(RunTask([&](Output& out) -> absl::Status {
+    RETURN_IF_ERROR(store_.DeleteBlacklist(product, version));
+    return SendBlacklistUpdates(product, out);
+  }));
   LogInfo("version removed from the blacklist",
           {{"product", product}, {"version", version}});
   return absl::OkStatus();
@@ -194,7 +205,12 @@ void ControlLoop::ProcessBatch(std::vector<Item>& batch, bool tick) {
       if (!results[i].ok()) outputs[i] = Output();
     }
     absl::Status rollouts = store_.RunInSavepoint([&]() -> absl::Status {
-      if (tick) RETURN_IF_ERROR(MarkBakingRollouts());
+      if (tick) {
+        const absl::Time now = clock_.Now();
+        const bool sweep = now - last_offline_sweep_ >= options_.offline_sweep;
+        if (sweep) last_offline_sweep_ = now;
+        RETURN_IF_ERROR(MarkBakingRollouts(sweep));
+      }
       return ReconcileDirty(extra);
     });
     if (!rollouts.ok()) {
@@ -328,12 +344,188 @@ absl::Status ControlLoop::HandleHello(const HelloItem& item, Output& out) {
   welcome.mutable_welcome()->set_heartbeat_interval_seconds(
       static_cast<uint32_t>(absl::ToInt64Seconds(options_.heartbeat_interval)));
   welcome.mutable_welcome()->set_acked_event_seq(acked);
+  ASSIGN_OR_RETURN(*welcome.mutable_welcome()->mutable_blacklist(),
+                   BlacklistOf(agent));
   out.messages.push_back({item.agent_id, item.session, std::move(welcome)});
   sessions_[item.agent_id] = item.session;
   LogDebug("agent connected", {{"agent_id", item.agent_id},
                                {"session", item.session},
                                {"acked_event_seq", acked}});
+  RETURN_IF_ERROR(ResendReverts(agent, hello, item.session, out));
+  for (const v1::InstalledProduct& installed : agent.installed()) {
+    ASSIGN_OR_RETURN(
+        std::optional<v1::BlacklistEntry> banned,
+        store_.GetBlacklist(installed.product(), installed.version()));
+    if (banned) {
+      RETURN_IF_ERROR(LeadBack(agent, installed, *banned, out).status());
+    }
+  }
   return DirectAgent(agent, hello, item.session, out);
+}
+
+absl::StatusOr<google::protobuf::RepeatedPtrField<v1::BlacklistedVersion>>
+ControlLoop::BlacklistOf(const v1::Agent& agent) {
+  google::protobuf::RepeatedPtrField<v1::BlacklistedVersion> list;
+  absl::flat_hash_set<std::string> products;
+  for (const v1::InstalledProduct& installed : agent.installed()) {
+    if (!products.insert(installed.product()).second) continue;
+    ASSIGN_OR_RETURN(std::vector<v1::BlacklistEntry> entries,
+                     store_.ListBlacklist(installed.product()));
+    for (const v1::BlacklistEntry& entry : entries) {
+      v1::BlacklistedVersion* banned = list.Add();
+      banned->set_product(entry.product());
+      banned->set_version(entry.version());
+    }
+  }
+  return list;
+}
+
+absl::Status ControlLoop::SendBlacklistUpdates(const std::string& product,
+                                               Output& out) {
+  ASSIGN_OR_RETURN(std::vector<v1::Agent> agents, store_.ListAgents(product));
+  for (const v1::Agent& agent : agents) {
+    const uint64_t session = SessionOf(agent.agent_id());
+    if (session == 0) continue;
+    v1::ControllerMessage message;
+    ASSIGN_OR_RETURN(*message.mutable_blacklist()->mutable_entries(),
+                     BlacklistOf(agent));
+    out.messages.push_back({agent.agent_id(), session, std::move(message)});
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> ControlLoop::LeadBack(
+    const v1::Agent& agent, const v1::InstalledProduct& installed,
+    const v1::BlacklistEntry& banned, Output& out) {
+  const std::string& product = installed.product();
+  const std::string& version = installed.version();
+  // One lead back per blacklisting: an agent that got one (even a failed
+  // one) is not directed again until the version is blacklisted anew.
+  ASSIGN_OR_RETURN(std::vector<RevertRecord> reverts,
+                   store_.ListAgentReverts(agent.agent_id()));
+  for (const RevertRecord& r : reverts) {
+    if (r.product == product && r.from_version == version &&
+        (!IsFinal(r.state) || r.created_ms >= banned.created_unix_ms())) {
+      return false;
+    }
+  }
+  ASSIGN_OR_RETURN(std::vector<v1::Release> releases,
+                   store_.ListReleases(product, agent.platform()));
+  std::vector<std::string> released;
+  for (const v1::Release& release : releases) {
+    released.push_back(release.version());
+  }
+  ASSIGN_OR_RETURN(std::vector<v1::BlacklistEntry> entries,
+                   store_.ListBlacklist(product));
+  std::vector<std::string> blacklisted;
+  for (const v1::BlacklistEntry& entry : entries) {
+    blacklisted.push_back(entry.version());
+  }
+  std::optional<std::string> to =
+      LeadBackVersion(installed, released, blacklisted);
+  if (!to) {
+    LogWarning(
+        "agent runs a blacklisted version and no release to lead it "
+        "back to exists",
+        {{"agent_id", agent.agent_id()},
+         {"product", product},
+         {"version", version},
+         {"platform", agent.platform()}});
+    return false;
+  }
+  RevertRecord revert;
+  revert.directive_id = NewId("dir");
+  revert.agent_id = agent.agent_id();
+  revert.product = product;
+  revert.rollout_id = BlacklistRolloutId(banned);
+  revert.from_version = version;
+  revert.to_version = *to;
+  revert.state = v1::TARGET_STATE_DIRECTED;
+  revert.created_ms = NowMs();
+  revert.updated_ms = revert.created_ms;
+  RETURN_IF_ERROR(StartRevert(revert, agent.platform(), out));
+  LogInfo("leading agent back from a blacklisted version",
+          {{"agent_id", agent.agent_id()},
+           {"product", product},
+           {"from_version", version},
+           {"to_version", *to},
+           {"directive_id", revert.directive_id},
+           {"rollout_id", revert.rollout_id}});
+  return true;
+}
+
+absl::Status ControlLoop::StartRevert(RevertRecord& revert,
+                                      const std::string& platform,
+                                      Output& out) {
+  std::optional<v1::UpdateDirective> directive;
+  if (revert.state == v1::TARGET_STATE_DIRECTED) {
+    absl::StatusOr<v1::Release> release =
+        store_.GetRelease(revert.product, revert.to_version, platform);
+    if (release.ok()) {
+      directive = MakeRevertDirective(revert, *release);
+    } else if (absl::IsNotFound(release.status())) {
+      revert.state = v1::TARGET_STATE_FAILED;
+      revert.error = std::string(release.status().message());
+    } else {
+      return release.status();
+    }
+  }
+  RETURN_IF_ERROR(store_.UpsertRevert(revert));
+  RETURN_IF_ERROR(MirrorRevert(revert, /*created=*/true));
+  const uint64_t session = SessionOf(revert.agent_id);
+  if (directive && session != 0) {
+    v1::ControllerMessage message;
+    *message.mutable_directive() = *std::move(directive);
+    out.messages.push_back({revert.agent_id, session, std::move(message)});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ControlLoop::MirrorRevert(const RevertRecord& revert,
+                                       bool created) {
+  if (revert.rollout_id.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::optional<v1::RolloutTarget> target,
+                   store_.GetTarget(revert.rollout_id, revert.agent_id));
+  if (!target) return absl::OkStatus();
+  // A newer revert of the same target wins; events of an older one do not
+  // overwrite it.
+  if (!created && target->revert_directive_id() != revert.directive_id) {
+    return absl::OkStatus();
+  }
+  SetRevertProgress(revert, *target);
+  return store_.UpsertTarget(revert.rollout_id, *target);
+}
+
+absl::Status ControlLoop::ResendReverts(const v1::Agent& agent,
+                                        const v1::Hello& hello,
+                                        uint64_t session, Output& out) {
+  ASSIGN_OR_RETURN(std::vector<RevertRecord> reverts,
+                   store_.ListAgentReverts(agent.agent_id()));
+  // Oldest first, the order they were given in.
+  for (auto it = reverts.rbegin(); it != reverts.rend(); ++it) {
+    const RevertRecord& revert = *it;
+    if (revert.state != v1::TARGET_STATE_DIRECTED ||
+        revert.directive_id == hello.last_directive_id() ||
+        revert.directive_id == hello.active_directive_id()) {
+      continue;
+    }
+    absl::StatusOr<v1::Release> release =
+        store_.GetRelease(revert.product, revert.to_version, agent.platform());
+    if (!release.ok()) {
+      if (!absl::IsNotFound(release.status())) return release.status();
+      RevertRecord failed = revert;
+      failed.state = v1::TARGET_STATE_FAILED;
+      failed.error = std::string(release.status().message());
+      failed.updated_ms = NowMs();
+      RETURN_IF_ERROR(store_.UpsertRevert(failed));
+      RETURN_IF_ERROR(MirrorRevert(failed, /*created=*/false));
+      continue;
+    }
+    v1::ControllerMessage message;
+    *message.mutable_directive() = MakeRevertDirective(revert, *release);
+    out.messages.push_back({agent.agent_id(), session, std::move(message)});
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ControlLoop::DirectAgent(const v1::Agent& agent,
@@ -367,6 +559,15 @@ absl::Status ControlLoop::DirectAgent(const v1::Agent& agent,
                  {"state", TargetStateName(joined->state())}});
         RETURN_IF_ERROR(Reconcile(record, out));
         continue;
+      }
+      if (RetakeSkippedTarget(record.rollout, product.version(), clock_.Now(),
+                              *target)) {
+        RETURN_IF_ERROR(store_.UpsertTarget(rollout_id, *target));
+        LogInfo("skipped agent is back; target taken back",
+                {{"agent_id", agent.agent_id()},
+                 {"rollout_id", rollout_id},
+                 {"state", TargetStateName(target->state())}});
+        dirty_rollouts_.insert(rollout_id);
       }
       if (NeedsDirective(record, *target)) {
         ASSIGN_OR_RETURN(auto by_state, store_.CountTargetsByState(rollout_id));
@@ -415,6 +616,36 @@ absl::Status ControlLoop::HandleEvent(const EventItem& item, Output& out) {
         item.agent_id, event.product(), event.to_version(),
         release.ok() ? release->sha256() : "");
     if (!installed.ok() && !absl::IsNotFound(installed)) return installed;
+    // An update that was in flight when its version was blacklisted.
+    ASSIGN_OR_RETURN(std::optional<v1::BlacklistEntry> banned,
+                     store_.GetBlacklist(event.product(), event.to_version()));
+    if (banned && installed.ok() && SessionOf(item.agent_id) != 0) {
+      ASSIGN_OR_RETURN(v1::Agent updated, store_.GetAgent(item.agent_id));
+      for (const v1::InstalledProduct& p : updated.installed()) {
+        if (p.product() == event.product()) {
+          RETURN_IF_ERROR(LeadBack(updated, p, *banned, out).status());
+        }
+      }
+    }
+  }
+
+  ASSIGN_OR_RETURN(std::optional<RevertRecord> revert,
+                   store_.GetRevert(event.directive_id()));
+  if (revert) {
+    if (revert->agent_id == item.agent_id &&
+        ApplyRevertEvent(event, clock_.Now(), *revert)) {
+      RETURN_IF_ERROR(store_.UpsertRevert(*revert));
+      RETURN_IF_ERROR(MirrorRevert(*revert, /*created=*/false));
+      if (IsFinal(revert->state)) {
+        LogInfo("revert finished", {{"agent_id", item.agent_id},
+                                    {"directive_id", revert->directive_id},
+                                    {"rollout_id", revert->rollout_id},
+                                    {"to_version", revert->to_version},
+                                    {"state", TargetStateName(revert->state)},
+                                    {"error", revert->error}});
+      }
+    }
+    return absl::OkStatus();  // a revert never moves a rollout target
   }
 
   if (event.rollout_id().empty()) return absl::OkStatus();
@@ -490,6 +721,10 @@ absl::Status ControlLoop::HandleCreateRollout(
   if (HasGate(request.failure_policy())) {
     *rollout.mutable_failure_policy() = request.failure_policy();
   }
+  rollout.set_offline_timeout_seconds(
+      request.offline_timeout_seconds() > 0
+          ? request.offline_timeout_seconds()
+          : absl::ToInt64Seconds(options_.offline_timeout));
   rollout.set_state(v1::ROLLOUT_STATE_RUNNING);
   rollout.set_current_stage(0);
   rollout.set_created_unix_ms(now);
@@ -522,21 +757,27 @@ absl::Status ControlLoop::HandleCreateRollout(
     }
   }
   RETURN_IF_ERROR(Reconcile(record, out));
-
-  ASSIGN_OR_RETURN(auto by_state,
-                   store_.CountTargetsByState(rollout.rollout_id()));
-  result = record.rollout;
-  *result.mutable_counts() = CountTargets(by_state);
+  ASSIGN_OR_RETURN(result, WithCounts(record));
   return absl::OkStatus();
 }
 
 absl::Status ControlLoop::HandleChangeRollout(const std::string& rollout_id,
                                               RolloutCommand command,
                                               const std::string& reason,
+                                              bool rollback,
                                               v1::Rollout& result,
                                               Output& out) {
   ASSIGN_OR_RETURN(RolloutRecord record, store_.GetRollout(rollout_id));
-  RETURN_IF_ERROR(ApplyRolloutCommand(command, reason, clock_.Now(), record));
+  const bool revert = command == RolloutCommand::kAbort && rollback;
+  // Rolling back an already aborted rollout (by a gate, or an abort without
+  // rollback) only directs its targets back.
+  if (!(revert && record.rollout.state() == v1::ROLLOUT_STATE_ABORTED)) {
+    RETURN_IF_ERROR(ApplyRolloutCommand(command, reason, clock_.Now(), record));
+  }
+  if (revert) {
+    record.rollout.set_state_reason(
+        absl::StrCat(record.rollout.state_reason(), "; rolled back"));
+  }
   if (command == RolloutCommand::kResume) {
     // A gate that blacklisted the version paused the rollout for good.
     ASSIGN_OR_RETURN(std::optional<v1::BlacklistEntry> banned,
@@ -559,20 +800,82 @@ absl::Status ControlLoop::HandleChangeRollout(const std::string& rollout_id,
   if (record.rollout.state() == v1::ROLLOUT_STATE_RUNNING) {
     RETURN_IF_ERROR(Reconcile(record, out));
   }
+  if (revert) RETURN_IF_ERROR(RevertTargets(record, out));
+  ASSIGN_OR_RETURN(result, WithCounts(record));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Rollout> ControlLoop::WithCounts(
+    const RolloutRecord& record) {
+  const std::string& rollout_id = record.rollout.rollout_id();
   ASSIGN_OR_RETURN(auto by_state, store_.CountTargetsByState(rollout_id));
-  result = record.rollout;
-  *result.mutable_counts() = CountTargets(by_state);
+  ASSIGN_OR_RETURN(auto by_revert, store_.CountRevertsByState(rollout_id));
+  v1::Rollout rollout = record.rollout;
+  *rollout.mutable_counts() = CountTargets(by_state);
+  AddRevertCounts(by_revert, *rollout.mutable_counts());
+  return rollout;
+}
+
+absl::Status ControlLoop::RevertTargets(const RolloutRecord& record,
+                                        Output& out) {
+  const v1::Rollout& rollout = record.rollout;
+  ASSIGN_OR_RETURN(std::vector<v1::RolloutTarget> targets,
+                   store_.ListTargets(rollout.rollout_id()));
+  for (const v1::RolloutTarget& target : targets) {
+    if (!NeedsRevert(rollout, target)) continue;
+    ASSIGN_OR_RETURN(v1::Agent agent, store_.GetAgent(target.agent_id()));
+    RevertRecord revert;
+    revert.directive_id = NewId("dir");
+    revert.agent_id = target.agent_id();
+    revert.product = rollout.product();
+    revert.rollout_id = rollout.rollout_id();
+    revert.from_version = rollout.version();
+    revert.to_version = target.from_version();
+    revert.state = v1::TARGET_STATE_DIRECTED;
+    revert.created_ms = NowMs();
+    revert.updated_ms = revert.created_ms;
+    if (target.from_version().empty()) {
+      revert.state = v1::TARGET_STATE_FAILED;
+      revert.error = absl::StrCat("not reverted: the agent had no version of ",
+                                  rollout.product(), " before this rollout");
+    } else {
+      ASSIGN_OR_RETURN(
+          std::optional<v1::BlacklistEntry> banned,
+          store_.GetBlacklist(rollout.product(), target.from_version()));
+      if (banned) {
+        revert.state = v1::TARGET_STATE_FAILED;
+        revert.error =
+            absl::StrCat("not reverted: from_version ", target.from_version(),
+                         " is blacklisted: ", banned->reason());
+      }
+    }
+    // An update still in flight is stopped before the swap if it can be;
+    // otherwise the rollback directive, queued behind it, undoes it.
+    const uint64_t session = SessionOf(target.agent_id());
+    if (revert.state == v1::TARGET_STATE_DIRECTED && session != 0 &&
+        !IsFinal(target.state()) && !target.directive_id().empty()) {
+      v1::ControllerMessage cancel;
+      cancel.mutable_cancel()->set_directive_id(target.directive_id());
+      cancel.mutable_cancel()->set_reason(absl::StrCat(
+          "rollout ", rollout.rollout_id(), " aborted with rollback"));
+      out.messages.push_back({target.agent_id(), session, std::move(cancel)});
+    }
+    RETURN_IF_ERROR(StartRevert(revert, agent.platform(), out));
+  }
   return absl::OkStatus();
 }
 
 absl::Status ControlLoop::HandleAddBlacklist(v1::BlacklistEntry entry,
-                                             v1::AddBlacklistResponse& result) {
-  return BlacklistVersion(std::move(entry), /*except_rollout_id=*/"", result);
+                                             v1::AddBlacklistResponse& result,
+                                             Output& out) {
+  return BlacklistVersion(std::move(entry), /*except_rollout_id=*/"", result,
+                          out);
 }
 
 absl::Status ControlLoop::BlacklistVersion(v1::BlacklistEntry entry,
                                            const std::string& except_rollout_id,
-                                           v1::AddBlacklistResponse& result) {
+                                           v1::AddBlacklistResponse& result,
+                                           Output& out) {
   const int64_t now = NowMs();
   entry.set_created_unix_ms(now);
   RETURN_IF_ERROR(store_.InsertBlacklist(entry));
@@ -591,16 +894,32 @@ absl::Status ControlLoop::BlacklistVersion(v1::BlacklistEntry entry,
     RETURN_IF_ERROR(store_.UpdateRollout(record));
     result.add_aborted_rollout_ids(record.rollout.rollout_id());
   }
+  RETURN_IF_ERROR(SendBlacklistUpdates(entry.product(), out));
+  // Connected agents on the version go back now; the others when they say
+  // Hello.
+  ASSIGN_OR_RETURN(std::vector<v1::Agent> agents,
+                   store_.ListAgents(entry.product()));
+  for (const v1::Agent& agent : agents) {
+    if (SessionOf(agent.agent_id()) == 0) continue;
+    for (const v1::InstalledProduct& installed : agent.installed()) {
+      if (installed.product() != entry.product() ||
+          installed.version() != entry.version()) {
+        continue;
+      }
+      ASSIGN_OR_RETURN(bool led, LeadBack(agent, installed, entry, out));
+      if (led) result.set_led_back_agents(result.led_back_agents() + 1);
+    }
+  }
   *result.mutable_entry() = std::move(entry);
   return absl::OkStatus();
 }
 
-absl::Status ControlLoop::MarkBakingRollouts() {
+absl::Status ControlLoop::MarkBakingRollouts(bool all_running) {
   ASSIGN_OR_RETURN(std::vector<RolloutRecord> active,
                    store_.ListRollouts("", /*active_only=*/true));
   for (const RolloutRecord& record : active) {
     if (record.rollout.state() == v1::ROLLOUT_STATE_RUNNING &&
-        record.stage_settled_ms != 0) {
+        (all_running || record.stage_settled_ms != 0)) {
       dirty_rollouts_.insert(record.rollout.rollout_id());
     }
   }
@@ -628,7 +947,8 @@ absl::Status ControlLoop::Reconcile(RolloutRecord& record, Output& out) {
   ASSIGN_OR_RETURN(std::vector<v1::RolloutTarget> targets,
                    store_.ListTargets(rollout_id));
   if (record.rollout.state() == v1::ROLLOUT_STATE_RUNNING) {
-    RETURN_IF_ERROR(CheckGate(record, CountTargets(targets)));
+    RETURN_IF_ERROR(SkipOfflineTargets(record, targets));
+    RETURN_IF_ERROR(CheckGate(record, CountTargets(targets), out));
   }
   const uint32_t stage_before = record.rollout.current_stage();
   if (AdvanceRollout(targets, clock_.Now(), record)) {
@@ -657,8 +977,36 @@ absl::Status ControlLoop::Reconcile(RolloutRecord& record, Output& out) {
   return absl::OkStatus();
 }
 
+absl::Status ControlLoop::SkipOfflineTargets(
+    const RolloutRecord& record, std::vector<v1::RolloutTarget>& targets) {
+  const absl::Time now = clock_.Now();
+  for (v1::RolloutTarget& target : targets) {
+    if (IsFinal(target.state()) ||
+        target.stage() > record.rollout.current_stage() ||
+        SessionOf(target.agent_id()) != 0) {
+      continue;
+    }
+    absl::StatusOr<v1::Agent> agent = store_.GetAgent(target.agent_id());
+    if (!agent.ok()) {
+      if (absl::IsNotFound(agent.status())) continue;
+      return agent.status();
+    }
+    // Nobody could reach the controller while it was down.
+    const absl::Time offline_since =
+        std::max(absl::FromUnixMillis(agent->last_seen_unix_ms()), loop_start_);
+    if (!SkipIfOffline(record.rollout, offline_since, now, target)) continue;
+    RETURN_IF_ERROR(store_.UpsertTarget(record.rollout.rollout_id(), target));
+    LogWarning("rollout target skipped: agent offline",
+               {{"agent_id", target.agent_id()},
+                {"rollout_id", record.rollout.rollout_id()},
+                {"error", target.error()}});
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ControlLoop::CheckGate(RolloutRecord& record,
-                                    const v1::TargetCounts& counts) {
+                                    const v1::TargetCounts& counts,
+                                    Output& out) {
   const v1::FailurePolicy& policy = record.rollout.failure_policy();
   std::optional<GateTrip> trip =
       EvaluateGate(policy, counts, record.gate_armed_samples);
@@ -677,12 +1025,13 @@ absl::Status ControlLoop::CheckGate(RolloutRecord& record,
   if (banned) return absl::OkStatus();
   v1::AddBlacklistResponse added;
   RETURN_IF_ERROR(BlacklistVersion(GateBlacklistEntry(*trip, record.rollout),
-                                   rollout_id, added));
+                                   rollout_id, added, out));
   LogWarning(
       "version blacklisted by a failure gate",
       {{"rollout_id", rollout_id},
        {"product", record.rollout.product()},
        {"version", record.rollout.version()},
+       {"led_back_agents", added.led_back_agents()},
        {"aborted_rollouts", absl::StrJoin(added.aborted_rollout_ids(), ",")}});
   return absl::OkStatus();
 }

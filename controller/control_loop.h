@@ -72,6 +72,9 @@ struct ControlLoopOptions {
   // Offline timeout of rollouts created without their own
   // (CreateRolloutRequest.offline_timeout_seconds 0).
   absl::Duration offline_timeout = absl::Minutes(10);
+  // How often running rollouts are checked for targets past their offline
+  // timeout.
+  absl::Duration offline_sweep = absl::Seconds(5);
 };
 
 class ControlLoop {
@@ -120,19 +123,26 @@ class ControlLoop {
   // NOT_FOUND for an unknown id; FAILED_PRECONDITION naming the rollout's
   // state when the command does not apply to it, or for a resume when the
   // version is blacklisted. A resume re-arms the failure gate: it evaluates
-  // again only after a new sample. Returns the rollout with counts, without
+  // again only after a new sample. An abort with `rollback` also directs
+  // every target that left its from_version back to it (see NeedsRevert;
+  // ROLLBACK directives journaled as reverts, in-flight updates canceled),
+  // and is accepted on an already ABORTED rollout too (reverting only).
+  // Returns the rollout with counts (revert counts included), without
   // targets.
   absl::StatusOr<v1::Rollout> ChangeRollout(const std::string& rollout_id,
                                             RolloutCommand command,
-                                            const std::string& reason);
+                                            const std::string& reason,
+                                            bool rollback = false);
   // Blacklists entry.product/version (created time set here) and aborts
   // every active rollout of that version in the same transaction, so no
-  // directive for it is sent again. ALREADY_EXISTS if already blacklisted.
+  // directive for it is sent again. Connected agents of the product get the
+  // new blacklist (BlacklistUpdate), and those running the version are led
+  // back (see LeadBack). ALREADY_EXISTS if already blacklisted.
   // REQUIRES: entry validated.
   absl::StatusOr<v1::AddBlacklistResponse> AddBlacklist(
       v1::BlacklistEntry entry);
   // NOT_FOUND if the version is not blacklisted. Rollouts it aborted stay
-  // aborted.
+  // aborted. Connected agents of the product get the new blacklist.
   absl::Status RemoveBlacklist(const std::string& product,
                                const std::string& version);
 
@@ -189,21 +199,59 @@ class ControlLoop {
                                    v1::Rollout& result, Output& out);
   absl::Status HandleChangeRollout(const std::string& rollout_id,
                                    RolloutCommand command,
-                                   const std::string& reason,
+                                   const std::string& reason, bool rollback,
                                    v1::Rollout& result, Output& out);
+  // The rollout with its target and revert counts.
+  absl::StatusOr<v1::Rollout> WithCounts(const RolloutRecord& record);
+  // Directs every target of an aborted rollout that NeedsRevert back to its
+  // from_version.
+  absl::Status RevertTargets(const RolloutRecord& record, Output& out);
   absl::Status HandleAddBlacklist(v1::BlacklistEntry entry,
-                                  v1::AddBlacklistResponse& result);
-  // Stores `entry` and aborts every active rollout of its version except
-  // `except_rollout_id` ("" for none), listing them in `result`.
+                                  v1::AddBlacklistResponse& result,
+                                  Output& out);
+  // Stores `entry`, aborts every active rollout of its version except
+  // `except_rollout_id` ("" for none), listing them in `result`, sends the
+  // product's connected agents the new blacklist and leads back those that
+  // run the version.
   absl::Status BlacklistVersion(v1::BlacklistEntry entry,
                                 const std::string& except_rollout_id,
-                                v1::AddBlacklistResponse& result);
+                                v1::AddBlacklistResponse& result, Output& out);
+  // The blacklist of every product `agent` lists, as agents get it.
+  absl::StatusOr<google::protobuf::RepeatedPtrField<v1::BlacklistedVersion>>
+  BlacklistOf(const v1::Agent& agent);
+  // Sends a BlacklistUpdate to every connected agent of `product`.
+  absl::Status SendBlacklistUpdates(const std::string& product, Output& out);
+  // Directs `agent`, which runs `installed` (a version blacklisted by
+  // `banned`), back to LeadBackVersion with a journaled revert (rollout id
+  // from BlacklistRolloutId). Not again if it already has an unfinished
+  // revert from that version, or any made since the version was
+  // blacklisted. Returns true if a directive was given.
+  absl::StatusOr<bool> LeadBack(const v1::Agent& agent,
+                                const v1::InstalledProduct& installed,
+                                const v1::BlacklistEntry& banned, Output& out);
+  // Stores a new revert (FAILED at once if its release is missing), mirrors
+  // it into its rollout target and sends its directive if the agent is
+  // connected.
+  absl::Status StartRevert(RevertRecord& revert, const std::string& platform,
+                           Output& out);
+  // Copies the revert's progress into its rollout's target (if the agent is
+  // one), unless the target has since been given a newer revert.
+  absl::Status MirrorRevert(const RevertRecord& revert, bool created);
+  // Resends the agent's reverts still DIRECTED, unless Hello names them.
+  absl::Status ResendReverts(const v1::Agent& agent, const v1::Hello& hello,
+                             uint64_t session, Output& out);
   // Evaluates the failure gate of a RUNNING rollout over `counts` and, if it
   // trips, pauses or aborts the rollout and blacklists the version as its
   // policy says, in the current transaction.
-  absl::Status CheckGate(RolloutRecord& record, const v1::TargetCounts& counts);
-  // Marks rollouts waiting out a bake time for reconciliation.
-  absl::Status MarkBakingRollouts();
+  absl::Status CheckGate(RolloutRecord& record, const v1::TargetCounts& counts,
+                         Output& out);
+  // Marks SKIPPED the targets of a RUNNING rollout whose agents are past
+  // the offline timeout (SkipIfOffline), updating `targets` in place.
+  absl::Status SkipOfflineTargets(const RolloutRecord& record,
+                                  std::vector<v1::RolloutTarget>& targets);
+  // Marks rollouts waiting out a bake time (with `all_running`, every
+  // RUNNING rollout) for reconciliation.
+  absl::Status MarkBakingRollouts(bool all_running);
   // Reconciles every rollout marked dirty during the batch, once each.
   absl::Status ReconcileDirty(Output& out);
 
@@ -244,6 +292,10 @@ class ControlLoop {
   // reconciled once at its end.
   absl::flat_hash_set<std::string> dirty_rollouts_;
   absl::Time last_tick_ = absl::InfinitePast();
+  absl::Time last_offline_sweep_ = absl::InfinitePast();
+  // Agents offline longer than this count only from here: none could reach
+  // a controller that was not running.
+  const absl::Time loop_start_;
 };
 
 }  // namespace fleet::controller

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "common/names.h"
+#include "common/semver.h"
 
 namespace fleet::controller {
 namespace {
@@ -472,8 +473,150 @@ v1::TargetCounts CountTargets(
 
 v1::TargetCounts CountTargets(const std::vector<v1::RolloutTarget>& targets) {
   std::map<v1::TargetState, uint32_t> by_state;
-  for (const v1::RolloutTarget& t : targets) ++by_state[t.state()];
-  return CountTargets(by_state);
+  std::map<v1::TargetState, uint32_t> by_revert_state;
+  for (const v1::RolloutTarget& t : targets) {
+    ++by_state[t.state()];
+    if (t.revert_state() != v1::TARGET_STATE_UNSPECIFIED) {
+      ++by_revert_state[t.revert_state()];
+    }
+  }
+  v1::TargetCounts counts = CountTargets(by_state);
+  AddRevertCounts(by_revert_state, counts);
+  return counts;
+}
+
+void AddRevertCounts(const std::map<v1::TargetState, uint32_t>& by_revert_state,
+                     v1::TargetCounts& counts) {
+  for (const auto& [state, n] : by_revert_state) {
+    switch (state) {
+      case v1::TARGET_STATE_UNSPECIFIED:
+        break;
+      case v1::TARGET_STATE_HEALTHY:
+        counts.set_reverted(counts.reverted() + n);
+        break;
+      case v1::TARGET_STATE_FAILED:
+      case v1::TARGET_STATE_ROLLED_BACK:
+      case v1::TARGET_STATE_SKIPPED:
+        counts.set_revert_failed(counts.revert_failed() + n);
+        break;
+      default:
+        counts.set_reverting(counts.reverting() + n);
+        break;
+    }
+  }
+}
+
+absl::Status ValidateOfflineTimeout(int64_t seconds) {
+  if (seconds < 0 || seconds > kMaxBakeSeconds) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("offline_timeout_seconds must be 0 (the controller's "
+                     "default) up to ",
+                     kMaxBakeSeconds, " (30 days), got ", seconds));
+  }
+  return absl::OkStatus();
+}
+
+bool SkipIfOffline(const v1::Rollout& rollout, absl::Time offline_since,
+                   absl::Time now, v1::RolloutTarget& target) {
+  if (rollout.state() != v1::ROLLOUT_STATE_RUNNING || IsFinal(target.state()) ||
+      target.stage() > rollout.current_stage() ||
+      rollout.offline_timeout_seconds() <= 0) {
+    return false;
+  }
+  const absl::Duration timeout =
+      absl::Seconds(rollout.offline_timeout_seconds());
+  if (now - offline_since < timeout) return false;
+  target.set_error(
+      absl::StrCat("skipped: agent offline since ",
+                   absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", offline_since,
+                                    absl::UTCTimeZone()),
+                   " (offline timeout ", absl::FormatDuration(timeout),
+                   "); was ", TargetStateName(target.state())));
+  target.set_state(v1::TARGET_STATE_SKIPPED);
+  target.set_updated_unix_ms(ToMs(now));
+  return true;
+}
+
+bool RetakeSkippedTarget(const v1::Rollout& rollout,
+                         absl::string_view installed_version, absl::Time now,
+                         v1::RolloutTarget& target) {
+  if (target.state() != v1::TARGET_STATE_SKIPPED ||
+      (rollout.state() != v1::ROLLOUT_STATE_RUNNING &&
+       rollout.state() != v1::ROLLOUT_STATE_PAUSED)) {
+    return false;
+  }
+  if (installed_version == rollout.version()) {
+    target.set_state(v1::TARGET_STATE_HEALTHY);
+  } else if (!target.directive_id().empty()) {
+    target.set_state(v1::TARGET_STATE_DIRECTED);
+  } else {
+    target.set_state(v1::TARGET_STATE_PENDING);
+    target.set_from_version(std::string(installed_version));
+  }
+  target.clear_error();
+  target.set_updated_unix_ms(ToMs(now));
+  return true;
+}
+
+bool NeedsRevert(const v1::Rollout& rollout, const v1::RolloutTarget& target) {
+  if (target.revert_state() != v1::TARGET_STATE_UNSPECIFIED) return false;
+  switch (target.state()) {
+    case v1::TARGET_STATE_PENDING:
+    case v1::TARGET_STATE_FAILED:
+    case v1::TARGET_STATE_ROLLED_BACK:
+      return false;
+    case v1::TARGET_STATE_HEALTHY:
+      return target.from_version() != rollout.version();
+    case v1::TARGET_STATE_SKIPPED:
+      return !target.directive_id().empty();
+    default:
+      return true;  // in flight
+  }
+}
+
+bool ApplyRevertEvent(const v1::UpdateEvent& event, absl::Time now,
+                      RevertRecord& revert) {
+  v1::RolloutTarget progress;
+  progress.set_directive_id(revert.directive_id);
+  progress.set_state(revert.state);
+  if (!ApplyEvent(event, now, progress)) return false;
+  revert.state = progress.state();
+  revert.error = progress.error();
+  revert.updated_ms = progress.updated_unix_ms();
+  return true;
+}
+
+void SetRevertProgress(const RevertRecord& revert, v1::RolloutTarget& target) {
+  target.set_revert_state(revert.state);
+  target.set_revert_directive_id(revert.directive_id);
+  target.set_revert_to_version(revert.to_version);
+  target.set_revert_error(revert.error);
+}
+
+std::optional<std::string> LeadBackVersion(
+    const v1::InstalledProduct& installed,
+    const std::vector<std::string>& released,
+    const std::vector<std::string>& blacklisted) {
+  auto usable = [&](const std::string& version) {
+    return version != installed.version() &&
+           std::find(released.begin(), released.end(), version) !=
+               released.end() &&
+           std::find(blacklisted.begin(), blacklisted.end(), version) ==
+               blacklisted.end();
+  };
+  for (const std::string& version : installed.previous_versions()) {
+    if (usable(version)) return version;
+  }
+  for (const std::string& version : released) {
+    if (usable(version)) return version;
+  }
+  return std::nullopt;
+}
+
+std::string BlacklistRolloutId(const v1::BlacklistEntry& entry) {
+  absl::string_view by = entry.created_by();
+  if (!absl::ConsumePrefix(&by, "gate:")) return "";
+  return std::string(by);
 }
 
 v1::UpdateDirective MakeDirective(const std::string& directive_id,
@@ -485,6 +628,19 @@ v1::UpdateDirective MakeDirective(const std::string& directive_id,
   d.set_kind(v1::DIRECTIVE_KIND_UPDATE);
   *d.mutable_manifest() = release.signed_manifest();
   d.set_deadline_unix_ms(0);
+  return d;
+}
+
+v1::UpdateDirective MakeRevertDirective(const RevertRecord& revert,
+                                        const v1::Release& release) {
+  v1::UpdateDirective d =
+      MakeDirective(revert.directive_id, revert.rollout_id, release);
+  const bool comparable = SemVer::Parse(revert.to_version).ok() &&
+                          SemVer::Parse(revert.from_version).ok();
+  d.set_kind(comparable &&
+                     CompareVersions(revert.to_version, revert.from_version) > 0
+                 ? v1::DIRECTIVE_KIND_UPDATE
+                 : v1::DIRECTIVE_KIND_ROLLBACK);
   return d;
 }
 

@@ -161,14 +161,80 @@ v1::BlacklistEntry GateBlacklistEntry(const GateTrip& trip,
 bool AdvanceRollout(const std::vector<v1::RolloutTarget>& targets,
                     absl::Time now, RolloutRecord& record);
 
+// Counts by state; the vector form also counts revert states (reverting,
+// reverted, revert_failed).
 v1::TargetCounts CountTargets(
     const std::map<v1::TargetState, uint32_t>& by_state);
 v1::TargetCounts CountTargets(const std::vector<v1::RolloutTarget>& targets);
+// Adds targets by revert_state (DIRECTED..RESTARTED: reverting, HEALTHY:
+// reverted, FAILED or ROLLED_BACK: revert_failed) to `counts`.
+void AddRevertCounts(const std::map<v1::TargetState, uint32_t>& by_revert_state,
+                     v1::TargetCounts& counts);
+
+// ---- offline timeout
+// OK for 0 (use the controller's default) up to 30 days; INVALID_ARGUMENT
+// naming offline_timeout_seconds otherwise.
+absl::Status ValidateOfflineTimeout(int64_t seconds);
+
+// Skips a target whose agent cannot be reached: if the rollout is RUNNING,
+// the target is not final and in a started stage, and the agent has been
+// offline since `offline_since` for at least the rollout's offline timeout,
+// the target becomes SKIPPED (final, no gate sample) with an error saying
+// since when. Its directive id is kept, so events the agent sends later
+// are recognised once it is taken back. Returns true if `target` changed.
+bool SkipIfOffline(const v1::Rollout& rollout, absl::Time offline_since,
+                   absl::Time now, v1::RolloutTarget& target);
+
+// Takes back a SKIPPED target whose agent reconnected while the rollout is
+// RUNNING or PAUSED: HEALTHY if the agent already runs the rollout's
+// version, DIRECTED if a directive was sent before it was skipped (resent
+// unless the agent has it), PENDING otherwise (from_version refreshed).
+// Returns true if `target` changed; a COMPLETED or ABORTED rollout keeps
+// its skipped targets.
+bool RetakeSkippedTarget(const v1::Rollout& rollout,
+                         absl::string_view installed_version, absl::Time now,
+                         v1::RolloutTarget& target);
+
+// ---- going back (abort with rollback, leading back from a blacklist)
+// True if an abort with rollback directs `target` back to its from_version:
+// it has not been directed back yet and it left from_version or may have —
+// in flight, HEALTHY on the rollout's version coming from another one, or
+// SKIPPED after a directive was sent.
+bool NeedsRevert(const v1::Rollout& rollout, const v1::RolloutTarget& target);
+
+// Applies an event of the revert's directive like ApplyEvent does to a
+// target. Returns true if `revert` changed.
+bool ApplyRevertEvent(const v1::UpdateEvent& event, absl::Time now,
+                      RevertRecord& revert);
+
+// Copies a revert's directive id, version, state and error into the
+// target's revert_* fields.
+void SetRevertProgress(const RevertRecord& revert, v1::RolloutTarget& target);
+
+// Where an agent running blacklisted `installed.version()` is led back to:
+// the first of its previous_versions (newest first) that is not
+// blacklisted and has a release for its platform (`released`, newest
+// first), else the newest release in `released` that is not blacklisted.
+// `released` lists the versions released for the agent's platform; nullopt
+// if no version qualifies.
+std::optional<std::string> LeadBackVersion(
+    const v1::InstalledProduct& installed,
+    const std::vector<std::string>& released,
+    const std::vector<std::string>& blacklisted);
+
+// The rollout a blacklist entry came from: "<id>" for created_by
+// "gate:<id>", "" for an operator's entry.
+std::string BlacklistRolloutId(const v1::BlacklistEntry& entry);
 
 // An UPDATE directive carrying the release's signed manifest, no deadline.
 v1::UpdateDirective MakeDirective(const std::string& directive_id,
                                   const std::string& rollout_id,
                                   const v1::Release& release);
+// The directive of `revert` carrying the release of its to_version: kind
+// ROLLBACK when to_version is lower than from_version (or either is not
+// SemVer), UPDATE when it is higher (so the agent still checks expiry).
+v1::UpdateDirective MakeRevertDirective(const RevertRecord& revert,
+                                        const v1::Release& release);
 
 }  // namespace fleet::controller
 
