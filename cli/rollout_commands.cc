@@ -550,10 +550,24 @@ bool TrippedByGate(const v1::Rollout& r) {
   return absl::StartsWith(r.state_reason(), "gate:");
 }
 
+// Ended, and nothing is still being led back (abort --rollback, or leading
+// back after the gate blacklisted the version): an operator waiting on an
+// aborted rollout wants its agents back where they were, not just the state.
 bool WatchEnds(const v1::Rollout& r) {
-  return r.state() == v1::ROLLOUT_STATE_COMPLETED ||
-         r.state() == v1::ROLLOUT_STATE_ABORTED ||
-         (r.state() == v1::ROLLOUT_STATE_PAUSED && TrippedByGate(r));
+  const bool ended =
+      r.state() == v1::ROLLOUT_STATE_COMPLETED ||
+      r.state() == v1::ROLLOUT_STATE_ABORTED ||
+      (r.state() == v1::ROLLOUT_STATE_PAUSED && TrippedByGate(r));
+  return ended && r.counts().reverting() == 0;
+}
+
+// "2 reverting, 3 reverted, 1 revert failed"; "" when nothing was directed
+// back.
+std::string RevertText(const v1::Rollout& r) {
+  const v1::TargetCounts& c = r.counts();
+  if (c.reverting() + c.reverted() + c.revert_failed() == 0) return "";
+  return absl::StrCat(c.reverting(), " reverting, ", c.reverted(),
+                      " reverted, ", c.revert_failed(), " revert failed");
 }
 
 // "[########------------] 40%": the share of targets that are final.
@@ -625,6 +639,9 @@ std::string WatchLine(const v1::Rollout& r) {
     absl::StrAppend(&line, " | stage ", i + 1, " (", stages[i].percent,
                     "%): ", StageCounts(stages[i]));
   }
+  if (const std::string revert = RevertText(r); !revert.empty()) {
+    absl::StrAppend(&line, " | rollback: ", revert);
+  }
   absl::StrAppend(&line, " | gate ", GateState(r));
   return line;
 }
@@ -658,6 +675,9 @@ std::string WatchFrame(const v1::Rollout& r, absl::Duration interval,
                   absl::StrCat(s.failed), absl::StrCat(s.skipped)});
   }
   table.Print(frame);
+  if (const std::string revert = RevertText(r); !revert.empty()) {
+    frame << "rollback: " << revert << "\n";
+  }
   frame << "gate: " << GateState(r) << "\n";
   frame << absl::FormatTime("%H:%M:%S UTC", now, absl::UTCTimeZone())
         << ", every " << absl::FormatDuration(interval)

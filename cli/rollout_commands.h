@@ -93,10 +93,13 @@ struct RolloutWatchOptions {
 };
 
 // `rollout status ID --watch`: polls AdminService.GetRollout every interval
-// until the rollout is COMPLETED, ABORTED or PAUSED by its gate.
+// until the rollout is COMPLETED, ABORTED or PAUSED by its gate and no target
+// is still being directed back to its previous version
+// (counts.reverting == 0).
 //  - terminal: a frame redrawn in place: state and reason, an overall
 //    progress bar, one row per stage (targets, pending, in flight, succeeded,
-//    failed, skipped), the gate's state.
+//    failed, skipped), targets directed back (reverting, reverted, revert
+//    failed) when there are any, the gate's state.
 //  - not a terminal (pipes, CI logs, tests): one line per change, starting
 //    with the UTC time, carrying the same facts; nothing while nothing
 //    changes.

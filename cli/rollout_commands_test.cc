@@ -886,5 +886,30 @@ TEST_F(RolloutWatchTest, FleetctlWatchExitCodeSaysHowTheRolloutEnded) {
       kExitUsage);
 }
 
+TEST_F(RolloutWatchTest, AbortWithRollbackIsWatchedUntilTargetsAreBack) {
+  v1::Rollout reverting =
+      WatchedRollout(2, v1::ROLLOUT_STATE_ABORTED, "aborted by operator");
+  reverting.mutable_counts()->set_reverting(2);
+  v1::Rollout back = reverting;
+  back.mutable_counts()->set_reverting(0);
+  back.mutable_counts()->set_reverted(1);
+  back.mutable_counts()->set_revert_failed(1);
+  server_.service().ScriptGetRollout({{reverting}, {reverting}, {back}});
+  CommandContext ctx = Context();
+  absl::Status s = Watch(ctx);
+  EXPECT_EQ(ExitCodeFor(s), kExitRolloutAborted) << s;
+  EXPECT_EQ(server_.service().get_rollout_calls(), 3);
+  std::vector<std::string> lines = Lines(out_.str());
+  ASSERT_EQ(lines.size(), 2u) << out_.str();
+  EXPECT_NE(lines[0].find("| rollback: 2 reverting, 0 reverted, 0 revert "
+                          "failed | gate"),
+            std::string::npos)
+      << lines[0];
+  EXPECT_NE(lines[1].find("| rollback: 0 reverting, 1 reverted, 1 revert "
+                          "failed | gate"),
+            std::string::npos)
+      << lines[1];
+}
+
 }  // namespace
 }  // namespace fleet::cli
