@@ -17,6 +17,7 @@
 #include "cli/release_commands.h"
 #include "cli/rollout_commands.h"
 #include "cli/root_commands.h"
+#include "cli/telemetry_commands.h"
 #include "common/names.h"
 #include "common/status_macros.h"
 
@@ -430,6 +431,33 @@ class CommandLine {
     });
 
     AddBlacklistCommands();
+    AddTelemetryCommands();
+  }
+
+  void AddTelemetryCommands() {
+    CLI::App* telemetry = app_.add_subcommand(
+        "telemetry", "Query update events, heartbeats and agent versions");
+    telemetry->require_subcommand(1);
+    CLI::App* query = telemetry->add_subcommand(
+        "query",
+        "Run a query, e.g. 'count(agents{product=\"app\"}) by (version)' "
+        "(language: docs/telemetry.md)");
+    query->add_option("query", telemetry_query_.query, "the query")->required();
+    query
+        ->add_option("--since", telemetry_query_.since,
+                     "start: a duration before --until (1h, 7d) or RFC 3339")
+        ->capture_default_str();
+    query->add_option("--until", telemetry_query_.until,
+                      "end: now (default), a duration ago, or RFC 3339");
+    query->add_option("--step", telemetry_query_.step, "bucket width")
+        ->capture_default_str();
+    query
+        ->add_option("-o,--output", telemetry_query_.format,
+                     "table (with sparklines), json or csv")
+        ->check(CLI::IsMember({"table", "json", "csv"}));
+    Add(query, [this](CommandContext& ctx) {
+      return TelemetryQuery(telemetry_query_, ctx);
+    });
   }
 
   void AddBlacklistCommands() {
@@ -472,6 +500,7 @@ class CommandLine {
   CLI::App app_;
   GlobalOptions global_;
   std::string output_ = "table";
+  TelemetryQueryOptions telemetry_query_;
   std::string timeout_ = "30s";
   KeysGenerateOptions keys_generate_;
   PkiInitOptions pki_init_;
