@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "common/log.h"
 #include "common/yaml_config.h"
+#include "controller/backup.h"
 #include "controller/server.h"
 #include "controller/telemetry/telemetry_store.h"
 
@@ -21,6 +22,10 @@ constexpr char kVersion[] = "0.1.0";
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 &&
+      (std::string(argv[1]) == "backup" || std::string(argv[1]) == "restore")) {
+    return fleet::controller::RunDataCommand(argc, argv);
+  }
   fleet::controller::ControllerOptions options;
   std::string log_level = "info";
   int heartbeat_seconds = 10;
@@ -95,6 +100,14 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // Held until exit: a second controller, or a restore, on this data dir
+  // is refused while this one runs.
+  absl::StatusOr<fleet::controller::DataDirLock> lock =
+      fleet::controller::DataDirLock::Acquire(options.data_dir);
+  if (!lock.ok()) {
+    fleet::LogError("cannot start", {{"error", lock.status().ToString()}});
+    return 1;
+  }
   fleet::controller::ControllerServer server(options);
   absl::StatusOr<int> port = server.Start();
   if (!port.ok()) {
