@@ -137,7 +137,7 @@ CREATE TABLE reverts(
   updated_ms INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX reverts_by_agent ON reverts(agent_id, created_ms);
 )sql"},
-      // Read and written by controller/enrollment/identity_store.cc.
+      // Read and written by controller/identity/identity_store.cc.
       {"enrollment tokens, revoked agents, audit log",
        R"sql(
 CREATE TABLE enroll_tokens(

@@ -1,4 +1,4 @@
-#include "controller/enrollment/enrollment_service.h"
+#include "controller/identity/enrollment_service.h"
 
 #include <string>
 

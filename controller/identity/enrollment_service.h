@@ -6,8 +6,8 @@
 // here and written into the certificate; the agent learns it from the
 // response. Attempts are limited per peer address so tokens cannot be
 // guessed online (they carry 256 random bits anyway).
-#ifndef FLEET_CONTROLLER_ENROLLMENT_ENROLLMENT_SERVICE_H_
-#define FLEET_CONTROLLER_ENROLLMENT_ENROLLMENT_SERVICE_H_
+#ifndef FLEET_CONTROLLER_IDENTITY_ENROLLMENT_SERVICE_H_
+#define FLEET_CONTROLLER_IDENTITY_ENROLLMENT_SERVICE_H_
 
 #include <grpcpp/grpcpp.h>
 
@@ -18,7 +18,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/pki.h"
-#include "controller/enrollment/identity_store.h"
+#include "controller/identity/identity_store.h"
 #include "proto/fleet/v1/enrollment.grpc.pb.h"
 
 namespace fleet::controller {
@@ -59,4 +59,4 @@ class EnrollmentServiceImpl final : public v1::EnrollmentService::Service {
 
 }  // namespace fleet::controller
 
-#endif  // FLEET_CONTROLLER_ENROLLMENT_ENROLLMENT_SERVICE_H_
+#endif  // FLEET_CONTROLLER_IDENTITY_ENROLLMENT_SERVICE_H_

@@ -1,4 +1,4 @@
-#include "controller/enrollment/identity_store.h"
+#include "controller/identity/identity_store.h"
 
 #include <openssl/rand.h>
 

@@ -19,8 +19,8 @@
 #include "common/pki.h"
 #include "common/testing/fake_clock.h"
 #include "common/tls.h"
-#include "controller/enrollment/enrollment_service.h"
-#include "controller/enrollment/identity_store.h"
+#include "controller/identity/enrollment_service.h"
+#include "controller/identity/identity_store.h"
 #include "controller/store/store.h"
 #include "gtest/gtest.h"
 

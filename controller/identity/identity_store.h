@@ -10,8 +10,8 @@
 // mutex. Its writes are rare (an enrollment, a revocation, an admin action)
 // and short; SQLite's busy timeout orders them with the control loop's
 // batches on the same file.
-#ifndef FLEET_CONTROLLER_ENROLLMENT_IDENTITY_STORE_H_
-#define FLEET_CONTROLLER_ENROLLMENT_IDENTITY_STORE_H_
+#ifndef FLEET_CONTROLLER_IDENTITY_IDENTITY_STORE_H_
+#define FLEET_CONTROLLER_IDENTITY_IDENTITY_STORE_H_
 
 #include <cstdint>
 #include <map>
@@ -96,4 +96,4 @@ std::string TokenDigest(const std::string& token);
 
 }  // namespace fleet::controller
 
-#endif  // FLEET_CONTROLLER_ENROLLMENT_IDENTITY_STORE_H_
+#endif  // FLEET_CONTROLLER_IDENTITY_IDENTITY_STORE_H_
