@@ -8,7 +8,8 @@
 //   - a bad release trips the failure gate: paused, blacklisted, and every
 //     agent that took it ends on the previous version, running;
 //   - a controller SIGKILLed mid-rollout and restarted on the same data dir
-//     finishes with every target counted once and no agent updated twice.
+//     finishes with every target counted once and no agent updated twice;
+//   - `fleetctl rollout abort --rollback` leads every updated agent back.
 #include <grpcpp/grpcpp.h>
 #include <sys/wait.h>
 
@@ -420,6 +421,59 @@ TEST_F(RolloutE2eTest, ControllerKilledMidRolloutFinishesCountingEachOnce) {
   // The watch rode out the restart.
   EXPECT_EQ(ExitCode(watch, absl::Seconds(15)), 0)
       << ReadFile(watch_log).value_or("");
+}
+
+TEST_F(RolloutE2eTest, AbortWithRollbackLeadsUpdatedAgentsBack) {
+  ASSERT_EQ(fleet_.PushRelease("app", kNew, new_).exit_code, 0);
+  const std::string id =
+      CreateRollout({"--version", kNew, "--max-in-flight", "2"});
+  ASSERT_FALSE(id.empty());
+  WaitForHealthy(id, 3);
+  const std::string watch_log = fleet_.dir() + "/watch.log";
+  Subprocess* watch = fleet_.StartFleetctl(
+      {"rollout", "status", id, "--watch", "--interval", "200ms"}, watch_log);
+  ASSERT_NE(watch, nullptr);
+
+  RunResult abort = fleet_.Fleetctl(
+      {"rollout", "abort", id, "--rollback", "--reason", "e2e revert"});
+  ASSERT_EQ(abort.exit_code, 0) << abort.err;
+  EXPECT_TRUE(absl::StrContains(abort.out, "rolled back")) << abort.out;
+  // The watch follows the reverts and ends, aborted, once none is left.
+  EXPECT_EQ(ExitCode(watch, absl::Seconds(90)), 3)
+      << ReadFile(watch_log).value_or("");
+
+  const std::string old_digest = FileDigestHex(old_);
+  int took_new = 0;
+  for (AgentHandle* agent : fleet_.agents()) {
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          return agent->Runs(kOld) &&
+                 FileDigestHex(agent->exec_path) == old_digest;
+        },
+        absl::Seconds(60)))
+        << agent->name << " is not back on " << kOld;
+    absl::StatusOr<std::vector<JournalUpdate>> updates =
+        agent->JournalUpdates();
+    ASSERT_TRUE(updates.ok()) << updates.status();
+    bool installed_new = false;
+    for (const JournalUpdate& u : *updates) {
+      installed_new |= u.to_version == kNew && u.state == "HEALTHY";
+    }
+    if (!installed_new) continue;
+    ++took_new;
+    ASSERT_FALSE(updates->empty());
+    const JournalUpdate& last = updates->back();
+    EXPECT_EQ(last.kind, v1::DIRECTIVE_KIND_ROLLBACK) << agent->name;
+    EXPECT_EQ(last.to_version, kOld) << agent->name;
+    EXPECT_EQ(last.state, "HEALTHY") << agent->name;
+  }
+  EXPECT_GE(took_new, 3);
+
+  const v1::Rollout r = GetRollout(id);
+  EXPECT_EQ(r.state(), v1::ROLLOUT_STATE_ABORTED);
+  EXPECT_EQ(r.counts().reverting(), 0u);
+  EXPECT_GE(r.counts().reverted(), static_cast<uint32_t>(took_new));
+  EXPECT_EQ(r.counts().revert_failed(), 0u) << r.DebugString();
 }
 
 }  // namespace
