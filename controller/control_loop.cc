@@ -198,6 +198,7 @@ void ControlLoop::ProcessBatch(std::vector<Item>& batch, bool tick) {
   std::vector<Output> outputs(batch.size());
   std::vector<absl::Status> results(batch.size());
   Output extra;
+  const absl::Time started = absl::Now();
   absl::Status commit = store_.RunInTransaction([&]() -> absl::Status {
     for (size_t i = 0; i < batch.size(); ++i) {
       results[i] =
@@ -221,6 +222,9 @@ void ControlLoop::ProcessBatch(std::vector<Item>& batch, bool tick) {
     }
     return absl::OkStatus();
   });
+  if (options_.on_commit) {
+    options_.on_commit(absl::ToDoubleSeconds(absl::Now() - started));
+  }
   if (!commit.ok()) {
     LogError(
         "committing a batch failed; its streams are closed so agents "

@@ -75,6 +75,9 @@ struct ControlLoopOptions {
   // How often running rollouts are checked for targets past their offline
   // timeout.
   absl::Duration offline_sweep = absl::Seconds(5);
+  // Told, on the loop's thread, how long each batch transaction took
+  // (seconds, commit included), for /metrics. Optional; must not block.
+  std::function<void(double)> on_commit;
 };
 
 class ControlLoop {

@@ -97,6 +97,9 @@ absl::StatusOr<int> ControllerServer::Start() {
 
   ControlLoopOptions loop_options;
   loop_options.heartbeat_interval = options_.heartbeat_interval;
+  loop_options.on_commit = [metrics = metrics_.get()](double seconds) {
+    metrics->FleetWrite(seconds);
+  };
   loop_options.offline_timeout = options_.offline_timeout;
   loop_ = std::make_unique<ControlLoop>(*write_store_, clock_, loop_options);
   hub_ = std::make_unique<AgentHub>(*loop_, *blobs_);

@@ -110,7 +110,11 @@ TEST_F(PrometheusE2eTest, PromQlCountsAgentsByTheVersionTheyRun) {
                page->body.find(
                    "fleet_agents_connected{product=\"app\","
                    "version=\"1.0.0\",platform=") != std::string::npos &&
-               page->body.find("version=\"1.1.0\"") != std::string::npos;
+               page->body.find("version=\"1.1.0\"") != std::string::npos &&
+               // The control loop's commits are timed too.
+               page->body.find(
+                   "fleet_sqlite_write_seconds_count{db=\"fleet\"}") !=
+                   std::string::npos;
       },
       absl::Seconds(30)))
       << controller.Get("/metrics")->body;
