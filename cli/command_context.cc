@@ -50,14 +50,52 @@ absl::Status ValidateControllerTarget(absl::string_view target) {
 CommandContext::CommandContext(GlobalOptions options, const Io& io)
     : options_(std::move(options)), io_(io) {}
 
-v1::AdminService::StubInterface& CommandContext::admin() {
-  if (admin_ == nullptr) {
+absl::Status CommandContext::LoadCredentials() {
+  if (options_.insecure) {
+    credentials_ = grpc::InsecureChannelCredentials();
+    return absl::OkStatus();
+  }
+  const TlsFiles& tls = options_.tls;
+  if (tls.ca_file.empty()) {
+    return UsageError(
+        "no TLS credentials: give --pki DIR (from fleetctl pki init) or "
+        "--tls-ca, --tls-cert and --tls-key; --insecure talks plaintext to a "
+        "controller started with --insecure");
+  }
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    return UsageError("--tls-cert and --tls-key go together");
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      MakeChannelCredentials(tls);
+  if (!credentials.ok()) {
+    return UsageError(absl::StrCat("cannot load TLS credentials: ",
+                                   credentials.status().message()));
+  }
+  credentials_ = *std::move(credentials);
+  return absl::OkStatus();
+}
+
+std::shared_ptr<grpc::Channel> CommandContext::Channel() {
+  if (channel_ == nullptr) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(kMaxReceiveBytes);
-    admin_ = v1::AdminService::NewStub(grpc::CreateCustomChannel(
-        options_.controller, grpc::InsecureChannelCredentials(), args));
+    channel_ = grpc::CreateCustomChannel(
+        options_.controller,
+        credentials_ != nullptr ? credentials_
+                                : grpc::InsecureChannelCredentials(),
+        args);
   }
+  return channel_;
+}
+
+v1::AdminService::StubInterface& CommandContext::admin() {
+  if (admin_ == nullptr) admin_ = v1::AdminService::NewStub(Channel());
   return *admin_;
+}
+
+v1::IdentityService::StubInterface& CommandContext::identity() {
+  if (identity_ == nullptr) identity_ = v1::IdentityService::NewStub(Channel());
+  return *identity_;
 }
 
 void CommandContext::SetDeadline(grpc::ClientContext& rpc,

@@ -25,8 +25,10 @@
 #include "absl/time/time.h"
 #include "cli/errors.h"
 #include "common/clock.h"
+#include "common/tls.h"
 #include "google/protobuf/message.h"
 #include "proto/fleet/v1/admin.grpc.pb.h"
+#include "proto/fleet/v1/enrollment.grpc.pb.h"
 
 namespace fleet::cli {
 
@@ -39,6 +41,10 @@ struct GlobalOptions {
   std::string controller = std::string(kDefaultController);
   OutputFormat output = OutputFormat::kTable;
   absl::Duration timeout = absl::Seconds(30);  // per unary RPC
+  // Mutual TLS to the controller: the fleet CA and an admin certificate
+  // (fleetctl pki init). `insecure` talks plaintext instead.
+  TlsFiles tls;
+  bool insecure = false;
 };
 
 // The process around a command. Borrowed; must outlive the command.
@@ -64,9 +70,16 @@ class CommandContext {
   absl::Time Now() const { return io_.clock.Now(); }
   bool json() const { return options_.output == OutputFormat::kJson; }
 
-  // A stub on an insecure channel to options().controller, created on first
-  // use (so commands that fail validation never open a connection).
+  // Loads the channel credentials from options(): TLS files, or plaintext
+  // when options().insecure. Until it is called (unit tests that build a
+  // context by hand) the channel is plaintext. UsageError naming the flag
+  // when neither is configured or a file is missing or unreadable.
+  absl::Status LoadCredentials();
+
+  // Stubs on one channel to options().controller, created on first use (so
+  // commands that fail validation never open a connection).
   v1::AdminService::StubInterface& admin();
+  v1::IdentityService::StubInterface& identity();
 
   // Sets the call's deadline to now + timeout() + `extra`.
   void SetDeadline(grpc::ClientContext& rpc,
@@ -86,7 +99,12 @@ class CommandContext {
  private:
   GlobalOptions options_;
   const Io& io_;
+  std::shared_ptr<grpc::Channel> Channel();
+
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::AdminService::StubInterface> admin_;
+  std::unique_ptr<v1::IdentityService::StubInterface> identity_;
 };
 
 }  // namespace fleet::cli
