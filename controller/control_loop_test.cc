@@ -1,6 +1,7 @@
 #include "controller/control_loop.h"
 
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -93,6 +94,7 @@ class ControlLoopTest : public ::testing::Test {
     reads_ = *std::move(reads);
     ControlLoopOptions options;
     options.tick = absl::Milliseconds(10);
+    options.offline_sweep = absl::Milliseconds(10);
     loop_ = std::make_unique<ControlLoop>(*store_, clock_, options);
     loop_->Start(sender_);
   }
@@ -696,6 +698,355 @@ TEST_F(ControlLoopTest,
         });
     EXPECT_EQ(done.rollout.state(), v1::ROLLOUT_STATE_COMPLETED);
   }
+}
+
+// ------------------------------------------------- blacklist reaches agents
+
+v1::BlacklistEntry Entry(const std::string& version) {
+  v1::BlacklistEntry e;
+  e.set_product("app");
+  e.set_version(version);
+  e.set_reason("crashes on start");
+  e.set_created_by("operator");
+  return e;
+}
+
+std::vector<std::string> Versions(
+    const google::protobuf::RepeatedPtrField<v1::BlacklistedVersion>& list) {
+  std::vector<std::string> out;
+  for (const v1::BlacklistedVersion& b : list) {
+    out.push_back(b.product() + "@" + b.version());
+  }
+  return out;
+}
+
+std::vector<RecordingSender::Sent> To(
+    const std::vector<RecordingSender::Sent>& sent,
+    const std::string& agent_id) {
+  std::vector<RecordingSender::Sent> out;
+  for (const RecordingSender::Sent& s : sent) {
+    if (s.agent_id == agent_id) out.push_back(s);
+  }
+  return out;
+}
+
+v1::ReleaseManifest ManifestOf(const v1::UpdateDirective& d) {
+  // ReleaseOf's manifest bytes are "m-<version>".
+  v1::ReleaseManifest m;
+  m.set_version(d.manifest().manifest().substr(2));
+  return m;
+}
+
+TEST_F(ControlLoopTest, WelcomeCarriesTheBlacklistAndChangesReachTheProduct) {
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.0.0")).ok());
+  ASSERT_TRUE(loop_->AddBlacklist(Entry("0.9.0")).ok());
+  ConnectAgents(2);
+  v1::Hello other;
+  other.set_agent_id("db-host");
+  other.set_platform("linux/amd64");
+  other.add_installed()->set_product("db");
+  loop_->PostHello("db-host", 50, other);
+  std::vector<RecordingSender::Sent> welcomes =
+      sender_.WaitFor(v1::ControllerMessage::kWelcome, 3);
+  ASSERT_EQ(welcomes.size(), 3u);
+  EXPECT_EQ(Versions(To(welcomes, "agent-0")[0].message.welcome().blacklist()),
+            std::vector<std::string>{"app@0.9.0"});
+  EXPECT_TRUE(To(welcomes, "db-host")[0].message.welcome().blacklist().empty());
+
+  ASSERT_TRUE(loop_->AddBlacklist(Entry("1.1.0")).ok());
+  std::vector<RecordingSender::Sent> updates =
+      sender_.WaitFor(v1::ControllerMessage::kBlacklist, 2);
+  ASSERT_EQ(updates.size(), 2u);
+  for (const RecordingSender::Sent& u : updates) {
+    EXPECT_NE(u.agent_id, "db-host");
+    EXPECT_EQ(Versions(u.message.blacklist().entries()),
+              (std::vector<std::string>{"app@1.1.0", "app@0.9.0"}));
+  }
+  ASSERT_TRUE(loop_->RemoveBlacklist("app", "0.9.0").ok());
+  updates = sender_.WaitFor(v1::ControllerMessage::kBlacklist, 4);
+  ASSERT_EQ(updates.size(), 4u);
+  EXPECT_EQ(Versions(updates[3].message.blacklist().entries()),
+            std::vector<std::string>{"app@1.1.0"});
+  EXPECT_TRUE(To(updates, "db-host").empty());
+}
+
+TEST_F(ControlLoopTest, BlacklistLeadsAgentsBackOnceToWhatTheyRanBefore) {
+  for (const char* v : {"1.0.0", "1.1.0", "1.2.0"}) {
+    ASSERT_TRUE(loop_->AddRelease(ReleaseOf(v)).ok());
+  }
+  // agent-0 ran 1.0.0 before; agent-1 names nothing, so it gets the newest
+  // release that is not blacklisted; agent-2 is not on the bad version.
+  v1::Hello h0 = HelloOf("agent-0", "1.2.0");
+  h0.mutable_installed(0)->add_previous_versions("1.0.0");
+  loop_->PostHello("agent-0", 1, h0);
+  loop_->PostHello("agent-1", 2, HelloOf("agent-1", "1.2.0"));
+  loop_->PostHello("agent-2", 3, HelloOf("agent-2", "1.0.0"));
+  ASSERT_EQ(sender_.WaitFor(v1::ControllerMessage::kWelcome, 3).size(), 3u);
+
+  absl::StatusOr<v1::AddBlacklistResponse> added =
+      loop_->AddBlacklist(Entry("1.2.0"));
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(added->led_back_agents(), 2u);
+  std::vector<RecordingSender::Sent> directives =
+      sender_.WaitFor(v1::ControllerMessage::kDirective, 2);
+  ASSERT_EQ(directives.size(), 2u);
+  struct Want {
+    const char* agent;
+    const char* to;
+  };
+  for (const Want& want :
+       {Want{"agent-0", "1.0.0"}, Want{"agent-1", "1.1.0"}}) {
+    std::vector<RecordingSender::Sent> mine = To(directives, want.agent);
+    ASSERT_EQ(mine.size(), 1u) << want.agent;
+    const v1::UpdateDirective& d = mine[0].message.directive();
+    EXPECT_EQ(d.kind(), v1::DIRECTIVE_KIND_ROLLBACK) << want.agent;
+    EXPECT_EQ(d.rollout_id(), "") << "an operator's blacklist";
+    EXPECT_EQ(ManifestOf(d).version(), want.to) << want.agent;
+  }
+  const std::string d0 =
+      To(directives, "agent-0")[0].message.directive().directive_id();
+
+  // Reconnecting without having journaled it: the same directive again.
+  loop_->PostHello("agent-0", 10, h0);
+  directives = sender_.WaitFor(v1::ControllerMessage::kDirective, 3);
+  ASSERT_EQ(directives.size(), 3u);
+  EXPECT_EQ(directives[2].message.directive().directive_id(), d0);
+  EXPECT_EQ(directives[2].session, 10u);
+  // Having journaled it: nothing new.
+  v1::Hello acked = h0;
+  acked.set_last_directive_id(d0);
+  loop_->PostHello("agent-0", 11, acked);
+  ASSERT_EQ(sender_.WaitFor(v1::ControllerMessage::kWelcome, 5).size(), 5u);
+
+  // Back on 1.0.0: the revert is done and nothing is sent again.
+  v1::UpdateEvent healthy;
+  healthy.set_seq(1);
+  healthy.set_directive_id(d0);
+  healthy.set_product("app");
+  healthy.set_from_version("1.2.0");
+  healthy.set_to_version("1.0.0");
+  healthy.set_phase(v1::UPDATE_PHASE_HEALTHY);
+  loop_->PostEvent("agent-0", 11, healthy);
+  ASSERT_EQ(sender_.WaitFor(v1::ControllerMessage::kAck, 1).size(), 1u);
+  std::optional<RevertRecord> revert = *reads_->GetRevert(d0);
+  ASSERT_TRUE(revert.has_value());
+  EXPECT_EQ(revert->state, v1::TARGET_STATE_HEALTHY);
+  EXPECT_EQ(revert->from_version, "1.2.0");
+  EXPECT_EQ(reads_->GetAgent("agent-0")->installed(0).version(), "1.0.0");
+  loop_->PostHello("agent-0", 12, HelloOf("agent-0", "1.0.0"));
+  ASSERT_EQ(sender_.WaitFor(v1::ControllerMessage::kWelcome, 6).size(), 6u);
+
+  // An agent on the bad version that connects later is led back at Hello,
+  // and its Welcome already names the bad version.
+  loop_->PostHello("agent-3", 13, HelloOf("agent-3", "1.2.0"));
+  std::vector<RecordingSender::Sent> welcomes =
+      sender_.WaitFor(v1::ControllerMessage::kWelcome, 7);
+  EXPECT_EQ(Versions(To(welcomes, "agent-3")[0].message.welcome().blacklist()),
+            std::vector<std::string>{"app@1.2.0"});
+  directives = sender_.WaitFor(v1::ControllerMessage::kDirective, 4);
+  ASSERT_EQ(directives.size(), 4u);
+  EXPECT_EQ(directives[3].agent_id, "agent-3");
+  EXPECT_EQ(ManifestOf(directives[3].message.directive()).version(), "1.1.0");
+  // agent-1 and agent-2 got nothing more.
+  EXPECT_EQ(To(directives, "agent-1").size(), 1u);
+  EXPECT_TRUE(To(directives, "agent-2").empty());
+}
+
+TEST_F(ControlLoopTest, GateBlacklistLeadsBackTargetsThatTookTheVersion) {
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.0.0")).ok());
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.1.0")).ok());
+  ConnectAgents(3);
+  v1::FailurePolicy policy;
+  policy.set_max_failure_rate(0.3);
+  policy.set_min_samples(3);
+  policy.set_action(v1::FAILURE_ACTION_ABORT);
+  policy.set_blacklist(true);
+  absl::StatusOr<v1::Rollout> rollout = CreateGatedRollout(policy);
+  ASSERT_TRUE(rollout.ok()) << rollout.status();
+  std::vector<RecordingSender::Sent> directives =
+      sender_.WaitFor(v1::ControllerMessage::kDirective, 3);
+  ASSERT_EQ(directives.size(), 3u);
+  ReportHealthy(directives[0], 1);
+  ReportFailed(directives[1], 1);
+  ReportFailed(directives[2], 1);
+  RolloutRecord aborted = WaitForRollout(rollout->rollout_id(), [](auto& r) {
+    return r.rollout.state() == v1::ROLLOUT_STATE_ABORTED;
+  });
+  ASSERT_EQ(aborted.rollout.state(), v1::ROLLOUT_STATE_ABORTED);
+  // The one that took 1.1.0 is sent back, under the gate's rollout id.
+  directives = sender_.WaitFor(v1::ControllerMessage::kDirective, 4);
+  ASSERT_EQ(directives.size(), 4u);
+  const v1::UpdateDirective& back = directives[3].message.directive();
+  EXPECT_EQ(directives[3].agent_id, directives[0].agent_id);
+  EXPECT_EQ(back.kind(), v1::DIRECTIVE_KIND_ROLLBACK);
+  EXPECT_EQ(back.rollout_id(), rollout->rollout_id());
+  EXPECT_EQ(ManifestOf(back).version(), "1.0.0");
+  std::optional<v1::RolloutTarget> target =
+      *reads_->GetTarget(rollout->rollout_id(), directives[0].agent_id);
+  ASSERT_TRUE(target.has_value());
+  EXPECT_EQ(target->state(), v1::TARGET_STATE_HEALTHY);
+  EXPECT_EQ(target->revert_state(), v1::TARGET_STATE_DIRECTED);
+  EXPECT_EQ(target->revert_directive_id(), back.directive_id());
+  EXPECT_EQ(target->revert_to_version(), "1.0.0");
+  ASSERT_EQ(sender_.WaitFor(v1::ControllerMessage::kBlacklist, 3).size(), 3u);
+}
+
+// ------------------------------------------------------ abort with rollback
+
+TEST_F(ControlLoopTest, AbortWithRollbackDirectsTargetsBackToFromVersion) {
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.0.0")).ok());
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.1.0")).ok());
+  ConnectAgents(4);
+  v1::CreateRolloutRequest request;
+  request.set_product("app");
+  request.set_version("1.1.0");
+  absl::StatusOr<v1::Rollout> rollout = loop_->CreateRollout(request);
+  ASSERT_TRUE(rollout.ok()) << rollout.status();
+  const std::string id = rollout->rollout_id();
+  std::vector<RecordingSender::Sent> updates =
+      sender_.WaitFor(v1::ControllerMessage::kDirective, 4);
+  ASSERT_EQ(updates.size(), 4u);
+  std::map<std::string, RecordingSender::Sent> by_agent;
+  for (const RecordingSender::Sent& s : updates) by_agent[s.agent_id] = s;
+  ReportHealthy(by_agent["agent-0"], 1);
+  ReportHealthy(by_agent["agent-1"], 1);
+  ReportFailed(by_agent["agent-3"], 1);  // back on 1.0.0 by itself
+  ASSERT_EQ(WaitForTargets(id, v1::TARGET_STATE_HEALTHY, 2), 2u);
+  ASSERT_EQ(WaitForTargets(id, v1::TARGET_STATE_FAILED, 1), 1u);
+  // agent-2 is still in flight.
+
+  absl::StatusOr<v1::Rollout> aborted = loop_->ChangeRollout(
+      id, RolloutCommand::kAbort, "bad numbers", /*rollback=*/true);
+  ASSERT_TRUE(aborted.ok()) << aborted.status();
+  EXPECT_EQ(aborted->state(), v1::ROLLOUT_STATE_ABORTED);
+  EXPECT_EQ(aborted->counts().reverting(), 3u);
+  EXPECT_EQ(aborted->counts().reverted(), 0u);
+  EXPECT_EQ(aborted->counts().healthy(), 2u);
+
+  std::vector<RecordingSender::Sent> all =
+      sender_.WaitFor(v1::ControllerMessage::kDirective, 7);
+  ASSERT_EQ(all.size(), 7u);
+  std::map<std::string, v1::UpdateDirective> back;
+  for (size_t i = 4; i < all.size(); ++i) {
+    back[all[i].agent_id] = all[i].message.directive();
+  }
+  ASSERT_EQ(back.size(), 3u);
+  EXPECT_EQ(back.count("agent-3"), 0u);
+  for (const auto& [agent, d] : back) {
+    EXPECT_EQ(d.kind(), v1::DIRECTIVE_KIND_ROLLBACK) << agent;
+    EXPECT_EQ(d.rollout_id(), id) << agent;
+    EXPECT_EQ(ManifestOf(d).version(), "1.0.0") << agent;
+  }
+  // The update in flight is canceled first.
+  std::vector<RecordingSender::Sent> cancels =
+      sender_.WaitFor(v1::ControllerMessage::kCancel, 1);
+  ASSERT_EQ(cancels.size(), 1u);
+  EXPECT_EQ(cancels[0].agent_id, "agent-2");
+  EXPECT_EQ(cancels[0].message.cancel().directive_id(),
+            by_agent["agent-2"].message.directive().directive_id());
+
+  // agent-0 is back on 1.0.0; agent-1's rollback fails.
+  auto report = [&](const std::string& agent, v1::UpdatePhase phase) {
+    v1::UpdateEvent e;
+    e.set_seq(2);
+    e.set_directive_id(back[agent].directive_id());
+    e.set_rollout_id(id);
+    e.set_product("app");
+    e.set_from_version("1.1.0");
+    e.set_to_version("1.0.0");
+    e.set_phase(phase);
+    e.set_error_class("health");
+    e.set_error("exit status 1");
+    loop_->PostEvent(agent, by_agent[agent].session, e);
+  };
+  report("agent-0", v1::UPDATE_PHASE_HEALTHY);
+  report("agent-1", v1::UPDATE_PHASE_ROLLED_BACK);
+  v1::TargetCounts counts;
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (absl::Now() < deadline) {
+    counts = CountTargets(*reads_->ListTargets(id));
+    if (counts.reverted() == 1 && counts.revert_failed() == 1) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(counts.reverted(), 1u);
+  EXPECT_EQ(counts.revert_failed(), 1u);
+  EXPECT_EQ(counts.reverting(), 1u);
+  // The rollout's own counts are untouched by the reverts.
+  EXPECT_EQ(counts.healthy(), 2u);
+  std::optional<v1::RolloutTarget> t1 = *reads_->GetTarget(id, "agent-1");
+  EXPECT_EQ(t1->revert_error(), "health: exit status 1");
+  EXPECT_EQ(t1->revert_to_version(), "1.0.0");
+
+  // Again on the aborted rollout: accepted, nothing directed twice.
+  absl::StatusOr<v1::Rollout> again =
+      loop_->ChangeRollout(id, RolloutCommand::kAbort, "", /*rollback=*/true);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->counts().reverted(), 1u);
+  EXPECT_EQ(Directives(), 7u);
+  // Without rollback an aborted rollout still refuses to change.
+  EXPECT_EQ(
+      loop_->ChangeRollout(id, RolloutCommand::kAbort, "").status().code(),
+      absl::StatusCode::kFailedPrecondition);
+}
+
+// ----------------------------------------------------------- offline timeout
+
+TEST_F(ControlLoopTest, OfflineTargetsAreSkippedAndTakenBackWhenTheyReturn) {
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.1.0")).ok());
+  ConnectAgents(4);
+  v1::CreateRolloutRequest request;
+  request.set_product("app");
+  request.set_version("1.1.0");
+  request.set_offline_timeout_seconds(60);
+  absl::StatusOr<v1::Rollout> rollout = loop_->CreateRollout(request);
+  ASSERT_TRUE(rollout.ok()) << rollout.status();
+  EXPECT_EQ(rollout->offline_timeout_seconds(), 60);
+  const std::string id = rollout->rollout_id();
+  std::vector<RecordingSender::Sent> directives =
+      sender_.WaitFor(v1::ControllerMessage::kDirective, 4);
+  ASSERT_EQ(directives.size(), 4u);
+  std::map<std::string, RecordingSender::Sent> by_agent;
+  for (const RecordingSender::Sent& s : directives) by_agent[s.agent_id] = s;
+  ReportHealthy(by_agent["agent-0"], 1);
+  loop_->PostDisconnect("agent-1", 2);
+  loop_->PostDisconnect("agent-3", 4);
+  ASSERT_EQ(WaitForTargets(id, v1::TARGET_STATE_HEALTHY, 1), 1u);
+
+  clock_.Advance(absl::Seconds(59));
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(TargetsIn(id, v1::TARGET_STATE_SKIPPED), 0u);
+  clock_.Advance(absl::Seconds(2));
+  // Only the disconnected ones; agent-2 is connected and still updating.
+  ASSERT_EQ(WaitForTargets(id, v1::TARGET_STATE_SKIPPED, 2), 2u);
+  std::optional<v1::RolloutTarget> skipped = *reads_->GetTarget(id, "agent-1");
+  EXPECT_NE(skipped->error().find("offline"), std::string::npos)
+      << skipped->error();
+  EXPECT_EQ(reads_->GetRollout(id)->rollout.state(), v1::ROLLOUT_STATE_RUNNING);
+
+  // agent-1 comes back without having journaled its directive: taken back
+  // and sent the same directive again.
+  loop_->PostHello("agent-1", 20, HelloOf("agent-1", "1.0.0"));
+  directives = sender_.WaitFor(v1::ControllerMessage::kDirective, 5);
+  ASSERT_EQ(directives.size(), 5u);
+  EXPECT_EQ(directives[4].agent_id, "agent-1");
+  EXPECT_EQ(directives[4].message.directive().directive_id(),
+            by_agent["agent-1"].message.directive().directive_id());
+  EXPECT_EQ(TargetsIn(id, v1::TARGET_STATE_DIRECTED), 2u);
+  by_agent["agent-1"].session = 20;
+  ReportHealthy(by_agent["agent-1"], 1);
+  ReportHealthy(by_agent["agent-2"], 1);
+  RolloutRecord done = WaitForRollout(id, [](const RolloutRecord& r) {
+    return r.rollout.state() == v1::ROLLOUT_STATE_COMPLETED;
+  });
+  ASSERT_EQ(done.rollout.state(), v1::ROLLOUT_STATE_COMPLETED);
+  v1::TargetCounts counts = CountTargets(*reads_->ListTargets(id));
+  EXPECT_EQ(counts.healthy(), 3u);
+  EXPECT_EQ(counts.skipped(), 1u);
+  // A skipped agent that returns after the rollout completed stays skipped.
+  loop_->PostHello("agent-3", 30, HelloOf("agent-3", "1.0.0"));
+  ASSERT_EQ(sender_.WaitFor(v1::ControllerMessage::kWelcome, 6).size(), 6u);
+  EXPECT_EQ(TargetsIn(id, v1::TARGET_STATE_SKIPPED), 1u);
+  EXPECT_EQ(Directives(), 5u);
 }
 
 }  // namespace
