@@ -143,6 +143,14 @@ double Aggregate(Aggregation aggregation, std::vector<double>& values,
 
 using GroupKey = std::vector<std::string>;
 
+constexpr int64_t kMinuteMs = 60'000;
+
+// Labels update_events_1m keeps (telemetry_store.cc).
+bool InRollup(const std::string& label) {
+  return label == "product" || label == "platform" || label == "phase" ||
+         label == "error_class" || label == "to_version" || label == "version";
+}
+
 void AddSeriesLabels(const Query& query, const GroupKey& key,
                      v1::TelemetrySeries& series) {
   (*series.mutable_labels())["__name__"] = query.metric;
@@ -214,11 +222,38 @@ absl::StatusOr<v1::QueryTelemetryResponse> QueryEngine::Evaluate(
         ")"));
   }
 
+  // Minute rollups answer count, rate and sum/avg of duration_ms over
+  // whole minutes without reading the events themselves.
+  bool rollup = limits_.use_rollups &&
+                std::string(schema->name) == "update_events" &&
+                start_ms % kMinuteMs == 0 && end_ms % kMinuteMs == 0 &&
+                step_ms % kMinuteMs == 0;
+  switch (query.aggregation) {
+    case Aggregation::kCount:
+    case Aggregation::kRate:
+      break;
+    case Aggregation::kSum:
+    case Aggregation::kAvg:
+      rollup = rollup && query.field == "duration_ms";
+      break;
+    default:
+      rollup = false;
+  }
+  for (const std::string& label : query.group_by) {
+    rollup = rollup && InRollup(label);
+  }
+  for (const LabelMatcher& m : query.matchers) {
+    rollup = rollup && InRollup(m.label);
+  }
+  const char* time_column = rollup ? "minute_ms" : schema->time_column;
+  const char* table = rollup ? "update_events_1m" : schema->table;
+
   // Row layout: label values [group_by..., regex labels...], then the
-  // field. Equality matchers become SQL parameters.
+  // field (or, from rollups, the event count and duration sum). Equality
+  // matchers become SQL parameters.
   std::vector<std::string> selected_columns;
-  std::vector<std::string> where = {absl::StrCat(schema->time_column, " < ?1")};
-  if (!gauge) where.push_back(absl::StrCat(schema->time_column, " >= ?2"));
+  std::vector<std::string> where = {absl::StrCat(time_column, " < ?1")};
+  if (!gauge) where.push_back(absl::StrCat(time_column, " >= ?2"));
   std::vector<std::string> params;
   for (const std::string& label : query.group_by) {
     const char* column = ColumnFor(*schema, label);
@@ -261,15 +296,19 @@ absl::StatusOr<v1::QueryTelemetryResponse> QueryEngine::Evaluate(
     row_matchers.push_back(std::move(resolved));
   }
   const size_t label_count = selected_columns.size();
-  std::string sql = absl::StrCat("SELECT ", schema->time_column);
+  std::string sql = absl::StrCat("SELECT ", time_column);
   for (const std::string& column : selected_columns) {
     absl::StrAppend(&sql, ", ", column);
   }
   if (gauge) absl::StrAppend(&sql, ", agent_id, product");
-  if (!query.field.empty()) absl::StrAppend(&sql, ", ", query.field);
-  absl::StrAppend(&sql, " FROM ", schema->table, " WHERE ",
-                  absl::StrJoin(where, " AND "), " ORDER BY ",
-                  schema->time_column, " LIMIT ", limits_.max_rows + 1);
+  if (rollup) {
+    absl::StrAppend(&sql, ", events, duration_ms_sum");
+  } else if (!query.field.empty()) {
+    absl::StrAppend(&sql, ", ", query.field);
+  }
+  absl::StrAppend(&sql, " FROM ", table, " WHERE ",
+                  absl::StrJoin(where, " AND "), " ORDER BY ", time_column,
+                  " LIMIT ", limits_.max_rows + 1);
 
   ASSIGN_OR_RETURN(std::unique_ptr<sqlite::Database> db,
                    sqlite::Database::Open(path_));
@@ -291,6 +330,51 @@ absl::StatusOr<v1::QueryTelemetryResponse> QueryEngine::Evaluate(
         absl::StrCat("the query would read more than ", limits_.max_rows,
                      " rows; narrow the range or add label matchers"));
   };
+
+  if (rollup) {
+    // (events, duration sum) per group and bucket.
+    std::map<GroupKey, std::map<int64_t, std::pair<double, double>>> cells;
+    std::vector<std::string> labels(label_count);
+    while (true) {
+      ASSIGN_OR_RETURN(bool has_row, statement->Step());
+      if (!has_row) break;
+      if (++rows > limits_.max_rows) return too_many();
+      for (size_t i = 0; i < label_count; ++i) {
+        labels[i] = statement->ColumnText(static_cast<int>(i + 1));
+      }
+      bool keep = true;
+      for (const ResolvedMatcher& m : row_matchers) {
+        if (!Matches(m, labels[m.value_index])) keep = false;
+      }
+      if (!keep) continue;
+      const int64_t bucket = (statement->ColumnInt64(0) - start_ms) / step_ms;
+      auto& cell =
+          cells[GroupKey(labels.begin(), labels.begin() + group_size)][bucket];
+      cell.first += static_cast<double>(
+          statement->ColumnInt64(static_cast<int>(label_count + 1)));
+      cell.second += static_cast<double>(
+          statement->ColumnInt64(static_cast<int>(label_count + 2)));
+    }
+    for (const auto& [key, by_bucket] : cells) {
+      v1::TelemetrySeries* series = response.add_series();
+      AddSeriesLabels(query, key, *series);
+      for (const auto& [bucket, cell] : by_bucket) {
+        const auto& [events, duration_sum] = cell;
+        double value = events;
+        if (query.aggregation == Aggregation::kRate) {
+          value = events / (static_cast<double>(step_ms) / 1000.0);
+        } else if (query.aggregation == Aggregation::kSum) {
+          value = duration_sum;
+        } else if (query.aggregation == Aggregation::kAvg) {
+          value = duration_sum / events;
+        }
+        v1::TelemetryPoint* point = series->add_points();
+        point->set_time_unix_ms(start_ms + bucket * step_ms);
+        point->set_value(value);
+      }
+    }
+    return response;
+  }
 
   if (!gauge) {
     std::map<GroupKey, std::map<int64_t, std::vector<double>>> cells;

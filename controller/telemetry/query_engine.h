@@ -15,6 +15,10 @@
 //                  version at the end of the step matches (a gauge: how many
 //                  agents run each version at that time).
 //
+// Minute rollups (update_events_1m) serve aligned count/rate/sum/avg
+// queries of update_events, so long ranges read one row per minute and
+// label set instead of every event.
+//
 // Buckets are [start + i*step, start + (i+1)*step); a bucket without data
 // has no point. Percentiles are nearest-rank (the smallest value with at
 // least p% of the bucket's values <= it). rate is count per second of step.
@@ -41,6 +45,11 @@ struct QueryLimits {
   int64_t max_rows = 2'000'000;
   // Smallest step.
   int64_t min_step_ms = 1'000;
+  // Answer update_events count/rate/sum/avg(duration_ms) from the minute
+  // rollups when start, end and step are whole minutes and every label used
+  // is kept there (product, platform, phase, error_class, version); off
+  // only to compare with the raw rows in tests.
+  bool use_rollups = true;
 };
 
 class QueryEngine {

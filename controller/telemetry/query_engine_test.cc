@@ -186,6 +186,47 @@ TEST_F(QueryEngineTest, AgentsIsTheVersionGaugeAtEachStepEnd) {
             (Result{{"", {{0, 1}, {1, 1}, {2, 1}, {3, 1}, {4, 1}}}}));
 }
 
+TEST_F(QueryEngineTest, MinuteRollupsAnswerAlignedQueriesLikeTheRawRows) {
+  // kStart is not on a minute; these queries are.
+  const int64_t start = kStart - kStart % 60'000;
+  const int64_t end = start + 10 * 60'000;
+  AddEvents();  // inside [start, end), at various offsets within minutes
+  Event("b1", "failed", "1.2.0", 70, start + 7 * 60'000 + 59'999, "disk");
+  QueryLimits raw_limits;
+  raw_limits.use_rollups = false;
+  QueryEngine raw(dir_.Join("telemetry.db"), raw_limits);
+  const char* queries[] = {
+      "count(update_events) by (version)",
+      R"(rate(update_events{phase!="failed"}) by (platform))",
+      R"(sum(update_events{version=~"1\\.1.*"}, duration_ms) by (phase))",
+      "avg(update_events, duration_ms) by (error_class, product)",
+  };
+  for (const char* query : queries) {
+    for (int64_t step : {60'000, 180'000, 600'000}) {
+      absl::StatusOr<Query> parsed = ParseQuery(query);
+      ASSERT_TRUE(parsed.ok()) << query << ": " << parsed.status();
+      auto from_rollups = engine_->Evaluate(*parsed, start, end, step);
+      auto from_rows = raw.Evaluate(*parsed, start, end, step);
+      ASSERT_TRUE(from_rollups.ok()) << from_rollups.status();
+      ASSERT_TRUE(from_rows.ok()) << from_rows.status();
+      EXPECT_GT(from_rows->series_size(), 0) << query;
+      EXPECT_EQ(from_rollups->DebugString(), from_rows->DebugString())
+          << query << " step " << step;
+    }
+  }
+  // The rollups really are what answers: without the raw rows, they still
+  // do, while percentiles (never from rollups) find nothing.
+  ASSERT_TRUE(db_->Execute("DELETE FROM update_events").ok());
+  absl::StatusOr<Query> count = ParseQuery("count(update_events)");
+  auto counted = engine_->Evaluate(*count, start, end, 600'000);
+  ASSERT_TRUE(counted.ok());
+  ASSERT_EQ(counted->series_size(), 1);
+  // a0..a9 (all inside this wider range) and b1.
+  EXPECT_EQ(counted->series(0).points(0).value(), 11);
+  absl::StatusOr<Query> p95 = ParseQuery("p95(update_events, duration_ms)");
+  EXPECT_EQ(engine_->Evaluate(*p95, start, end, 600'000)->series_size(), 0);
+}
+
 TEST_F(QueryEngineTest, RejectsBadRequestsPrecisely) {
   struct Case {
     std::string query;

@@ -60,6 +60,33 @@ CREATE TABLE tail(
   name TEXT PRIMARY KEY,
   value INTEGER NOT NULL) WITHOUT ROWID;
 )sql"},
+      // A trigger keeps the rollup in the transaction of every stored
+      // event; an ignored duplicate inserts nothing and so counts nothing.
+      {"minute rollups of update events",
+       R"sql(
+CREATE TABLE update_events_1m(
+  minute_ms INTEGER NOT NULL,
+  product TEXT NOT NULL,
+  platform TEXT NOT NULL,
+  phase TEXT NOT NULL,
+  error_class TEXT NOT NULL,
+  to_version TEXT NOT NULL,
+  events INTEGER NOT NULL,
+  duration_ms_sum INTEGER NOT NULL,
+  PRIMARY KEY(minute_ms, product, platform, phase, error_class, to_version))
+  WITHOUT ROWID;
+INSERT INTO update_events_1m
+  SELECT time_ms - time_ms % 60000, product, platform, phase, error_class,
+         to_version, COUNT(*), SUM(duration_ms)
+  FROM update_events WHERE true GROUP BY 1, 2, 3, 4, 5, 6;
+CREATE TRIGGER update_events_rollup AFTER INSERT ON update_events BEGIN
+  INSERT INTO update_events_1m VALUES(
+      NEW.time_ms - NEW.time_ms % 60000, NEW.product, NEW.platform,
+      NEW.phase, NEW.error_class, NEW.to_version, 1, NEW.duration_ms)
+    ON CONFLICT DO UPDATE SET events = events + 1,
+      duration_ms_sum = duration_ms_sum + excluded.duration_ms_sum;
+END;
+)sql"},
   };
   return *kMigrations;
 }
@@ -469,6 +496,12 @@ absl::StatusOr<int64_t> TelemetryStore::ApplyRetention() {
                    "(SELECT agent_id, seq FROM update_events WHERE time_ms < "
                    "?1 LIMIT ",
                    batch, ")"),
+      absl::StrCat(
+          "DELETE FROM update_events_1m WHERE (minute_ms, product, platform, "
+          "phase, error_class, to_version) IN (SELECT minute_ms, product, "
+          "platform, phase, error_class, to_version FROM update_events_1m "
+          "WHERE minute_ms < ?1 LIMIT ",
+          batch, ")"),
       // Old version rows go too, except each agent's last one before the
       // cutoff: it says what the agent ran when the kept window starts.
       absl::StrCat(

@@ -72,6 +72,15 @@ class TelemetryStoreTest : public ::testing::Test {
     return (*statement)->ColumnInt64(0);
   }
 
+  int64_t Scalar(const std::string& sql) {
+    auto db = sqlite::Database::Open(dir_.Join("telemetry.db"));
+    EXPECT_TRUE(db.ok());
+    auto statement = (*db)->Prepare(sql);
+    EXPECT_TRUE(statement.ok()) << statement.status();
+    EXPECT_TRUE(*(*statement)->Step());
+    return (*statement)->ColumnInt64(0);
+  }
+
   v1::QueryTelemetryResponse Query(const std::string& query) {
     v1::QueryTelemetryRequest request;
     request.set_query(query);
@@ -115,6 +124,10 @@ TEST_F(TelemetryStoreTest, CopiesCommittedEventsOnceAcrossPassesAndRestarts) {
   ASSERT_TRUE(telemetry->Flush().ok());
   EXPECT_EQ(Count("update_events"), 4);
   EXPECT_EQ(events_.Value({"received", ""}), 2);
+  // The minute rollup counted each event once too.
+  EXPECT_EQ(Scalar("SELECT SUM(events) FROM update_events_1m"), 4);
+  EXPECT_EQ(Scalar("SELECT SUM(duration_ms_sum) FROM update_events_1m"),
+            10 + 20 + 30 + 40);
 
   v1::QueryTelemetryResponse phases =
       Query("count(update_events) by (phase, platform)");
@@ -220,8 +233,10 @@ TEST_F(TelemetryStoreTest, RetentionDeletesOldRowsInBatchesKeepingVersions) {
   ASSERT_TRUE(telemetry->Flush().ok());
   absl::StatusOr<int64_t> deleted = telemetry->ApplyRetention();
   ASSERT_TRUE(deleted.ok()) << deleted.status();
-  // 5 heartbeats, 1 event, and a1's 1.0.0 row (1.1.0 is still its latest).
-  EXPECT_EQ(*deleted, 7);
+  // 5 heartbeats, 1 event, its minute rollup row, and a1's 1.0.0 row
+  // (1.1.0 is still its latest).
+  EXPECT_EQ(*deleted, 8);
+  EXPECT_EQ(Count("update_events_1m"), 0);
   EXPECT_EQ(Count("heartbeats"), 1);
   EXPECT_EQ(Count("update_events"), 0);
   EXPECT_EQ(Count("agent_versions"), 1);
