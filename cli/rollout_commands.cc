@@ -90,6 +90,15 @@ std::string GateText(const v1::Rollout& r) {
   return text;
 }
 
+// "2 reverting, 3 reverted, 1 revert failed"; "" when nothing was directed
+// back.
+std::string RevertText(const v1::Rollout& r) {
+  const v1::TargetCounts& c = r.counts();
+  if (c.reverting() + c.reverted() + c.revert_failed() == 0) return "";
+  return absl::StrCat(c.reverting(), " reverting, ", c.reverted(),
+                      " reverted, ", c.revert_failed(), " revert failed");
+}
+
 void PrintRolloutSummary(const v1::Rollout& r, const CommandContext& ctx) {
   const absl::Time now = ctx.Now();
   const v1::TargetCounts& c = r.counts();
@@ -114,6 +123,9 @@ void PrintRolloutSummary(const v1::Rollout& r, const CommandContext& ctx) {
        absl::StrCat(c.total(), " total: ", c.healthy(), " healthy, ",
                     c.in_flight(), " in flight, ", c.pending(), " pending, ",
                     c.failed(), " failed, ", c.skipped(), " skipped")});
+  if (const std::string revert = RevertText(r); !revert.empty()) {
+    fields.push_back({"ROLLBACK", revert});
+  }
   fields.push_back(
       {"CREATED", HumanAgo(absl::FromUnixMillis(r.created_unix_ms()), now)});
   fields.push_back(
@@ -397,14 +409,35 @@ absl::Status RolloutStatus(const std::string& rollout_id, CommandContext& ctx) {
     return absl::OkStatus();
   }
   ctx.out() << '\n';
-  Table table({{"AGENT"}, {"STATE"}, {"FROM → TO"}, {"UPDATED"}, {"ERROR"}});
+  // The REVERT column only once some target was directed back (abort
+  // --rollback, or led back from a version the gate blacklisted).
+  const bool reverts =
+      std::any_of(rollout.targets().begin(), rollout.targets().end(),
+                  [](const v1::RolloutTarget& t) {
+                    return t.revert_state() != v1::TARGET_STATE_UNSPECIFIED;
+                  });
+  std::vector<Table::Column> columns = {
+      {"AGENT"}, {"STATE"}, {"FROM → TO"}, {"UPDATED"}, {"ERROR"}};
+  if (reverts) columns.insert(columns.begin() + 3, {"REVERT"});
+  Table table(std::move(columns));
   const absl::Time now = ctx.Now();
   for (const v1::RolloutTarget& t : rollout.targets()) {
-    table.AddRow({t.agent_id(), TargetStateLabel(t.state()),
-                  absl::StrCat(VersionOrDash(t.from_version()), " → ",
-                               rollout.version()),
-                  HumanAgo(absl::FromUnixMillis(t.updated_unix_ms()), now),
-                  t.error()});
+    std::vector<std::string> row = {
+        t.agent_id(), TargetStateLabel(t.state()),
+        absl::StrCat(VersionOrDash(t.from_version()), " → ", rollout.version()),
+        HumanAgo(absl::FromUnixMillis(t.updated_unix_ms()), now), t.error()};
+    if (reverts) {
+      std::string revert;
+      if (t.revert_state() != v1::TARGET_STATE_UNSPECIFIED) {
+        revert = absl::StrCat("→ ", VersionOrDash(t.revert_to_version()), " ",
+                              TargetStateLabel(t.revert_state()));
+        if (!t.revert_error().empty()) {
+          absl::StrAppend(&revert, ": ", t.revert_error());
+        }
+      }
+      row.insert(row.begin() + 3, std::move(revert));
+    }
+    table.AddRow(std::move(row));
   }
   table.Print(ctx.out());
   return absl::OkStatus();
@@ -559,15 +592,6 @@ bool WatchEnds(const v1::Rollout& r) {
       r.state() == v1::ROLLOUT_STATE_ABORTED ||
       (r.state() == v1::ROLLOUT_STATE_PAUSED && TrippedByGate(r));
   return ended && r.counts().reverting() == 0;
-}
-
-// "2 reverting, 3 reverted, 1 revert failed"; "" when nothing was directed
-// back.
-std::string RevertText(const v1::Rollout& r) {
-  const v1::TargetCounts& c = r.counts();
-  if (c.reverting() + c.reverted() + c.revert_failed() == 0) return "";
-  return absl::StrCat(c.reverting(), " reverting, ", c.reverted(),
-                      " reverted, ", c.revert_failed(), " revert failed");
 }
 
 // "[########------------] 40%": the share of targets that are final.

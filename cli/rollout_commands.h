@@ -52,8 +52,10 @@ absl::Status RolloutCreate(const RolloutCreateOptions& options,
 
 // `rollout status ID`: AdminService.GetRollout; prints the rollout's state,
 // stage, counts and ages, then one row per target (agent, state, from → to,
-// error), or the Rollout as JSON. UsageError for a malformed id; NOT_FOUND
-// says to list rollouts.
+// error), or the Rollout as JSON. Once targets were directed back (abort
+// --rollback, leading back), a ROLLBACK line counts them and a REVERT
+// column shows each one's version and progress. UsageError for a malformed id;
+// NOT_FOUND says to list rollouts.
 absl::Status RolloutStatus(const std::string& rollout_id, CommandContext& ctx);
 
 struct RolloutListOptions {

@@ -911,5 +911,35 @@ TEST_F(RolloutWatchTest, AbortWithRollbackIsWatchedUntilTargetsAreBack) {
       << lines[1];
 }
 
+TEST_F(RolloutCommandsTest, StatusShowsTargetsDirectedBack) {
+  v1::Rollout r = SampleRollout();
+  r.set_state(v1::ROLLOUT_STATE_ABORTED);
+  r.mutable_counts()->set_reverting(1);
+  r.mutable_counts()->set_reverted(1);
+  r.mutable_targets(0)->set_revert_state(v1::TARGET_STATE_HEALTHY);
+  r.mutable_targets(0)->set_revert_to_version("1.1.0");
+  r.mutable_targets(2)->set_revert_state(v1::TARGET_STATE_DOWNLOADING);
+  r.mutable_targets(2)->set_revert_to_version("1.1.0");
+  server_.service().SetRollout(r);
+  CommandContext ctx = Context();
+  ASSERT_TRUE(RolloutStatus("ro-3f2a9c0d11b2e4f7", ctx).ok()) << err_.str();
+  const std::string out = out_.str();
+  EXPECT_NE(out.find("ROLLBACK   1 reverting, 1 reverted, 0 revert failed\n"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("AGENT      STATE         FROM → TO       REVERT         "
+                     "       UPDATED   ERROR\n"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("agent-1    healthy       1.1.0 → 1.2.0   → 1.1.0 "
+                     "healthy       40s ago\n"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("agent-3    downloading   - → 1.2.0       → 1.1.0 "
+                     "downloading   2s ago\n"),
+            std::string::npos)
+      << out;
+}
+
 }  // namespace
 }  // namespace fleet::cli
