@@ -642,5 +642,261 @@ TEST(RolloutTest, GateTripPausesOrAbortsAndNamesTheRolloutInTheBlacklist) {
   }
 }
 
+// ---------------------------------------------------------- offline timeout
+
+TEST(OfflineTimeoutTest, SkipsOnlyUnfinishedTargetsOfStartedStagesPastTimeout) {
+  const absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+  v1::Rollout rollout;
+  rollout.set_state(v1::ROLLOUT_STATE_RUNNING);
+  rollout.set_current_stage(1);
+  rollout.set_offline_timeout_seconds(600);
+  struct Case {
+    const char* name;
+    v1::RolloutState rollout_state;
+    v1::TargetState state;
+    uint32_t stage;
+    absl::Duration offline_for;
+    bool skipped;
+  };
+  const Case cases[] = {
+      {"pending past timeout", v1::ROLLOUT_STATE_RUNNING,
+       v1::TARGET_STATE_PENDING, 0, absl::Minutes(10), true},
+      {"in flight past timeout", v1::ROLLOUT_STATE_RUNNING,
+       v1::TARGET_STATE_DOWNLOADING, 1, absl::Minutes(11), true},
+      {"just under the timeout", v1::ROLLOUT_STATE_RUNNING,
+       v1::TARGET_STATE_PENDING, 0, absl::Minutes(10) - absl::Seconds(1),
+       false},
+      {"later stage does not block yet", v1::ROLLOUT_STATE_RUNNING,
+       v1::TARGET_STATE_PENDING, 2, absl::Hours(5), false},
+      {"final target stays", v1::ROLLOUT_STATE_RUNNING, v1::TARGET_STATE_FAILED,
+       0, absl::Hours(5), false},
+      {"paused rollout skips nothing", v1::ROLLOUT_STATE_PAUSED,
+       v1::TARGET_STATE_PENDING, 0, absl::Hours(5), false},
+  };
+  for (const Case& c : cases) {
+    rollout.set_state(c.rollout_state);
+    v1::RolloutTarget target;
+    target.set_state(c.state);
+    target.set_stage(c.stage);
+    target.set_directive_id("dir-1");
+    const bool changed =
+        SkipIfOffline(rollout, now - c.offline_for, now, target);
+    EXPECT_EQ(changed, c.skipped) << c.name;
+    EXPECT_EQ(target.state() == v1::TARGET_STATE_SKIPPED, c.skipped) << c.name;
+    if (c.skipped) {
+      EXPECT_NE(target.error().find("offline since"), std::string::npos)
+          << target.error();
+      EXPECT_EQ(target.directive_id(), "dir-1") << c.name;
+      EXPECT_EQ(target.updated_unix_ms(), absl::ToUnixMillis(now));
+    }
+  }
+  // Skipped targets are no gate sample but are counted.
+  v1::RolloutTarget skipped;
+  skipped.set_state(v1::TARGET_STATE_SKIPPED);
+  v1::TargetCounts counts = CountTargets({skipped});
+  EXPECT_EQ(counts.skipped(), 1u);
+  v1::FailurePolicy policy;
+  policy.set_max_failure_rate(0.01);
+  policy.set_min_samples(1);
+  EXPECT_FALSE(EvaluateGate(policy, counts, 0).has_value());
+}
+
+TEST(OfflineTimeoutTest, ReturningAgentIsTakenBackWhileTheRolloutIsActive) {
+  const absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+  v1::Rollout rollout;
+  rollout.set_version("1.1.0");
+  struct Case {
+    const char* name;
+    v1::RolloutState rollout_state;
+    const char* directive_id;
+    const char* installed;
+    v1::TargetState want;  // UNSPECIFIED: not taken back
+  };
+  const Case cases[] = {
+      {"never directed", v1::ROLLOUT_STATE_RUNNING, "", "1.0.0",
+       v1::TARGET_STATE_PENDING},
+      {"directed before", v1::ROLLOUT_STATE_PAUSED, "dir-1", "1.0.0",
+       v1::TARGET_STATE_DIRECTED},
+      {"updated while away", v1::ROLLOUT_STATE_RUNNING, "dir-1", "1.1.0",
+       v1::TARGET_STATE_HEALTHY},
+      {"completed rollout", v1::ROLLOUT_STATE_COMPLETED, "", "1.0.0",
+       v1::TARGET_STATE_UNSPECIFIED},
+      {"aborted rollout", v1::ROLLOUT_STATE_ABORTED, "dir-1", "1.0.0",
+       v1::TARGET_STATE_UNSPECIFIED},
+  };
+  for (const Case& c : cases) {
+    rollout.set_state(c.rollout_state);
+    v1::RolloutTarget target;
+    target.set_state(v1::TARGET_STATE_SKIPPED);
+    target.set_error("skipped: agent offline");
+    target.set_directive_id(c.directive_id);
+    target.set_from_version("0.9.0");
+    const bool changed = RetakeSkippedTarget(rollout, c.installed, now, target);
+    EXPECT_EQ(changed, c.want != v1::TARGET_STATE_UNSPECIFIED) << c.name;
+    if (!changed) {
+      EXPECT_EQ(target.state(), v1::TARGET_STATE_SKIPPED) << c.name;
+      continue;
+    }
+    EXPECT_EQ(target.state(), c.want) << c.name;
+    EXPECT_EQ(target.error(), "") << c.name;
+    EXPECT_EQ(target.from_version(),
+              c.want == v1::TARGET_STATE_PENDING ? c.installed : "0.9.0")
+        << c.name;
+  }
+  EXPECT_TRUE(ValidateOfflineTimeout(0).ok());
+  EXPECT_TRUE(ValidateOfflineTimeout(30 * 24 * 3600).ok());
+  EXPECT_EQ(ValidateOfflineTimeout(-1).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateOfflineTimeout(30 * 24 * 3600 + 1).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// ------------------------------------------------------------- going back
+
+TEST(RevertTest, AbortWithRollbackRevertsTargetsThatLeftTheirVersion) {
+  v1::Rollout rollout;
+  rollout.set_version("1.1.0");
+  struct Case {
+    v1::TargetState state;
+    const char* from;
+    const char* directive_id;
+    v1::TargetState revert_state;
+    bool reverted;
+  };
+  const Case cases[] = {
+      {v1::TARGET_STATE_PENDING, "1.0.0", "", v1::TARGET_STATE_UNSPECIFIED,
+       false},
+      {v1::TARGET_STATE_DIRECTED, "1.0.0", "d", v1::TARGET_STATE_UNSPECIFIED,
+       true},
+      {v1::TARGET_STATE_RESTARTED, "1.0.0", "d", v1::TARGET_STATE_UNSPECIFIED,
+       true},
+      {v1::TARGET_STATE_HEALTHY, "1.0.0", "d", v1::TARGET_STATE_UNSPECIFIED,
+       true},
+      {v1::TARGET_STATE_HEALTHY, "1.1.0", "", v1::TARGET_STATE_UNSPECIFIED,
+       false},  // was on the version before the rollout
+      {v1::TARGET_STATE_FAILED, "1.0.0", "d", v1::TARGET_STATE_UNSPECIFIED,
+       false},
+      {v1::TARGET_STATE_ROLLED_BACK, "1.0.0", "d", v1::TARGET_STATE_UNSPECIFIED,
+       false},
+      {v1::TARGET_STATE_SKIPPED, "1.0.0", "d", v1::TARGET_STATE_UNSPECIFIED,
+       true},
+      {v1::TARGET_STATE_SKIPPED, "1.0.0", "", v1::TARGET_STATE_UNSPECIFIED,
+       false},
+      {v1::TARGET_STATE_HEALTHY, "1.0.0", "d", v1::TARGET_STATE_DIRECTED,
+       false},  // already directed back
+  };
+  for (const Case& c : cases) {
+    v1::RolloutTarget t;
+    t.set_state(c.state);
+    t.set_from_version(c.from);
+    t.set_directive_id(c.directive_id);
+    t.set_revert_state(c.revert_state);
+    EXPECT_EQ(NeedsRevert(rollout, t), c.reverted)
+        << TargetStateName(c.state) << " from " << c.from;
+  }
+}
+
+TEST(RevertTest, RevertEventsMoveTheRevertAndCountSeparately) {
+  const absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+  RevertRecord revert;
+  revert.directive_id = "dir-back";
+  revert.to_version = "1.0.0";
+  v1::UpdateEvent event;
+  event.set_directive_id("dir-other");
+  event.set_phase(v1::UPDATE_PHASE_HEALTHY);
+  EXPECT_FALSE(ApplyRevertEvent(event, now, revert));
+  event.set_directive_id("dir-back");
+  event.set_phase(v1::UPDATE_PHASE_ROLLED_BACK);
+  event.set_error_class("health");
+  event.set_error("exit status 1");
+  ASSERT_TRUE(ApplyRevertEvent(event, now, revert));
+  EXPECT_EQ(revert.state, v1::TARGET_STATE_ROLLED_BACK);
+  EXPECT_EQ(revert.error, "health: exit status 1");
+  EXPECT_EQ(revert.updated_ms, absl::ToUnixMillis(now));
+  event.set_phase(v1::UPDATE_PHASE_HEALTHY);
+  EXPECT_FALSE(ApplyRevertEvent(event, now, revert)) << "final stays final";
+
+  std::vector<v1::RolloutTarget> targets(4);
+  for (v1::RolloutTarget& t : targets) t.set_state(v1::TARGET_STATE_HEALTHY);
+  SetRevertProgress(revert, targets[0]);
+  EXPECT_EQ(targets[0].revert_directive_id(), "dir-back");
+  EXPECT_EQ(targets[0].revert_to_version(), "1.0.0");
+  targets[1].set_revert_state(v1::TARGET_STATE_HEALTHY);
+  targets[2].set_revert_state(v1::TARGET_STATE_DOWNLOADING);
+  v1::TargetCounts counts = CountTargets(targets);
+  EXPECT_EQ(counts.healthy(), 4u);
+  EXPECT_EQ(counts.revert_failed(), 1u);
+  EXPECT_EQ(counts.reverted(), 1u);
+  EXPECT_EQ(counts.reverting(), 1u);
+}
+
+TEST(RevertTest, LeadBackPrefersWhatTheAgentRanBefore) {
+  struct Case {
+    const char* name;
+    std::vector<std::string> previous;
+    std::vector<std::string> released;  // newest first
+    std::vector<std::string> blacklisted;
+    std::optional<std::string> want;
+  };
+  const Case cases[] = {
+      {"newest previous",
+       {"1.1.0", "1.0.0"},
+       {"2.0.0", "1.1.0", "1.0.0"},
+       {"2.0.0"},
+       "1.1.0"},
+      {"previous blacklisted too",
+       {"1.1.0", "1.0.0"},
+       {"2.0.0", "1.1.0", "1.0.0"},
+       {"2.0.0", "1.1.0"},
+       "1.0.0"},
+      {"previous without a release",
+       {"0.9.0"},
+       {"2.0.0", "1.1.0"},
+       {"2.0.0"},
+       "1.1.0"},
+      {"no history: newest good release",
+       {},
+       {"2.1.0", "2.0.0", "1.0.0"},
+       {"2.0.0"},
+       "2.1.0"},
+      {"nothing good",
+       {"1.0.0"},
+       {"2.0.0", "1.0.0"},
+       {"2.0.0", "1.0.0"},
+       std::nullopt},
+  };
+  for (const Case& c : cases) {
+    v1::InstalledProduct installed;
+    installed.set_product("app");
+    installed.set_version("2.0.0");
+    for (const std::string& v : c.previous) installed.add_previous_versions(v);
+    EXPECT_EQ(LeadBackVersion(installed, c.released, c.blacklisted), c.want)
+        << c.name;
+  }
+  v1::BlacklistEntry entry;
+  entry.set_created_by("gate:ro-7");
+  EXPECT_EQ(BlacklistRolloutId(entry), "ro-7");
+  entry.set_created_by("operator");
+  EXPECT_EQ(BlacklistRolloutId(entry), "");
+}
+
+TEST(RevertTest, RevertDirectiveIsARollbackUnlessItGoesUp) {
+  v1::Release release;
+  release.mutable_signed_manifest()->set_manifest("m");
+  RevertRecord revert;
+  revert.directive_id = "dir-1";
+  revert.rollout_id = "ro-1";
+  revert.from_version = "2.0.0";
+  revert.to_version = "1.0.0";
+  v1::UpdateDirective down = MakeRevertDirective(revert, release);
+  EXPECT_EQ(down.kind(), v1::DIRECTIVE_KIND_ROLLBACK);
+  EXPECT_EQ(down.directive_id(), "dir-1");
+  EXPECT_EQ(down.rollout_id(), "ro-1");
+  EXPECT_EQ(down.manifest().manifest(), "m");
+  revert.to_version = "2.1.0";
+  EXPECT_EQ(MakeRevertDirective(revert, release).kind(),
+            v1::DIRECTIVE_KIND_UPDATE);
+}
+
 }  // namespace
 }  // namespace fleet::controller

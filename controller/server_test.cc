@@ -907,6 +907,174 @@ TEST_F(ServerTest, BlacklistRequestsAreValidatedAndListed) {
 
 // ------------------------------------------------------------ lifecycle
 
+// The next message that is not an EventAck.
+v1::ControllerMessage NextNotAck(FakeAgent& agent) {
+  v1::ControllerMessage m;
+  do {
+    m = agent.Next();
+  } while (m.has_ack());
+  return m;
+}
+
+std::string ManifestVersion(const v1::UpdateDirective& d) {
+  v1::ReleaseManifest manifest;
+  EXPECT_TRUE(manifest.ParseFromString(d.manifest().manifest()));
+  return manifest.version();
+}
+
+TEST_F(ServerTest, BlacklistReachesAgentsAndLeadsThemBack) {
+  PushGood(Artifact(5000, 1), "1.0.0");
+  PushGood(Artifact(5000, 2), "1.1.0");
+  FakeAgent a1(*agents_, "a1");
+  v1::Hello hello = a1.MakeHello("1.1.0");
+  hello.mutable_installed(0)->add_previous_versions("1.0.0");
+  ASSERT_TRUE(a1.SendHello(hello));
+  v1::ControllerMessage welcome = a1.Next();
+  ASSERT_TRUE(welcome.has_welcome());
+  EXPECT_TRUE(welcome.welcome().blacklist().empty());
+
+  grpc::ClientContext ctx;
+  v1::AddBlacklistRequest add;
+  add.set_product("app");
+  add.set_version("1.1.0");
+  add.set_reason("crash loop");
+  v1::AddBlacklistResponse added;
+  ASSERT_TRUE(admin_->AddBlacklist(&ctx, add, &added).ok());
+  EXPECT_EQ(added.led_back_agents(), 1u);
+
+  v1::ControllerMessage update = a1.Next();
+  ASSERT_TRUE(update.has_blacklist()) << update.DebugString();
+  ASSERT_EQ(update.blacklist().entries_size(), 1);
+  EXPECT_EQ(update.blacklist().entries(0).version(), "1.1.0");
+  v1::ControllerMessage back = a1.Next();
+  ASSERT_TRUE(back.has_directive()) << back.DebugString();
+  EXPECT_EQ(back.directive().kind(), v1::DIRECTIVE_KIND_ROLLBACK);
+  EXPECT_EQ(back.directive().rollout_id(), "");
+  EXPECT_EQ(ManifestVersion(back.directive()), "1.0.0");
+  EXPECT_EQ(back.directive().manifest().signatures_size(), 1);
+
+  // An agent that connects now learns the blacklist in its Welcome.
+  FakeAgent a2(*agents_, "a2");
+  ASSERT_TRUE(a2.SendHello(a2.MakeHello("1.0.0")));
+  v1::ControllerMessage welcome2 = a2.Next();
+  ASSERT_EQ(welcome2.welcome().blacklist_size(), 1);
+  EXPECT_EQ(welcome2.welcome().blacklist(0).product(), "app");
+  EXPECT_EQ(welcome2.welcome().blacklist(0).version(), "1.1.0");
+
+  // a1 reports the rollback done: it runs 1.0.0 again.
+  v1::UpdateEvent done = Event(1, back.directive(), v1::UPDATE_PHASE_HEALTHY);
+  done.set_from_version("1.1.0");
+  done.set_to_version("1.0.0");
+  ASSERT_TRUE(a1.SendEvent(done));
+  EXPECT_EQ(a1.Next().ack().acked_seq(), 1u);
+  grpc::ClientContext list_ctx;
+  v1::ListAgentsRequest list_req;
+  list_req.set_product("app");
+  v1::ListAgentsResponse agents;
+  ASSERT_TRUE(admin_->ListAgents(&list_ctx, list_req, &agents).ok());
+  ASSERT_EQ(agents.agents_size(), 2);
+  EXPECT_EQ(agents.agents(0).installed(0).version(), "1.0.0");
+
+  grpc::ClientContext remove_ctx;
+  v1::RemoveBlacklistRequest remove;
+  remove.set_product("app");
+  remove.set_version("1.1.0");
+  v1::RemoveBlacklistResponse removed;
+  ASSERT_TRUE(admin_->RemoveBlacklist(&remove_ctx, remove, &removed).ok());
+  for (FakeAgent* agent : {&a1, &a2}) {
+    v1::ControllerMessage cleared = NextNotAck(*agent);
+    ASSERT_TRUE(cleared.has_blacklist()) << cleared.DebugString();
+    EXPECT_EQ(cleared.blacklist().entries_size(), 0);
+  }
+}
+
+TEST_F(ServerTest, AbortWithRollbackSendsUpdatedAgentsBack) {
+  PushGood(Artifact(5000, 1), "1.0.0");
+  PushGood(Artifact(5000, 2), "1.1.0");
+  FakeAgent a1(*agents_, "a1");
+  ASSERT_TRUE(a1.SendHello(a1.MakeHello("1.0.0")));
+  ASSERT_TRUE(a1.Next().has_welcome());
+  // a2 stays in flight, so the rollout is still running at the abort.
+  FakeAgent a2(*agents_, "a2");
+  ASSERT_TRUE(a2.SendHello(a2.MakeHello("1.0.0")));
+  ASSERT_TRUE(a2.Next().has_welcome());
+  absl::StatusOr<v1::Rollout> rollout = CreateRollout("1.1.0");
+  ASSERT_TRUE(rollout.ok()) << rollout.status();
+  v1::ControllerMessage forward = a1.Next();
+  ASSERT_TRUE(forward.has_directive());
+  v1::ControllerMessage forward2 = a2.Next();
+  ASSERT_TRUE(forward2.has_directive());
+  ASSERT_TRUE(
+      a1.SendEvent(Event(1, forward.directive(), v1::UPDATE_PHASE_HEALTHY)));
+  EXPECT_EQ(a1.Next().ack().acked_seq(), 1u);
+
+  grpc::ClientContext ctx;
+  v1::AbortRolloutRequest abort;
+  abort.set_rollout_id(rollout->rollout_id());
+  abort.set_reason("bad numbers");
+  abort.set_rollback(true);
+  v1::Rollout aborted;
+  grpc::Status status = admin_->AbortRollout(&ctx, abort, &aborted);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(aborted.state(), v1::ROLLOUT_STATE_ABORTED);
+  EXPECT_EQ(aborted.counts().reverting(), 2u);
+
+  // The update in flight is canceled, then directed back too.
+  v1::ControllerMessage cancel = a2.Next();
+  ASSERT_TRUE(cancel.has_cancel()) << cancel.DebugString();
+  EXPECT_EQ(cancel.cancel().directive_id(),
+            forward2.directive().directive_id());
+  v1::ControllerMessage back2 = a2.Next();
+  ASSERT_TRUE(back2.has_directive()) << back2.DebugString();
+  EXPECT_EQ(back2.directive().kind(), v1::DIRECTIVE_KIND_ROLLBACK);
+
+  v1::ControllerMessage back = NextNotAck(a1);
+  ASSERT_TRUE(back.has_directive()) << back.DebugString();
+  EXPECT_EQ(back.directive().kind(), v1::DIRECTIVE_KIND_ROLLBACK);
+  EXPECT_EQ(back.directive().rollout_id(), rollout->rollout_id());
+  EXPECT_EQ(ManifestVersion(back.directive()), "1.0.0");
+  v1::UpdateEvent done = Event(2, back.directive(), v1::UPDATE_PHASE_HEALTHY);
+  done.set_from_version("1.1.0");
+  done.set_to_version("1.0.0");
+  ASSERT_TRUE(a1.SendEvent(done));
+  v1::Rollout reverted = WaitForRollout(
+      rollout->rollout_id(),
+      [](const v1::Rollout& r) { return r.counts().reverted() == 1; });
+  EXPECT_EQ(reverted.counts().reverted(), 1u);
+  EXPECT_EQ(reverted.counts().reverting(), 1u);
+  ASSERT_EQ(reverted.targets_size(), 2);
+  EXPECT_EQ(reverted.targets(0).state(), v1::TARGET_STATE_HEALTHY);
+  EXPECT_EQ(reverted.targets(0).revert_state(), v1::TARGET_STATE_HEALTHY);
+  EXPECT_EQ(reverted.targets(0).revert_to_version(), "1.0.0");
+  grpc::ClientContext list_ctx;
+  v1::ListRolloutsResponse listed;
+  ASSERT_TRUE(
+      admin_->ListRollouts(&list_ctx, v1::ListRolloutsRequest(), &listed).ok());
+  ASSERT_EQ(listed.rollouts_size(), 1);
+  EXPECT_EQ(listed.rollouts(0).counts().reverted(), 1u);
+}
+
+TEST_F(ServerTest, OfflineTimeoutIsValidatedAndDefaultsToTheFlag) {
+  PushGood(Artifact(5000, 1), "1.0.0");
+  for (int64_t bad : {int64_t{-1}, int64_t{31} * 24 * 3600}) {
+    grpc::ClientContext ctx;
+    v1::CreateRolloutRequest req;
+    req.set_product("app");
+    req.set_version("1.0.0");
+    req.set_offline_timeout_seconds(bad);
+    v1::Rollout ignored;
+    grpc::Status status = admin_->CreateRollout(&ctx, req, &ignored);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_NE(status.error_message().find("offline_timeout_seconds"),
+              std::string::npos)
+        << status.error_message();
+  }
+  absl::StatusOr<v1::Rollout> rollout = CreateRollout("1.0.0");
+  ASSERT_TRUE(rollout.ok()) << rollout.status();
+  EXPECT_EQ(rollout->offline_timeout_seconds(), 600);
+  EXPECT_EQ(GetRollout(rollout->rollout_id()).offline_timeout_seconds(), 600);
+}
+
 TEST_F(ServerTest, HealthzCountsConnectedAgents) {
   FakeAgent agent(*agents_, "a1");
   ASSERT_TRUE(agent.SendHello(agent.MakeHello("1.0.0")));
