@@ -12,6 +12,7 @@
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "controller/rollout.h"
+#include "controller/version.h"
 
 namespace fleet::controller {
 namespace {
@@ -326,6 +327,22 @@ grpc::Status AdminService::ListBlacklist(
   for (v1::BlacklistEntry& e : *entries) {
     *response->add_entries() = std::move(e);
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::GetServerInfo(
+    grpc::ServerContext* context, const v1::GetServerInfoRequest* request,
+    v1::ServerInfo* response) {
+  response->set_version(kControllerVersion);
+  response->set_schema_version(Store::LatestSchemaVersion());
+  response->set_server_time_unix_ms(absl::ToUnixMillis(clock_.Now()));
+  response->set_started_unix_ms(absl::ToUnixMillis(started_));
+  absl::MutexLock lock(&reads_mu_);
+  absl::StatusOr<std::vector<v1::Agent>> agents = reads_->ListAgents("");
+  if (!agents.ok()) return ToGrpcStatus(agents.status());
+  uint32_t connected = 0;
+  for (const v1::Agent& agent : *agents) connected += agent.connected();
+  response->set_connected_agents(connected);
   return grpc::Status::OK;
 }
 

@@ -103,6 +103,12 @@ class AdminService final : public v1::AdminService::Service {
   grpc::Status QueryTelemetry(grpc::ServerContext* context,
                               const v1::QueryTelemetryRequest* request,
                               v1::QueryTelemetryResponse* response) override;
+  // Version, schema version, server clock (for clock-skew checks), start
+  // time and connected agents (as stored). Never fails but on a database
+  // error (INTERNAL).
+  grpc::Status GetServerInfo(grpc::ServerContext* context,
+                             const v1::GetServerInfoRequest* request,
+                             v1::ServerInfo* response) override;
   // `engine` must outlive the service; call before serving.
   void SetTelemetry(const telemetry::QueryEngine* engine) {
     telemetry_ = engine;
@@ -128,6 +134,7 @@ class AdminService final : public v1::AdminService::Service {
   const TrustedKeys& trusted_keys_;
   const Clock& clock_;
   const telemetry::QueryEngine* telemetry_ = nullptr;
+  const absl::Time started_ = clock_.Now();
 };
 
 }  // namespace fleet::controller

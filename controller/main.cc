@@ -14,10 +14,11 @@
 #include "controller/backup.h"
 #include "controller/server.h"
 #include "controller/telemetry/telemetry_store.h"
+#include "controller/version.h"
 
 namespace {
 
-constexpr char kVersion[] = "0.1.0";
+constexpr const char* kVersion = fleet::controller::kControllerVersion;
 
 }  // namespace
 
