@@ -1011,6 +1011,14 @@ TEST_F(ControlLoopTest, OfflineTargetsAreSkippedAndTakenBackWhenTheyReturn) {
   loop_->PostDisconnect("agent-1", 2);
   loop_->PostDisconnect("agent-3", 4);
   ASSERT_EQ(WaitForTargets(id, v1::TARGET_STATE_HEALTHY, 1), 1u);
+  // Offline time counts from when the disconnect was processed.
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (absl::Now() < deadline && (reads_->GetAgent("agent-1")->connected() ||
+                                    reads_->GetAgent("agent-3")->connected())) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_FALSE(reads_->GetAgent("agent-3")->connected());
+  ASSERT_FALSE(reads_->GetAgent("agent-1")->connected());
 
   clock_.Advance(absl::Seconds(59));
   absl::SleepFor(absl::Milliseconds(200));
