@@ -33,6 +33,10 @@ struct AgentSimulator::Counters {
   // Reactors not yet done (streams and fetches): Shutdown waits for 0.
   std::atomic<int64_t> reactors_alive{0};
   std::atomic<int64_t> stream_ends[17] = {};
+  // The first message seen per code, to tell one cause of an end from
+  // another (e.g. which CANCELLED).
+  absl::Mutex mu;
+  std::map<int, std::string> first_end_message ABSL_GUARDED_BY(mu);
 };
 
 namespace {
@@ -687,7 +691,12 @@ void SimulatedAgent::Flood(int events) {
 void SimulatedAgent::OnStreamDone(ConnectStream* stream,
                                   const grpc::Status& status) {
   const int code = static_cast<int>(status.error_code());
-  if (code >= 0 && code < 17) ++counters_.stream_ends[code];
+  if (code >= 0 && code < 17) {
+    if (++counters_.stream_ends[code] == 1) {
+      absl::MutexLock lock(&counters_.mu);
+      counters_.first_end_message[code] = status.error_message();
+    }
+  }
   absl::MutexLock lock(&mu_);
   if (stream != stream_) return;
   stream_ = nullptr;
@@ -820,7 +829,7 @@ absl::Status AgentSimulator::WriteReceipts(const std::string& path) const {
 }
 
 SimulatorStats AgentSimulator::Stats() const {
-  const Counters& c = *counters_;
+  Counters& c = *counters_;
   SimulatorStats s;
   s.agents = c.agents;
   s.connected = c.connected;
@@ -833,6 +842,12 @@ SimulatorStats AgentSimulator::Stats() const {
   s.events_acked = c.events_acked;
   s.heartbeats = c.heartbeats;
   s.fetch_bytes = c.fetch_bytes;
+  {
+    absl::MutexLock lock(&c.mu);
+    for (const auto& [code, message] : c.first_end_message) {
+      s.first_end_message[kCodeNames[code]] = message;
+    }
+  }
   for (int code = 0; code < 17; ++code) {
     if (c.stream_ends[code] != 0)
       s.stream_ends[kCodeNames[code]] = c.stream_ends[code];

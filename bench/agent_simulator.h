@@ -79,6 +79,8 @@ struct SimulatorStats {
   int64_t fetch_bytes = 0;  // artifact bytes received (download mode)
   // Stream ends by gRPC status code name (e.g. "UNAVAILABLE": 10000).
   std::map<std::string, int64_t> stream_ends;
+  // The first status message seen per code name.
+  std::map<std::string, std::string> first_end_message;
   double cpu_seconds = 0;  // this process, user + system
   int64_t rss_kib = 0;     // this process
 };

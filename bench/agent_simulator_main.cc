@@ -33,10 +33,25 @@ namespace {
 using fleet::bench::AgentSimulator;
 using fleet::bench::SimulatorStats;
 
+// Quotes and backslashes escaped, control characters dropped.
+std::string JsonEscape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) >= 0x20) out += c;
+  }
+  return out;
+}
+
 std::string StatsJson(const SimulatorStats& s) {
   std::string ends;
   for (const auto& [code, count] : s.stream_ends) {
     absl::StrAppend(&ends, ends.empty() ? "" : ",", "\"", code, "\":", count);
+  }
+  std::string messages;
+  for (const auto& [code, message] : s.first_end_message) {
+    absl::StrAppend(&messages, messages.empty() ? "" : ",", "\"", code, "\":\"",
+                    JsonEscape(message), "\"");
   }
   return absl::StrCat(
       "{\"stats\":1,\"t_unix_ms\":", absl::ToUnixMillis(absl::Now()),
@@ -46,8 +61,8 @@ std::string StatsJson(const SimulatorStats& s) {
       ",\"healthy\":", s.healthy, ",\"failed\":", s.failed,
       ",\"events_sent\":", s.events_sent, ",\"events_acked\":", s.events_acked,
       ",\"heartbeats\":", s.heartbeats, ",\"fetch_bytes\":", s.fetch_bytes,
-      ",\"stream_ends\":{", ends, "},\"cpu_s\":", s.cpu_seconds,
-      ",\"rss_kib\":", s.rss_kib, "}");
+      ",\"stream_ends\":{", ends, "},\"end_messages\":{", messages,
+      "},\"cpu_s\":", s.cpu_seconds, ",\"rss_kib\":", s.rss_kib, "}");
 }
 
 void Print(const std::string& line) {

@@ -6,7 +6,7 @@
 # Usage: bench/run.sh [quick|full]      (default quick)
 #   quick: small N, about a minute; writes bench/RESULTS-quick.md
 #   full:  10k agents, 200 MiB artifact, ~25 minutes; writes bench/RESULTS.md
-#   OUT=path overrides the report; ONLY=fleet,artifact,verify,telemetry,agent
+#   OUT=path overrides the report; ONLY=fleet,artifact,verify,telemetry,query,agent
 #   runs a subset; KEEP=1 keeps the scratch dir.
 #
 # Builds the real binaries with `bazel build -c opt` first and copies them
@@ -29,7 +29,13 @@ esac
 targets=(//controller:fleet-controller //agent:fleet-agent //cli:fleetctl
   //bench:agent_simulator //bench:fetch_bench //bench:verify_bench)
 bazel build -c opt "${targets[@]}" --curses=no --show_progress_rate_limit=30 2>&1 | tail -2
-bin=$(bazel info -c opt bazel-bin 2>/dev/null)
+# bazel-out/k8-opt is where -c opt puts its outputs on x86_64 Linux; asking
+# `bazel info` instead would queue behind every other command on the shared
+# workspace.
+bin=bazel-out/k8-opt/bin
+if [[ ! -x "$bin/controller/fleet-controller" ]]; then
+  bin=$(bazel info -c opt bazel-bin 2>/dev/null)
+fi
 
 bin_dir=$(mktemp -d /tmp/fleet-bench-bin.XXXXXX)
 trap 'rm -rf "$bin_dir"' EXIT
