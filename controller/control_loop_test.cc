@@ -891,6 +891,32 @@ TEST_F(ControlLoopTest, GateBlacklistLeadsBackTargetsThatTookTheVersion) {
   ASSERT_EQ(sender_.WaitFor(v1::ControllerMessage::kBlacklist, 3).size(), 3u);
 }
 
+TEST_F(ControlLoopTest, UpdateFinishingOnANewlyBlacklistedVersionIsLedBack) {
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.0.0")).ok());
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.1.0")).ok());
+  ConnectAgents(1);
+  v1::CreateRolloutRequest request;
+  request.set_product("app");
+  request.set_version("1.1.0");
+  ASSERT_TRUE(loop_->CreateRollout(request).ok());
+  std::vector<RecordingSender::Sent> directives =
+      sender_.WaitFor(v1::ControllerMessage::kDirective, 1);
+  ASSERT_EQ(directives.size(), 1u);
+  // Blacklisted while the agent is still on 1.0.0: nobody to lead back.
+  absl::StatusOr<v1::AddBlacklistResponse> added =
+      loop_->AddBlacklist(Entry("1.1.0"));
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(added->led_back_agents(), 0u);
+  EXPECT_EQ(added->aborted_rollout_ids_size(), 1);
+  // The update was past the point of no return and commits 1.1.0.
+  ReportHealthy(directives[0], 1);
+  directives = sender_.WaitFor(v1::ControllerMessage::kDirective, 2);
+  ASSERT_EQ(directives.size(), 2u);
+  EXPECT_EQ(directives[1].message.directive().kind(),
+            v1::DIRECTIVE_KIND_ROLLBACK);
+  EXPECT_EQ(ManifestOf(directives[1].message.directive()).version(), "1.0.0");
+}
+
 // ------------------------------------------------------ abort with rollback
 
 TEST_F(ControlLoopTest, AbortWithRollbackDirectsTargetsBackToFromVersion) {
