@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <cstdio>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -47,12 +48,17 @@ class TelemetryAdmin final : public v1::AdminService::Service {
 class TelemetryCommandsTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // A file set of each test's own (the db and its -wal/-shm files).
     const std::string dir = ::testing::TempDir();
-    const std::string path = dir + "/telemetry_cli.db";
-    std::remove(path.c_str());
+    const std::string name =
+        ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    const std::string path = dir + "/telemetry_" + name + ".db";
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      std::remove((path + suffix).c_str());
+    }
     controller::telemetry::TelemetryStore::Options options;
     options.path = path;
-    options.fleet_db_path = dir + "/fleet_cli.db";
+    options.fleet_db_path = dir + "/fleet_" + name + ".db";
     ASSERT_TRUE(
         controller::telemetry::TelemetryStore::Open(options, clock_).ok());
     auto db = sqlite::Database::Open(path);
