@@ -5,7 +5,8 @@
 #
 # Usage: bench/run.sh [quick|full]      (default quick)
 #   quick: small N, about a minute; writes bench/RESULTS-quick.md
-#   full:  10k agents, 200 MiB artifact, ~25 minutes; writes bench/RESULTS.md
+#   full:  10k agents, 200 MiB artifact, 10M events; ~25 minutes; writes
+#          bench/RESULTS.md
 #   OUT=path overrides the report; ONLY=fleet,artifact,verify,telemetry,query,agent
 #   runs a subset; KEEP=1 keeps the scratch dir.
 #
