@@ -368,14 +368,20 @@ absl::Status ControlLoop::HandleHello(const HelloItem& item, Output& out) {
 }
 
 absl::StatusOr<google::protobuf::RepeatedPtrField<v1::BlacklistedVersion>>
-ControlLoop::BlacklistOf(const v1::Agent& agent) {
+ControlLoop::BlacklistOf(const v1::Agent& agent, BlacklistCache* cache) {
   google::protobuf::RepeatedPtrField<v1::BlacklistedVersion> list;
   absl::flat_hash_set<std::string> products;
+  BlacklistCache local;
+  if (cache == nullptr) cache = &local;
   for (const v1::InstalledProduct& installed : agent.installed()) {
     if (!products.insert(installed.product()).second) continue;
-    ASSIGN_OR_RETURN(std::vector<v1::BlacklistEntry> entries,
-                     store_.ListBlacklist(installed.product()));
-    for (const v1::BlacklistEntry& entry : entries) {
+    auto it = cache->find(installed.product());
+    if (it == cache->end()) {
+      ASSIGN_OR_RETURN(std::vector<v1::BlacklistEntry> entries,
+                       store_.ListBlacklist(installed.product()));
+      it = cache->emplace(installed.product(), std::move(entries)).first;
+    }
+    for (const v1::BlacklistEntry& entry : it->second) {
       v1::BlacklistedVersion* banned = list.Add();
       banned->set_product(entry.product());
       banned->set_version(entry.version());
@@ -387,12 +393,14 @@ ControlLoop::BlacklistOf(const v1::Agent& agent) {
 absl::Status ControlLoop::SendBlacklistUpdates(const std::string& product,
                                                Output& out) {
   ASSIGN_OR_RETURN(std::vector<v1::Agent> agents, store_.ListAgents(product));
+  // One read per product, not per agent.
+  BlacklistCache cache;
   for (const v1::Agent& agent : agents) {
     const uint64_t session = SessionOf(agent.agent_id());
     if (session == 0) continue;
     v1::ControllerMessage message;
     ASSIGN_OR_RETURN(*message.mutable_blacklist()->mutable_entries(),
-                     BlacklistOf(agent));
+                     BlacklistOf(agent, &cache));
     out.messages.push_back({agent.agent_id(), session, std::move(message)});
   }
   return absl::OkStatus();

@@ -219,9 +219,13 @@ class ControlLoop {
   absl::Status BlacklistVersion(v1::BlacklistEntry entry,
                                 const std::string& except_rollout_id,
                                 v1::AddBlacklistResponse& result, Output& out);
-  // The blacklist of every product `agent` lists, as agents get it.
+  // Blacklist entries by product, read once per batch of agents.
+  using BlacklistCache =
+      absl::flat_hash_map<std::string, std::vector<v1::BlacklistEntry>>;
+  // The blacklist of every product `agent` lists, as agents get it; reads
+  // through `cache` when given.
   absl::StatusOr<google::protobuf::RepeatedPtrField<v1::BlacklistedVersion>>
-  BlacklistOf(const v1::Agent& agent);
+  BlacklistOf(const v1::Agent& agent, BlacklistCache* cache = nullptr);
   // Sends a BlacklistUpdate to every connected agent of `product`.
   absl::Status SendBlacklistUpdates(const std::string& product, Output& out);
   // Directs `agent`, which runs `installed` (a version blacklisted by
