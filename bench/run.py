@@ -651,12 +651,17 @@ http {{
                           "store (update_events in telemetry.db)"}
             return
         now_ms = int(time.time() * 1000)
+        minute_ms = now_ms - now_ms % 60_000
+        # Rollups (where this controller keeps them) follow inserts only.
+        clear_rollups = ("DELETE FROM update_events_1m;"
+                         if "update_events_1m" in tables else "")
         rows = {}
         for layout, span_ms in (("24h", 24 * 3600_000), ("1h", 3600_000)):
             subprocess.run(["sqlite3", db], text=True, check=True,
                            stdout=subprocess.DEVNULL, input=f"""
 PRAGMA journal_mode=WAL;
 DELETE FROM update_events;
+{clear_rollups}
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})
 INSERT INTO update_events(agent_id, seq, rollout_id, product, platform,
   from_version, to_version, phase, error_class, duration_ms, bytes, time_ms,
@@ -669,33 +674,44 @@ SELECT 'q-' || (i % 10000), i, 'ro-bench', 'app', 'linux/amd64', '1.0.0',
 FROM n;
 """)
             c.start()
-            try:
-                url = (f"http://127.0.0.1:{c.http_port}/api/v1/query?query="
-                       f"count(update_events)%20by%20(version)"
-                       f"&from={now_ms - 3600_000}&to={now_ms}&step=1m")
-                times, body, refused = [], "", ""
-                for _ in range(5):
-                    t0 = time.time()
-                    r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}",
-                                        url], capture_output=True, text=True)
-                    times.append(time.time() - t0)
-                    body, _, code = r.stdout.rpartition("\n")
-                    if code != "200":
-                        # The engine bounds the rows a query may read: an
-                        # answer too, and its latency is measured.
-                        refused = f"HTTP {code}: {body[:200]}"
-            finally:
-                c.stop()
-            rows[layout] = {
-                "events_stored": n, "events_in_window":
-                    n if layout == "1h" else n * 3600_000 // span_ms,
-                "best_ms": round(min(times) * 1000, 1),
-                "median_ms": round(statistics.median(times) * 1000, 1),
-                "response_bytes": len(body)}
-            if refused:
-                rows[layout]["refused"] = refused
-            log("  ", layout, rows[layout])
+            # Whole minutes (as a dashboard at a 1 m step asks) may be
+            # answered from minute rollups; a window 1 ms off the minute
+            # must read the raw events.
+            for window, end_ms, repeat in (("whole minutes", minute_ms, 5),
+                                           ("unaligned", now_ms, 3)):
+                self.query_rows(c, rows, f"{layout}, {window}", layout, n,
+                                span_ms, end_ms, repeat)
+            c.stop()
         self.figures["telemetry_query"] = {"rows": rows}
+
+    def query_rows(self, c, rows, key, layout, n, span_ms, end_ms, repeat):
+        try:
+            url = (f"http://127.0.0.1:{c.http_port}/api/v1/query?query="
+                   f"count(update_events)%20by%20(version)"
+                   f"&from={end_ms - 3600_000}&to={end_ms}&step=1m")
+            times, body, refused = [], "", ""
+            for _ in range(repeat):
+                t0 = time.time()
+                r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}",
+                                    url], capture_output=True, text=True)
+                times.append(time.time() - t0)
+                body, _, code = r.stdout.rpartition("\n")
+                if code != "200":
+                    # The engine bounds the rows a query may read: an
+                    # answer too, and its latency is measured.
+                    refused = f"HTTP {code}: {body[:200]}"
+        except Exception:
+            c.stop()
+            raise
+        rows[key] = {
+            "events_stored": n, "events_in_window":
+                n if layout == "1h" else n * 3600_000 // span_ms,
+            "best_ms": round(min(times) * 1000, 1),
+            "median_ms": round(statistics.median(times) * 1000, 1),
+            "response_bytes": len(body)}
+        if refused:
+            rows[key]["refused"] = refused
+        log("  ", key, rows[key])
 
     # ------------------------------------------------------- real agent
     def real_agent(self):
