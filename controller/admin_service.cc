@@ -59,11 +59,26 @@ AdminService::AdminService(Store& reads, ControlLoop& loop,
       trusted_keys_(trusted_keys),
       clock_(clock) {}
 
+absl::StatusOr<PeerIdentity> AdminService::Caller(
+    grpc::ServerContext* context) const {
+  if (authorizer_ == nullptr) {
+    return PeerIdentity{pki::CertificateRole::kAdmin, "operator", ""};
+  }
+  return authorizer_->Admin(*context->auth_context());
+}
+
+void AdminService::Audit(const PeerIdentity& caller, absl::string_view action,
+                         absl::string_view detail) const {
+  if (authorizer_ != nullptr) authorizer_->Audit(caller, action, detail);
+}
+
 // ---------------------------------------------------------------- releases
 
 grpc::Status AdminService::PushRelease(
     grpc::ServerContext* context,
     grpc::ServerReader<v1::PushReleaseRequest>* reader, v1::Release* response) {
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::StatusOr<v1::Release> release = DoPushRelease(context, reader);
   if (!release.ok()) {
     LogWarning("release push refused",
@@ -71,6 +86,9 @@ grpc::Status AdminService::PushRelease(
                 {"error", std::string(release.status().ToString())}});
     return ToGrpcStatus(release.status());
   }
+  Audit(*caller, "PushRelease",
+        absl::StrCat(release->product(), " ", release->version(), " ",
+                     release->platform()));
   *response = *std::move(release);
   return grpc::Status::OK;
 }
@@ -144,6 +162,8 @@ absl::Status AdminService::CheckNotStored(const v1::ReleaseManifest& manifest) {
 grpc::Status AdminService::ListReleases(grpc::ServerContext* context,
                                         const v1::ListReleasesRequest* request,
                                         v1::ListReleasesResponse* response) {
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::Status valid = OptionalProduct(request->product());
   if (valid.ok()) valid = OptionalPlatform(request->platform());
   if (!valid.ok()) return ToGrpcStatus(valid);
@@ -158,6 +178,8 @@ grpc::Status AdminService::ListReleases(grpc::ServerContext* context,
 grpc::Status AdminService::GetRelease(grpc::ServerContext* context,
                                       const v1::GetReleaseRequest* request,
                                       v1::Release* response) {
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::Status valid =
       Field("product", ValidateProductName(request->product()));
   if (valid.ok()) valid = Field("version", ValidateVersion(request->version()));
@@ -178,6 +200,8 @@ grpc::Status AdminService::GetRelease(grpc::ServerContext* context,
 grpc::Status AdminService::ListAgents(grpc::ServerContext* context,
                                       const v1::ListAgentsRequest* request,
                                       v1::ListAgentsResponse* response) {
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::Status valid = OptionalProduct(request->product());
   if (!valid.ok()) return ToGrpcStatus(valid);
   absl::MutexLock lock(&reads_mu_);
@@ -193,6 +217,8 @@ grpc::Status AdminService::ListAgents(grpc::ServerContext* context,
 grpc::Status AdminService::CreateRollout(
     grpc::ServerContext* context, const v1::CreateRolloutRequest* request,
     v1::Rollout* response) {
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::Status valid =
       Field("product", ValidateProductName(request->product()));
   if (valid.ok()) valid = Field("version", ValidateVersion(request->version()));
@@ -206,6 +232,9 @@ grpc::Status AdminService::CreateRollout(
   if (!valid.ok()) return ToGrpcStatus(valid);
   absl::StatusOr<v1::Rollout> rollout = loop_.CreateRollout(*request);
   if (!rollout.ok()) return ToGrpcStatus(rollout.status());
+  Audit(*caller, "CreateRollout",
+        absl::StrCat(rollout->rollout_id(), " ", rollout->product(), " ",
+                     rollout->version()));
   *response = *std::move(rollout);
   return grpc::Status::OK;
 }
@@ -213,6 +242,8 @@ grpc::Status AdminService::CreateRollout(
 grpc::Status AdminService::GetRollout(grpc::ServerContext* context,
                                       const v1::GetRolloutRequest* request,
                                       v1::Rollout* response) {
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::Status valid = ValidateId(request->rollout_id(), "rollout_id");
   if (!valid.ok()) return ToGrpcStatus(valid);
   absl::MutexLock lock(&reads_mu_);
@@ -228,6 +259,8 @@ grpc::Status AdminService::GetRollout(grpc::ServerContext* context,
 grpc::Status AdminService::ListRollouts(grpc::ServerContext* context,
                                         const v1::ListRolloutsRequest* request,
                                         v1::ListRolloutsResponse* response) {
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::Status valid = OptionalProduct(request->product());
   if (!valid.ok()) return ToGrpcStatus(valid);
   absl::MutexLock lock(&reads_mu_);
@@ -245,22 +278,45 @@ grpc::Status AdminService::ListRollouts(grpc::ServerContext* context,
 grpc::Status AdminService::PauseRollout(grpc::ServerContext* context,
                                         const v1::PauseRolloutRequest* request,
                                         v1::Rollout* response) {
-  return ChangeRollout(request->rollout_id(), RolloutCommand::kPause,
-                       request->reason(), response);
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  grpc::Status status =
+      ChangeRollout(request->rollout_id(), RolloutCommand::kPause,
+                    request->reason(), response);
+  if (status.ok()) {
+    Audit(*caller, "PauseRollout",
+          absl::StrCat(request->rollout_id(), " ", request->reason()));
+  }
+  return status;
 }
 
 grpc::Status AdminService::ResumeRollout(
     grpc::ServerContext* context, const v1::ResumeRolloutRequest* request,
     v1::Rollout* response) {
-  return ChangeRollout(request->rollout_id(), RolloutCommand::kResume, "",
-                       response);
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  grpc::Status status = ChangeRollout(request->rollout_id(),
+                                      RolloutCommand::kResume, "", response);
+  if (status.ok()) {
+    Audit(*caller, "ResumeRollout", absl::StrCat(request->rollout_id()));
+  }
+  return status;
 }
 
 grpc::Status AdminService::AbortRollout(grpc::ServerContext* context,
                                         const v1::AbortRolloutRequest* request,
                                         v1::Rollout* response) {
-  return ChangeRollout(request->rollout_id(), RolloutCommand::kAbort,
-                       request->reason(), response, request->rollback());
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  grpc::Status status =
+      ChangeRollout(request->rollout_id(), RolloutCommand::kAbort,
+                    request->reason(), response, request->rollback());
+  if (status.ok()) {
+    Audit(*caller, "AbortRollout",
+          absl::StrCat(request->rollout_id(), " ", request->reason(),
+                       request->rollback() ? " (rollback)" : ""));
+  }
+  return status;
 }
 
 grpc::Status AdminService::ChangeRollout(const std::string& rollout_id,
@@ -282,6 +338,8 @@ grpc::Status AdminService::ChangeRollout(const std::string& rollout_id,
 grpc::Status AdminService::AddBlacklist(grpc::ServerContext* context,
                                         const v1::AddBlacklistRequest* request,
                                         v1::AddBlacklistResponse* response) {
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::Status valid =
       Field("product", ValidateProductName(request->product()));
   if (valid.ok()) valid = Field("version", ValidateVersion(request->version()));
@@ -295,10 +353,13 @@ grpc::Status AdminService::AddBlacklist(grpc::ServerContext* context,
   entry.set_product(request->product());
   entry.set_version(request->version());
   entry.set_reason(request->reason());
-  entry.set_created_by("operator");
+  entry.set_created_by(Authorizer::Actor(*caller));
   absl::StatusOr<v1::AddBlacklistResponse> added =
       loop_.AddBlacklist(std::move(entry));
   if (!added.ok()) return ToGrpcStatus(added.status());
+  Audit(*caller, "AddBlacklist",
+        absl::StrCat(request->product(), " ", request->version(), ": ",
+                     request->reason()));
   *response = *std::move(added);
   return grpc::Status::OK;
 }
@@ -306,11 +367,17 @@ grpc::Status AdminService::AddBlacklist(grpc::ServerContext* context,
 grpc::Status AdminService::RemoveBlacklist(
     grpc::ServerContext* context, const v1::RemoveBlacklistRequest* request,
     v1::RemoveBlacklistResponse* response) {
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::Status valid =
       Field("product", ValidateProductName(request->product()));
   if (valid.ok()) valid = Field("version", ValidateVersion(request->version()));
   if (valid.ok()) {
     valid = loop_.RemoveBlacklist(request->product(), request->version());
+  }
+  if (valid.ok()) {
+    Audit(*caller, "RemoveBlacklist",
+          absl::StrCat(request->product(), " ", request->version()));
   }
   return ToGrpcStatus(valid);
 }
@@ -318,6 +385,8 @@ grpc::Status AdminService::RemoveBlacklist(
 grpc::Status AdminService::ListBlacklist(
     grpc::ServerContext* context, const v1::ListBlacklistRequest* request,
     v1::ListBlacklistResponse* response) {
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::Status valid = OptionalProduct(request->product());
   if (!valid.ok()) return ToGrpcStatus(valid);
   absl::MutexLock lock(&reads_mu_);
@@ -333,6 +402,8 @@ grpc::Status AdminService::ListBlacklist(
 grpc::Status AdminService::GetServerInfo(
     grpc::ServerContext* context, const v1::GetServerInfoRequest* request,
     v1::ServerInfo* response) {
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   response->set_version(kControllerVersion);
   response->set_schema_version(Store::LatestSchemaVersion());
   response->set_server_time_unix_ms(absl::ToUnixMillis(clock_.Now()));
@@ -349,6 +420,8 @@ grpc::Status AdminService::GetServerInfo(
 grpc::Status AdminService::QueryTelemetry(
     grpc::ServerContext* context, const v1::QueryTelemetryRequest* request,
     v1::QueryTelemetryResponse* response) {
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   if (telemetry_ == nullptr) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         "telemetry is not enabled on this controller");

@@ -18,6 +18,7 @@
 #include "common/manifest.h"
 #include "controller/blob_store.h"
 #include "controller/control_loop.h"
+#include "controller/identity/authorizer.h"
 #include "controller/store/store.h"
 #include "controller/telemetry/query_engine.h"
 #include "proto/fleet/v1/admin.grpc.pb.h"
@@ -113,8 +114,19 @@ class AdminService final : public v1::AdminService::Service {
   void SetTelemetry(const telemetry::QueryEngine* engine) {
     telemetry_ = engine;
   }
+  // Every call must come from an admin (UNAUTHENTICATED without a client
+  // certificate, PERMISSION_DENIED for an agent's); changes are audited
+  // under the caller's name. Without an authorizer (a service built by hand
+  // in a unit test) calls are not checked. `authorizer` must outlive the
+  // service; call before serving.
+  void SetAuthorizer(const Authorizer* authorizer) { authorizer_ = authorizer; }
 
  private:
+  // The admin making the call, or why it may not.
+  absl::StatusOr<PeerIdentity> Caller(grpc::ServerContext* context) const;
+  void Audit(const PeerIdentity& caller, absl::string_view action,
+             absl::string_view detail) const;
+
   absl::StatusOr<v1::Release> DoPushRelease(
       grpc::ServerContext* context,
       grpc::ServerReader<v1::PushReleaseRequest>* reader);
@@ -134,6 +146,7 @@ class AdminService final : public v1::AdminService::Service {
   const TrustedKeys& trusted_keys_;
   const Clock& clock_;
   const telemetry::QueryEngine* telemetry_ = nullptr;
+  const Authorizer* authorizer_ = nullptr;
   const absl::Time started_ = clock_.Now();
 };
 

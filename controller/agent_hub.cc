@@ -166,8 +166,12 @@ absl::Status ValidateEvent(const v1::UpdateEvent& event) {
 class AgentStream
     : public grpc::ServerBidiReactor<v1::AgentMessage, v1::ControllerMessage> {
  public:
-  AgentStream(AgentHub& hub, uint64_t session, std::string peer)
-      : hub_(hub), session_(session), peer_(std::move(peer)) {
+  AgentStream(AgentHub& hub, uint64_t session, std::string peer,
+              std::shared_ptr<const grpc::AuthContext> auth)
+      : hub_(hub),
+        session_(session),
+        peer_(std::move(peer)),
+        auth_(std::move(auth)) {
     StartRead(&in_);
   }
 
@@ -255,6 +259,19 @@ class AgentStream
       }
       absl::Status valid = ValidateHello(in_.hello());
       if (!valid.ok()) return valid;
+      // The agent id is the certificate's: a Hello naming another agent is
+      // refused, so no agent can speak for (or steal the stream of) another.
+      if (hub_.authorizer_ != nullptr) {
+        absl::StatusOr<PeerIdentity> caller =
+            hub_.authorizer_->Agent(*auth_, in_.hello().agent_id());
+        if (!caller.ok()) {
+          LogWarning("agent stream refused",
+                     {{"peer", peer_},
+                      {"agent_id", in_.hello().agent_id()},
+                      {"error", std::string(caller.status().message())}});
+          return caller.status();
+        }
+      }
       agent_id_ = in_.hello().agent_id();
       hub_.Register(this);
       registered_ = true;
@@ -308,6 +325,7 @@ class AgentStream
   AgentHub& hub_;
   const uint64_t session_;
   const std::string peer_;
+  const std::shared_ptr<const grpc::AuthContext> auth_;
 
   // Touched only by read reactions (serialized by gRPC) and OnDone.
   v1::AgentMessage in_;
@@ -327,9 +345,11 @@ class AgentStream
 // Only one write is ever in flight, so no lock is needed.
 class ArtifactStream : public grpc::ServerWriteReactor<v1::ArtifactChunk> {
  public:
+  // `admitted`: whether the caller may fetch artifacts at all.
   ArtifactStream(const BlobStore& blobs,
-                 const v1::FetchArtifactRequest& request) {
-    absl::Status status = Open(blobs, request);
+                 const v1::FetchArtifactRequest& request,
+                 const absl::Status& admitted) {
+    absl::Status status = admitted.ok() ? Open(blobs, request) : admitted;
     if (!status.ok()) {
       Finish(ToGrpcStatus(status));
       return;
@@ -405,13 +425,29 @@ AgentHub::~AgentHub() = default;
 
 grpc::ServerBidiReactor<v1::AgentMessage, v1::ControllerMessage>*
 AgentHub::Connect(grpc::CallbackServerContext* context) {
-  return new AgentStream(*this, next_session_.fetch_add(1), context->peer());
+  return new AgentStream(*this, next_session_.fetch_add(1), context->peer(),
+                         context->auth_context());
 }
 
 grpc::ServerWriteReactor<v1::ArtifactChunk>* AgentHub::FetchArtifact(
     grpc::CallbackServerContext* context,
     const v1::FetchArtifactRequest* request) {
-  return new ArtifactStream(blobs_, *request);
+  absl::Status admitted = absl::OkStatus();
+  if (authorizer_ != nullptr && !authorizer_->insecure()) {
+    absl::StatusOr<PeerIdentity> caller =
+        PeerIdentityOf(*context->auth_context());
+    if (!caller.ok()) {
+      admitted = caller.status();
+    } else if (caller->role == pki::CertificateRole::kAgent &&
+               authorizer_->IsRevoked(caller->name)) {
+      admitted = absl::PermissionDeniedError(
+          absl::StrCat("agent ", caller->name, " is revoked"));
+    } else if (caller->role == pki::CertificateRole::kServer) {
+      admitted = absl::PermissionDeniedError(
+          "artifacts are served to agents and admins only");
+    }
+  }
+  return new ArtifactStream(blobs_, *request, admitted);
 }
 
 bool AgentHub::Send(absl::string_view agent_id, uint64_t session,
@@ -431,6 +467,15 @@ void AgentHub::Close(absl::string_view agent_id, uint64_t session,
   auto it = streams_.find(agent_id);
   if (it == streams_.end() || it->second->session() != session) return;
   it->second->End(ToGrpcStatus(status));
+}
+
+bool AgentHub::CloseAgent(absl::string_view agent_id,
+                          const absl::Status& status) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(agent_id);
+  if (it == streams_.end()) return false;
+  it->second->End(ToGrpcStatus(status));
+  return true;
 }
 
 void AgentHub::CloseAll(const absl::Status& status) {

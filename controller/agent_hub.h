@@ -25,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "controller/blob_store.h"
 #include "controller/control_loop.h"
+#include "controller/identity/authorizer.h"
 #include "controller/telemetry/agent_observer.h"
 #include "proto/fleet/v1/agent.grpc.pb.h"
 
@@ -72,6 +73,14 @@ class AgentHub : public v1::AgentService::CallbackService, public AgentSender {
   // Told about every valid Hello, Heartbeat and directive sent (telemetry).
   // Call before serving; `observer` must outlive the hub.
   void SetObserver(telemetry::AgentObserver* observer) { observer_ = observer; }
+  // Checks every stream's caller: Connect needs the certificate of the
+  // agent its Hello names (not revoked), FetchArtifact an agent's or an
+  // admin's certificate. Without one (unit tests) nothing is checked.
+  // Call before serving; `authorizer` must outlive the hub.
+  void SetAuthorizer(const Authorizer* authorizer) { authorizer_ = authorizer; }
+  // Ends the agent's open stream with `status` (revocation). True if one
+  // was open.
+  bool CloseAgent(absl::string_view agent_id, const absl::Status& status);
 
  private:
   friend class AgentStream;
@@ -84,6 +93,7 @@ class AgentHub : public v1::AgentService::CallbackService, public AgentSender {
   const BlobStore& blobs_;
   std::atomic<uint64_t> next_session_{1};
   telemetry::AgentObserver* observer_ = nullptr;
+  const Authorizer* authorizer_ = nullptr;
 
   mutable absl::Mutex mu_;
   // Lock order: mu_ before any stream's own mutex.

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/yaml_config.h"
 #include "controller/backup.h"
@@ -77,6 +78,28 @@ int main(int argc, char** argv) {
             fleet::controller::telemetry::ParseRetention(text);
         return parsed.ok() ? "" : std::string(parsed.status().message());
       });
+  std::string pki_dir;
+  app.add_option("--pki", pki_dir,
+                 "Directory from `fleetctl pki init`: ca.crt, controller.crt "
+                 "and controller.key for TLS, and ca.key (if present) to "
+                 "enroll agents; --tls-* flags override single files")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--tls-ca", options.tls.ca_file,
+                 "Fleet CA certificate (PEM): client certificates must chain "
+                 "to it")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-cert", options.tls.cert_file,
+                 "This controller's server certificate (PEM)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", options.tls.key_file,
+                 "The server certificate's private key (PEM)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-ca-key", options.tls_ca_key_file,
+                 "The CA's private key: enables agent enrollment with tokens")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--insecure", options.insecure,
+               "Plaintext gRPC and no caller authentication (labs and tests "
+               "only)");
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
@@ -88,6 +111,27 @@ int main(int argc, char** argv) {
   fleet::LogLevel level = fleet::LogLevel::kInfo;
   fleet::ParseLogLevel(log_level, &level);
   fleet::InitLogging("controller", level);
+  if (!pki_dir.empty()) {
+    auto fill = [&](std::string& path, const char* name) {
+      if (path.empty()) path = fleet::JoinPath(pki_dir, name);
+    };
+    fill(options.tls.ca_file, "ca.crt");
+    fill(options.tls.cert_file, "controller.crt");
+    fill(options.tls.key_file, "controller.key");
+    if (options.tls_ca_key_file.empty() &&
+        fleet::PathExists(fleet::JoinPath(pki_dir, "ca.key"))) {
+      options.tls_ca_key_file = fleet::JoinPath(pki_dir, "ca.key");
+    }
+  }
+  if (!options.insecure && options.tls.ca_file.empty() &&
+      options.tls.cert_file.empty() && options.tls.key_file.empty()) {
+    // Transition: deployments that predate TLS keep running plaintext, with
+    // a warning, until they pass --pki or --insecure.
+    fleet::LogWarning(
+        "no TLS files given: running plaintext as with "
+        "--insecure; pass --pki DIR (fleetctl pki init)");
+    options.insecure = true;
+  }
   options.heartbeat_interval = absl::Seconds(heartbeat_seconds);
   absl::ParseDuration(offline_timeout, &options.offline_timeout);
   options.telemetry_retention =

@@ -12,6 +12,10 @@
 #include "controller/blob_store.h"
 #include "controller/control_loop.h"
 #include "controller/http_server.h"
+#include "controller/identity/authorizer.h"
+#include "controller/identity/enrollment_service.h"
+#include "controller/identity/identity_service.h"
+#include "controller/identity/identity_store.h"
 #include "controller/store/store.h"
 #include "controller/telemetry/agent_observer.h"
 #include "controller/telemetry/controller_metrics.h"
@@ -78,6 +82,40 @@ absl::StatusOr<int> ControllerServer::Start() {
   ASSIGN_OR_RETURN(read_store_, Store::Open(db_path));
   RETURN_IF_ERROR(write_store_->MarkAllAgentsDisconnected());
   ASSIGN_OR_RETURN(blobs_, BlobStore::Open(options_.data_dir));
+  ASSIGN_OR_RETURN(identities_, IdentityStore::Open(db_path));
+  authorizer_ = std::make_unique<Authorizer>(options_.insecure,
+                                             identities_.get(), clock_);
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  if (options_.insecure) {
+    credentials = grpc::InsecureServerCredentials();
+    LogWarning(
+        "gRPC is plaintext and callers are not authenticated "
+        "(--insecure); use TLS outside a lab",
+        {{"listen", options_.listen_address}});
+  } else {
+    const TlsFiles& tls = options_.tls;
+    if (tls.ca_file.empty() || tls.cert_file.empty() || tls.key_file.empty()) {
+      return absl::InvalidArgumentError(
+          "TLS needs --tls-ca, --tls-cert and --tls-key (or --pki DIR from "
+          "fleetctl pki init); --insecure runs plaintext");
+    }
+    ASSIGN_OR_RETURN(credentials, MakeServerCredentials(tls));
+    if (!options_.tls_ca_key_file.empty()) {
+      ASSIGN_OR_RETURN(std::string ca_pem, ReadFile(tls.ca_file));
+      ASSIGN_OR_RETURN(std::string ca_key_pem,
+                       ReadFile(options_.tls_ca_key_file));
+      absl::StatusOr<pki::CertificateAuthority> ca =
+          pki::CertificateAuthority::Load(ca_pem, ca_key_pem);
+      if (!ca.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--tls-ca-key ", options_.tls_ca_key_file, ": ",
+                         ca.status().message()));
+      }
+      ca_ = std::make_unique<pki::CertificateAuthority>(*std::move(ca));
+      enrollment_ =
+          std::make_unique<EnrollmentServiceImpl>(*identities_, *ca_, clock_);
+    }
+  }
 
   // Telemetry lives in telemetry.db, written by its own thread, so neither
   // streams nor the control loop ever wait on a telemetry write.
@@ -104,17 +142,25 @@ absl::StatusOr<int> ControllerServer::Start() {
   loop_ = std::make_unique<ControlLoop>(*write_store_, clock_, loop_options);
   hub_ = std::make_unique<AgentHub>(*loop_, *blobs_);
   hub_->SetObserver(recorder_.get());
+  hub_->SetAuthorizer(authorizer_.get());
   loop_->Start(*hub_);
   admin_ = std::make_unique<AdminService>(*read_store_, *loop_, *blobs_,
                                           trusted_keys_, clock_);
   admin_->SetTelemetry(queries_.get());
+  admin_->SetAuthorizer(authorizer_.get());
+  identity_service_ = std::make_unique<IdentityServiceImpl>(
+      *identities_, *authorizer_, clock_, [this](const std::string& agent_id) {
+        return hub_->CloseAgent(
+            agent_id, absl::PermissionDeniedError("this agent was revoked"));
+      });
 
   grpc::ServerBuilder builder;
   ConfigureServerBuilder(builder);
-  builder.AddListeningPort(options_.listen_address,
-                           grpc::InsecureServerCredentials(), &grpc_port_);
+  builder.AddListeningPort(options_.listen_address, credentials, &grpc_port_);
   builder.RegisterService(hub_.get());
   builder.RegisterService(admin_.get());
+  builder.RegisterService(identity_service_.get());
+  if (enrollment_ != nullptr) builder.RegisterService(enrollment_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || grpc_port_ == 0) {
     loop_->Stop();

@@ -20,11 +20,17 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/manifest.h"
+#include "common/pki.h"
+#include "common/tls.h"
 
 namespace fleet::controller {
 
 class AdminService;
 class AgentHub;
+class Authorizer;
+class EnrollmentServiceImpl;
+class IdentityServiceImpl;
+class IdentityStore;
 class BlobStore;
 class ControlLoop;
 class HttpServer;
@@ -55,6 +61,16 @@ struct ControllerOptions {
   // Offline timeout of rollouts created without their own (see
   // Rollout.offline_timeout_seconds).
   absl::Duration offline_timeout = absl::Minutes(10);
+  // Transport security (docs/security.md). Unless `insecure`, gRPC speaks
+  // TLS with tls.cert_file/key_file and verifies client certificates
+  // against tls.ca_file; all three are required. `insecure` is plaintext
+  // with no caller checks, for local demos and tests of other features.
+  bool insecure = false;
+  TlsFiles tls;
+  // The CA's private key. With it the controller enrolls agents that
+  // present a token (EnrollmentService); without it, agents need
+  // certificates issued offline (fleetctl pki issue --role agent).
+  std::string tls_ca_key_file;
 };
 
 // gRPC server settings: keepalive pings every 20 s (10 s timeout), pings
@@ -72,11 +88,12 @@ class ControllerServer {
   ControllerServer(const ControllerServer&) = delete;
   ControllerServer& operator=(const ControllerServer&) = delete;
 
-  // Loads the trust keys, opens the data dir, starts the control loop, the
-  // gRPC server and (if configured) HTTP. Returns the bound gRPC port.
-  // INVALID_ARGUMENT without trust keys or with bad options; NOT_FOUND /
-  // INVALID_ARGUMENT for unreadable keys; UNAVAILABLE if an address cannot
-  // be bound. Call once.
+  // Loads the trust keys and TLS files, opens the data dir, starts the
+  // control loop, the gRPC server and (if configured) HTTP. Returns the
+  // bound gRPC port. INVALID_ARGUMENT without trust keys, without TLS files
+  // (unless insecure) or with bad options; NOT_FOUND / INVALID_ARGUMENT for
+  // unreadable keys or certificates; UNAVAILABLE if an address cannot be
+  // bound. Call once.
   absl::StatusOr<int> Start();
   int grpc_port() const { return grpc_port_; }
   int http_port() const { return http_port_; }  // 0 if HTTP is disabled
@@ -93,6 +110,9 @@ class ControllerServer {
   // Declared in dependency order: destroyed users first.
   std::unique_ptr<Store> write_store_;
   std::unique_ptr<Store> read_store_;
+  std::unique_ptr<IdentityStore> identities_;
+  std::unique_ptr<Authorizer> authorizer_;
+  std::unique_ptr<pki::CertificateAuthority> ca_;
   std::unique_ptr<BlobStore> blobs_;
   std::unique_ptr<telemetry::ControllerMetrics> metrics_;
   std::unique_ptr<telemetry::TelemetryStore> telemetry_;
@@ -101,6 +121,8 @@ class ControllerServer {
   std::unique_ptr<ControlLoop> loop_;
   std::unique_ptr<AgentHub> hub_;
   std::unique_ptr<AdminService> admin_;
+  std::unique_ptr<IdentityServiceImpl> identity_service_;
+  std::unique_ptr<EnrollmentServiceImpl> enrollment_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<HttpServer> http_;
   int grpc_port_ = 0;

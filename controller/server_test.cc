@@ -128,6 +128,7 @@ class ServerTest : public ::testing::Test {
     options.listen_address = "127.0.0.1:0";
     options.http_address = "127.0.0.1:0";
     options.trust_key_paths = {dir_.Join("release.pub")};
+    options.insecure = true;  // TLS is tested in controller/identity and tests/
     server_ = std::make_unique<ControllerServer>(options);
     absl::StatusOr<int> port = server_->Start();
     ASSERT_TRUE(port.ok()) << port.status();
@@ -1113,6 +1114,7 @@ TEST_F(ServerTest, BusyPortIsUnavailable) {
   options.listen_address = absl::StrCat("127.0.0.1:", server_->grpc_port());
   options.http_address = "";
   options.trust_key_paths = {dir_.Join("release.pub")};
+  options.insecure = true;
   ControllerServer second(options);
   absl::StatusOr<int> port = second.Start();
   EXPECT_EQ(port.status().code(), absl::StatusCode::kUnavailable)
@@ -1129,6 +1131,7 @@ TEST_F(ServerTest, StartWithoutTrustKeysIsInvalidArgument) {
   options.data_dir = dir_.Join("other");
   options.listen_address = "127.0.0.1:0";
   options.http_address = "";
+  options.insecure = true;
   ControllerServer server(options);
   EXPECT_EQ(server.Start().status().code(), absl::StatusCode::kInvalidArgument);
   options.trust_key_paths = {dir_.Join("missing.pub")};

@@ -9,7 +9,7 @@ namespace fleet::controller {
 namespace {
 
 PeerIdentity InsecurePeer() {
-  return PeerIdentity{pki::CertificateRole::kAdmin, "insecure", ""};
+  return PeerIdentity{pki::CertificateRole::kAdmin, "operator", ""};
 }
 
 }  // namespace

@@ -4,8 +4,8 @@
 // that is not revoked). EnrollmentService needs no certificate.
 //
 // With `insecure` (the controller's --insecure flag, plaintext gRPC) there
-// are no certificates: every caller is let through as the pseudo-identity
-// "insecure", and agents are who they claim to be. Tests of unrelated
+// are no certificates: every caller is let through (operators as
+// "operator"), and agents are who they claim to be. Tests of unrelated
 // features and local demos use that; production does not.
 //
 // Thread-safe.
@@ -46,7 +46,8 @@ class Authorizer {
   // Whether `agent_id` is revoked (false when insecure).
   bool IsRevoked(const std::string& agent_id) const;
 
-  // "admin:alice" / "agent:ag-..." / "insecure", for the audit log.
+  // "admin:alice" / "agent:ag-..." ("operator" when insecure), for the audit
+  // log.
   static std::string Actor(const PeerIdentity& peer);
 
   // Records `action` by `peer` in the audit log (best effort: a failed
