@@ -331,22 +331,33 @@ absl::StatusOr<v1::QueryTelemetryResponse> QueryEngine::Evaluate(
                      " rows; narrow the range or add label matchers"));
   };
 
+  // Steps to the next row and reads its label columns; false at the end.
+  auto next_row =
+      [&](std::vector<std::string>& labels) -> absl::StatusOr<bool> {
+    ASSIGN_OR_RETURN(bool has_row, statement->Step());
+    if (!has_row) return false;
+    if (++rows > limits_.max_rows) return too_many();
+    labels.resize(label_count);
+    for (size_t i = 0; i < label_count; ++i) {
+      labels[i] = statement->ColumnText(static_cast<int>(i + 1));
+    }
+    return true;
+  };
+  auto matches_all = [&](const std::vector<std::string>& labels) {
+    for (const ResolvedMatcher& m : row_matchers) {
+      if (!Matches(m, labels[m.value_index])) return false;
+    }
+    return true;
+  };
+
   if (rollup) {
     // (events, duration sum) per group and bucket.
     std::map<GroupKey, std::map<int64_t, std::pair<double, double>>> cells;
-    std::vector<std::string> labels(label_count);
+    std::vector<std::string> labels;
     while (true) {
-      ASSIGN_OR_RETURN(bool has_row, statement->Step());
+      ASSIGN_OR_RETURN(bool has_row, next_row(labels));
       if (!has_row) break;
-      if (++rows > limits_.max_rows) return too_many();
-      for (size_t i = 0; i < label_count; ++i) {
-        labels[i] = statement->ColumnText(static_cast<int>(i + 1));
-      }
-      bool keep = true;
-      for (const ResolvedMatcher& m : row_matchers) {
-        if (!Matches(m, labels[m.value_index])) keep = false;
-      }
-      if (!keep) continue;
+      if (!matches_all(labels)) continue;
       const int64_t bucket = (statement->ColumnInt64(0) - start_ms) / step_ms;
       auto& cell =
           cells[GroupKey(labels.begin(), labels.begin() + group_size)][bucket];
@@ -378,19 +389,11 @@ absl::StatusOr<v1::QueryTelemetryResponse> QueryEngine::Evaluate(
 
   if (!gauge) {
     std::map<GroupKey, std::map<int64_t, std::vector<double>>> cells;
-    std::vector<std::string> labels(label_count);
+    std::vector<std::string> labels;
     while (true) {
-      ASSIGN_OR_RETURN(bool has_row, statement->Step());
+      ASSIGN_OR_RETURN(bool has_row, next_row(labels));
       if (!has_row) break;
-      if (++rows > limits_.max_rows) return too_many();
-      for (size_t i = 0; i < label_count; ++i) {
-        labels[i] = statement->ColumnText(static_cast<int>(i + 1));
-      }
-      bool keep = true;
-      for (const ResolvedMatcher& m : row_matchers) {
-        if (!Matches(m, labels[m.value_index])) keep = false;
-      }
-      if (!keep) continue;
+      if (!matches_all(labels)) continue;
       const int64_t bucket = (statement->ColumnInt64(0) - start_ms) / step_ms;
       const double value = query.field.empty()
                                ? 1.0
@@ -439,15 +442,10 @@ absl::StatusOr<v1::QueryTelemetryResponse> QueryEngine::Evaluate(
     }
   };
   while (true) {
-    ASSIGN_OR_RETURN(bool has_row, statement->Step());
+    std::vector<std::string> labels;
+    ASSIGN_OR_RETURN(bool has_row, next_row(labels));
     if (!has_row) break;
-    if (++rows > limits_.max_rows) return too_many();
-    const int64_t since = statement->ColumnInt64(0);
-    emit_until(since);
-    std::vector<std::string> labels(label_count);
-    for (size_t i = 0; i < label_count; ++i) {
-      labels[i] = statement->ColumnText(static_cast<int>(i + 1));
-    }
+    emit_until(statement->ColumnInt64(0));
     State& state =
         states[{statement->ColumnText(static_cast<int>(label_count + 1)),
                 statement->ColumnText(static_cast<int>(label_count + 2))}];
@@ -455,10 +453,7 @@ absl::StatusOr<v1::QueryTelemetryResponse> QueryEngine::Evaluate(
       --counts[GroupKey(state.labels.begin(),
                         state.labels.begin() + group_size)];
     }
-    bool keep = true;
-    for (const ResolvedMatcher& m : row_matchers) {
-      if (!Matches(m, labels[m.value_index])) keep = false;
-    }
+    const bool keep = matches_all(labels);
     state.labels = std::move(labels);
     state.counted = keep;
     if (keep) {
