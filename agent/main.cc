@@ -10,13 +10,16 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "agent/downloader.h"
+#include "agent/enrollment.h"
 #include "agent/journal.h"
 #include "agent/platform/process.h"
 #include "agent/session.h"
@@ -26,6 +29,7 @@
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/names.h"
+#include "common/tls.h"
 #include "common/yaml_config.h"
 
 namespace fleet::agent {
@@ -43,11 +47,73 @@ struct Flags {
   std::string agent_id;
   std::vector<std::string> labels;
   std::string log_level = "info";
+  std::string tls_ca;
+  std::string enroll_token;
+  std::string enroll_token_file;
+  bool insecure = false;
 };
 
 int Fail(const std::string& what, const absl::Status& status) {
   LogError(what, {{"error", status.ToString()}});
   return 1;
+}
+
+// The identity in the state dir, or a new one from the enrollment token.
+// The controller may be unreachable on a machine's first start: enrollment
+// is retried with backoff (1 s doubling to 1 min, jittered) until it
+// answers, and a stop signal ends the wait. Any other refusal (a used-up
+// token) is final: the operator must act.
+absl::StatusOr<AgentIdentity> EnsureIdentity(const Flags& flags,
+                                             const sigset_t& stop_signals) {
+  absl::StatusOr<std::optional<AgentIdentity>> stored =
+      LoadIdentity(flags.state_dir);
+  if (!stored.ok()) return stored.status();
+  if (stored->has_value()) return **stored;
+  if (flags.tls_ca.empty()) {
+    return absl::FailedPreconditionError(
+        "--tls-ca is required: the fleet CA certificate this agent trusts "
+        "(or --insecure for a plaintext controller)");
+  }
+  std::string token = flags.enroll_token;
+  if (token.empty() && !flags.enroll_token_file.empty()) {
+    absl::StatusOr<std::string> file = ReadFile(flags.enroll_token_file);
+    if (!file.ok()) return file.status();
+    token = std::string(absl::StripAsciiWhitespace(*file));
+  }
+  EnrollOptions options;
+  options.state_dir = flags.state_dir;
+  options.controller = flags.controller;
+  options.ca_file = flags.tls_ca;
+  options.token = token;
+  options.platform = HostPlatform();
+  char host[256] = {0};
+  if (gethostname(host, sizeof(host) - 1) == 0) options.hostname = host;
+  absl::Duration backoff = absl::Seconds(1);
+  std::mt19937_64 rng(std::random_device{}());
+  while (true) {
+    absl::StatusOr<AgentIdentity> enrolled = Enroll(options);
+    if (enrolled.ok()) {
+      LogInfo("enrolled", {{"agent_id", enrolled->agent_id},
+                           {"controller", flags.controller}});
+      return enrolled;
+    }
+    if (!absl::IsUnavailable(enrolled.status()) &&
+        !absl::IsDeadlineExceeded(enrolled.status()) &&
+        !absl::IsResourceExhausted(enrolled.status())) {
+      return enrolled.status();
+    }
+    const absl::Duration wait =
+        absl::Milliseconds(std::uniform_int_distribution<int64_t>(
+            0, absl::ToInt64Milliseconds(backoff))(rng));
+    LogWarning("enrollment failed; retrying",
+               {{"error", enrolled.status().ToString()},
+                {"retry_in_ms", absl::ToInt64Milliseconds(wait)}});
+    const timespec timeout = absl::ToTimespec(wait);
+    if (sigtimedwait(&stop_signals, nullptr, &timeout) > 0) {
+      return absl::CancelledError("stopped while waiting to enroll");
+    }
+    backoff = std::min(backoff * 2, absl::Minutes(1));
+  }
 }
 
 int Run(const Flags& flags) {
@@ -108,7 +174,35 @@ int Run(const Flags& flags) {
   absl::StatusOr<std::unique_ptr<UpdateJournal>> journal =
       UpdateJournal::Open(JoinPath(flags.state_dir, "journal.db"));
   if (!journal.ok()) return Fail("cannot open journal", journal.status());
-  absl::StatusOr<std::string> agent_id = (*journal)->AgentId(flags.agent_id);
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  std::string preferred_id = flags.agent_id;
+  // Transition: agents started without any TLS flag and never enrolled
+  // keep talking plaintext, with a warning, until they pass --tls-ca.
+  const bool plaintext =
+      flags.insecure ||
+      (flags.tls_ca.empty() &&
+       !PathExists(JoinPath(flags.state_dir, "identity/agent.crt")));
+  if (plaintext) {
+    credentials = grpc::InsecureChannelCredentials();
+    LogWarning("talking plaintext to the controller (--insecure)");
+  } else {
+    absl::StatusOr<AgentIdentity> identity =
+        EnsureIdentity(flags, stop_signals);
+    if (!identity.ok()) return Fail("no agent identity", identity.status());
+    if (!flags.agent_id.empty() && flags.agent_id != identity->agent_id) {
+      return Fail(
+          "bad --agent-id",
+          absl::InvalidArgumentError("--agent-id " + flags.agent_id +
+                                     " differs from the enrolled identity " +
+                                     identity->agent_id + "; drop the flag"));
+    }
+    preferred_id = identity->agent_id;
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> tls =
+        MakeChannelCredentials(identity->files);
+    if (!tls.ok()) return Fail("cannot load the agent identity", tls.status());
+    credentials = *std::move(tls);
+  }
+  absl::StatusOr<std::string> agent_id = (*journal)->AgentId(preferred_id);
   if (!agent_id.ok()) return Fail("bad agent id", agent_id.status());
 
   LogInfo("fleet-agent starting", {{"version", kAgentVersion},
@@ -120,8 +214,7 @@ int Run(const Flags& flags) {
                                    {"trusted_keys", keys.size()}});
 
   std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
-      flags.controller, grpc::InsecureChannelCredentials(),
-      AgentChannelArguments());
+      flags.controller, credentials, AgentChannelArguments());
   std::unique_ptr<v1::AgentService::Stub> stub =
       v1::AgentService::NewStub(channel);
 
@@ -217,6 +310,18 @@ int main(int argc, char** argv) {
                  "default: generated once and kept in the journal");
   app.add_option("--label", flags.labels, "key=value; repeatable")
       ->allow_extra_args(false);
+  app.add_option("--tls-ca", flags.tls_ca,
+                 "the fleet CA certificate (PEM): the controller must present "
+                 "a certificate it issued")
+      ->check(CLI::ExistingFile);
+  app.add_option("--enroll-token", flags.enroll_token,
+                 "one-time token (fleetctl enroll-token create) used on the "
+                 "first start to get this agent's certificate");
+  app.add_option("--enroll-token-file", flags.enroll_token_file,
+                 "file holding the enrollment token (keeps it out of ps)")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--insecure", flags.insecure,
+               "plaintext gRPC to a controller started with --insecure");
   app.add_option("--log-level", flags.log_level, "debug, info, warning, error")
       ->capture_default_str();
   bool version = false;  // handled before parsing; listed for --help
