@@ -12,12 +12,14 @@
 #include "cli/blacklist_commands.h"
 #include "cli/errors.h"
 #include "cli/human.h"
+#include "cli/identity_commands.h"
 #include "cli/keys_commands.h"
 #include "cli/pki_commands.h"
 #include "cli/release_commands.h"
 #include "cli/rollout_commands.h"
 #include "cli/root_commands.h"
 #include "cli/telemetry_commands.h"
+#include "common/files.h"
 #include "common/names.h"
 #include "common/status_macros.h"
 
@@ -116,9 +118,25 @@ class CommandLine {
     }
     global_.timeout = *timeout;
     RETURN_IF_ERROR(ValidateControllerTarget(global_.controller));
+    if (!pki_dir_.empty()) {
+      auto fill = [&](std::string& path, const char* name) {
+        if (path.empty()) path = JoinPath(pki_dir_, name);
+      };
+      fill(global_.tls.ca_file, "ca.crt");
+      fill(global_.tls.cert_file, "admin.crt");
+      fill(global_.tls.key_file, "admin.key");
+    }
+    // Transition: without any TLS flag, talk plaintext as before until
+    // every caller passes --pki or --insecure.
+    if (global_.tls.ca_file.empty() && global_.tls.cert_file.empty() &&
+        global_.tls.key_file.empty()) {
+      global_.insecure = true;
+    }
     CommandContext ctx(global_, io);
     for (const auto& [command, run] : commands_) {
-      if (command->parsed()) return run(ctx);
+      if (!command->parsed()) continue;
+      if (NeedsCredentials(command)) RETURN_IF_ERROR(ctx.LoadCredentials());
+      return run(ctx);
     }
     return UsageError("no command given; run `fleetctl --help`");
   }
@@ -142,6 +160,21 @@ class CommandLine {
                     "deadline of each request, e.g. 30s, 2m (a push adds 1s "
                     "per MiB)")
         ->capture_default_str();
+    app_.add_option("--pki", pki_dir_,
+                    "directory from `fleetctl pki init`: ca.crt, admin.crt, "
+                    "admin.key ($FLEET_PKI)")
+        ->envname("FLEET_PKI");
+    app_.add_option("--tls-ca", global_.tls.ca_file,
+                    "fleet CA certificate the controller must present")
+        ->envname("FLEET_TLS_CA");
+    app_.add_option("--tls-cert", global_.tls.cert_file,
+                    "admin client certificate ($FLEET_TLS_CERT)")
+        ->envname("FLEET_TLS_CERT");
+    app_.add_option("--tls-key", global_.tls.key_file,
+                    "its private key ($FLEET_TLS_KEY)")
+        ->envname("FLEET_TLS_KEY");
+    app_.add_flag("--insecure", global_.insecure,
+                  "plaintext, to a controller started with --insecure");
 
     CLI::App* keys = app_.add_subcommand("keys", "Release signing keys");
     keys->require_subcommand(1);
@@ -430,6 +463,7 @@ class CommandLine {
       return RolloutList(rollout_list_, ctx);
     });
 
+    AddIdentityCommands();
     AddBlacklistCommands();
     AddTelemetryCommands();
   }
@@ -492,6 +526,63 @@ class CommandLine {
     });
   }
 
+  // Commands that never call the controller (keys, certificates, shell
+  // completion) run without TLS credentials; `version` runs either way and
+  // reports what it could reach.
+  static bool NeedsCredentials(const CLI::App* command) {
+    for (const CLI::App* c = command; c != nullptr; c = c->get_parent()) {
+      const std::string& name = c->get_name();
+      if (name == "keys" || name == "pki" || name == "completion" ||
+          name == "version") {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  void AddIdentityCommands() {
+    CLI::App* token = app_.add_subcommand(
+        "enroll-token", "One-time tokens that let new agents enroll");
+    token->require_subcommand(1);
+    CLI::App* create = token->add_subcommand(
+        "create", "Create a token (printed once; the controller keeps a hash)");
+    create->add_option("--ttl", token_create_.ttl, "lifetime, at most 30d")
+        ->capture_default_str();
+    create->add_option("--uses", token_create_.uses, "enrollments allowed")
+        ->capture_default_str();
+    create->add_option("--label", token_create_.labels,
+                       "key=value given to agents enrolled with it; "
+                       "repeatable");
+    Add(create, [this](CommandContext& ctx) {
+      return EnrollTokenCreate(token_create_, ctx);
+    });
+    CLI::App* list = token->add_subcommand("list", "List usable tokens");
+    Add(list, [](CommandContext& ctx) { return EnrollTokenList(ctx); });
+    CLI::App* remove = token->add_subcommand("delete", "Delete a token");
+    remove->add_option("ID", token_id_, "token id from enroll-token list")
+        ->required();
+    Add(remove, [this](CommandContext& ctx) {
+      return EnrollTokenDelete(token_id_, ctx);
+    });
+
+    CLI::App* revoke = app_.get_subcommand("agents")->add_subcommand(
+        "revoke", "Cut an agent off now and refuse it from then on");
+    revoke->add_option("AGENT_ID", revoke_agent_id_, "the agent")->required();
+    revoke->add_option("--reason", revoke_reason_, "why, for the audit log");
+    Add(revoke, [this](CommandContext& ctx) {
+      return AgentsRevoke(revoke_agent_id_, revoke_reason_, ctx);
+    });
+
+    CLI::App* audit =
+        app_.add_subcommand("audit", "Who changed what, and when");
+    audit->require_subcommand(1);
+    CLI::App* audit_list = audit->add_subcommand("list", "Newest first");
+    audit_list->add_option("--limit", audit_limit_, "entries to show")
+        ->capture_default_str();
+    Add(audit_list,
+        [this](CommandContext& ctx) { return AuditList(audit_limit_, ctx); });
+  }
+
   void Add(CLI::App* command,
            std::function<absl::Status(CommandContext&)> run) {
     commands_.emplace_back(command, std::move(run));
@@ -520,6 +611,12 @@ class CommandLine {
   std::string watch_interval_ = "1s";
   RolloutChangeOptions change_;
   BlacklistOptions blacklist_;
+  std::string pki_dir_;
+  EnrollTokenCreateOptions token_create_;
+  std::string token_id_;
+  std::string revoke_agent_id_;
+  std::string revoke_reason_;
+  int audit_limit_ = 50;
   RolloutListOptions rollout_list_;
   std::vector<
       std::pair<CLI::App*, std::function<absl::Status(CommandContext&)>>>
