@@ -13,6 +13,7 @@
 #include "cli/errors.h"
 #include "cli/human.h"
 #include "cli/identity_commands.h"
+#include "cli/info_commands.h"
 #include "cli/keys_commands.h"
 #include "cli/pki_commands.h"
 #include "cli/release_commands.h"
@@ -465,6 +466,7 @@ class CommandLine {
 
     AddIdentityCommands();
     AddBlacklistCommands();
+    AddInfoCommands();
     AddTelemetryCommands();
   }
 
@@ -523,6 +525,34 @@ class CommandLine {
     list->add_option("--product", blacklist_.product, "only this product");
     Add(list, [this](CommandContext& ctx) {
       return BlacklistList(blacklist_.product, ctx);
+    });
+  }
+
+  void AddInfoCommands() {
+    CLI::App* version = app_.add_subcommand(
+        "version", "Show fleetctl's and the controller's versions");
+    Add(version,
+        [](CommandContext& ctx) { return Version(kFleetctlVersion, ctx); });
+
+    CLI::App* doctor = app_.add_subcommand(
+        "doctor",
+        "Check the controller connection, versions, clock skew and key files");
+    doctor->add_option("--trust-key", doctor_.trust_keys,
+                       "release public key (PEM) to check; repeatable");
+    Add(doctor, [this](CommandContext& ctx) {
+      return Doctor(doctor_, kFleetctlVersion, ctx);
+    });
+
+    CLI::App* completion = app_.add_subcommand(
+        "completion",
+        "Print a shell completion script: source <(fleetctl completion bash)");
+    completion->add_option("shell", completion_shell_, "bash or zsh")
+        ->required();
+    Add(completion, [this](CommandContext& ctx) -> absl::Status {
+      ASSIGN_OR_RETURN(std::string script,
+                       CompletionScript(app_, completion_shell_));
+      ctx.out() << script;
+      return absl::OkStatus();
     });
   }
 
@@ -617,6 +647,8 @@ class CommandLine {
   std::string revoke_agent_id_;
   std::string revoke_reason_;
   int audit_limit_ = 50;
+  DoctorOptions doctor_;
+  std::string completion_shell_;
   RolloutListOptions rollout_list_;
   std::vector<
       std::pair<CLI::App*, std::function<absl::Status(CommandContext&)>>>
