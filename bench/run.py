@@ -136,14 +136,22 @@ def percentile(values, p):
     return values[k]
 
 
+def insecure_flag(binary):
+    """["--insecure"] when `binary` has that flag: the bench talks plaintext
+    on 127.0.0.1, and binaries with TLS support ask for it explicitly."""
+    r = subprocess.run([binary, "--help"], capture_output=True, text=True)
+    return ["--insecure"] if "--insecure" in r.stdout + r.stderr else []
+
+
 class Fleetctl:
     def __init__(self, path, controller):
         self.path = path
         self.controller = controller
+        self.insecure = insecure_flag(path)
 
     def run(self, *args, timeout=600):
         cmd = [self.path, "--controller", self.controller, "-o", "json",
-               "--timeout", "300s", *args]
+               "--timeout", "300s", *self.insecure, *args]
         r = subprocess.run(cmd, capture_output=True, text=True,
                            timeout=timeout)
         if r.returncode != 0:
@@ -163,7 +171,8 @@ class Controller:
         self.ctl = Fleetctl(h.bin("fleetctl"), self.address)
 
     def start(self):
-        self.proc = spawn([self.h.bin("fleet-controller"), "--data-dir",
+        binary = self.h.bin("fleet-controller")
+        self.proc = spawn([binary, *insecure_flag(binary), "--data-dir",
                            self.data, "--listen", self.address,
                            "--http-listen",
                            f"127.0.0.1:{self.http_port}" if self.http_port
@@ -723,7 +732,9 @@ FROM n;
         v1 = self.sample_app("3.0.0", os.path.join(self.work, "app-3.0"))
         v2 = self.sample_app("3.1.0", os.path.join(self.work, "app-3.1"))
         env = dict(os.environ, FLEET_SAMPLE_STATUS=status)
-        agent = spawn([self.bin("fleet-agent"), "--controller", c.address,
+        agent = spawn([self.bin("fleet-agent"),
+                       *insecure_flag(self.bin("fleet-agent")),
+                       "--controller", c.address,
                        "--state-dir", os.path.join(d, "state"), "--trust-key",
                        self.pub_key, "--product", "app", "--exec",
                        os.path.join(d, "bin", "app"), "--agent-id", "real-1",
