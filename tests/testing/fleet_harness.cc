@@ -126,7 +126,9 @@ absl::Status FleetHarness::StartController() {
                                "--data-dir", controller_data_dir(), "--listen",
                                controller_address(), "--http-listen",
                                absl::StrCat("127.0.0.1:", PickFreePort()),
-                               "--trust-key", public_key_path_},
+                               "--trust-key", public_key_path_,
+                               // TLS has its own test (tests/mtls_e2e_test).
+                               "--insecure"},
       dir_ + "/controller.log");
   RETURN_IF_ERROR(controller_->Start());
   auto channel = grpc::CreateChannel(controller_address(),
@@ -176,6 +178,7 @@ AgentHandle* FleetHarness::StartAgent(const std::string& name,
       agent->exec_path,
       "--agent-id",
       name,
+      "--insecure",
       "--health-seconds",
       "1",
   };
@@ -246,7 +249,7 @@ absl::Status FleetHarness::Preinstall(AgentHandle* agent,
 
 RunResult FleetHarness::Fleetctl(std::vector<std::string> args) {
   std::vector<std::string> argv = {Runfile("cli/fleetctl"), "--controller",
-                                   controller_address()};
+                                   controller_address(), "--insecure"};
   argv.insert(argv.end(), args.begin(), args.end());
   return Run(argv);
 }
@@ -254,7 +257,7 @@ RunResult FleetHarness::Fleetctl(std::vector<std::string> args) {
 Subprocess* FleetHarness::StartFleetctl(std::vector<std::string> args,
                                         const std::string& log_path) {
   std::vector<std::string> argv = {Runfile("cli/fleetctl"), "--controller",
-                                   controller_address()};
+                                   controller_address(), "--insecure"};
   argv.insert(argv.end(), args.begin(), args.end());
   fleetctls_.push_back(std::make_unique<Subprocess>(argv, log_path));
   if (!fleetctls_.back()->Start().ok()) return nullptr;
