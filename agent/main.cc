@@ -176,13 +176,7 @@ int Run(const Flags& flags) {
   if (!journal.ok()) return Fail("cannot open journal", journal.status());
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   std::string preferred_id = flags.agent_id;
-  // Transition: agents started without any TLS flag and never enrolled
-  // keep talking plaintext, with a warning, until they pass --tls-ca.
-  const bool plaintext =
-      flags.insecure ||
-      (flags.tls_ca.empty() &&
-       !PathExists(JoinPath(flags.state_dir, "identity/agent.crt")));
-  if (plaintext) {
+  if (flags.insecure) {
     credentials = grpc::InsecureChannelCredentials();
     LogWarning("talking plaintext to the controller (--insecure)");
   } else {

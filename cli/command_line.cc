@@ -127,12 +127,6 @@ class CommandLine {
       fill(global_.tls.cert_file, "admin.crt");
       fill(global_.tls.key_file, "admin.key");
     }
-    // Transition: without any TLS flag, talk plaintext as before until
-    // every caller passes --pki or --insecure.
-    if (global_.tls.ca_file.empty() && global_.tls.cert_file.empty() &&
-        global_.tls.key_file.empty()) {
-      global_.insecure = true;
-    }
     CommandContext ctx(global_, io);
     for (const auto& [command, run] : commands_) {
       if (!command->parsed()) continue;

@@ -33,7 +33,9 @@ class FleetctlTest : public ::testing::Test {
   int Run(std::vector<std::string> args) {
     out_.str("");
     err_.str("");
-    args.insert(args.begin(), "fleetctl");
+    // Plaintext to the fake controller; TLS is tested in
+    // tests/mtls_e2e_test.cc and cli/identity_commands_test.cc.
+    args.insert(args.begin(), {"fleetctl", "--insecure"});
     return RunFleetctl(args, io_, env_controller_);
   }
 

@@ -860,9 +860,9 @@ TEST_F(RolloutWatchTest, FleetctlWatchExitCodeSaysHowTheRolloutEnded) {
       {WatchedRollout(1, v1::ROLLOUT_STATE_ABORTED, "operator")},
   });
   const std::vector<std::string> watch = {
-      "fleetctl", "--controller", server_.address(),
-      "rollout",  "status",       "ro-00000000000000aa",
-      "--watch",  "--interval",   "100ms"};
+      "fleetctl",   "--insecure", "--controller",        server_.address(),
+      "rollout",    "status",     "ro-00000000000000aa", "--watch",
+      "--interval", "100ms"};
   EXPECT_EQ(RunFleetctl(watch, io_, ""), kExitRolloutAborted) << err_.str();
   EXPECT_EQ(Lines(out_.str()).size(), 2u) << out_.str();
   EXPECT_NE(err_.str().find("fleetctl: rollout ro-00000000000000aa aborted"),
@@ -872,18 +872,18 @@ TEST_F(RolloutWatchTest, FleetctlWatchExitCodeSaysHowTheRolloutEnded) {
   // Abort --rollback reaches the request.
   server_.service().SetRollout(SampleRollout());
   EXPECT_EQ(
-      RunFleetctl({"fleetctl", "--controller", server_.address(), "rollout",
-                   "abort", "ro-3f2a9c0d11b2e4f7", "--rollback"},
+      RunFleetctl({"fleetctl", "--insecure", "--controller", server_.address(),
+                   "rollout", "abort", "ro-3f2a9c0d11b2e4f7", "--rollback"},
                   io_, ""),
       kExitOk)
       << err_.str();
   EXPECT_TRUE(server_.service().last_abort_rollout()->rollback());
   // --interval alone is a usage error.
-  EXPECT_EQ(
-      RunFleetctl({"fleetctl", "--controller", server_.address(), "rollout",
-                   "status", "ro-3f2a9c0d11b2e4f7", "--interval", "1s"},
-                  io_, ""),
-      kExitUsage);
+  EXPECT_EQ(RunFleetctl({"fleetctl", "--insecure", "--controller",
+                         server_.address(), "rollout", "status",
+                         "ro-3f2a9c0d11b2e4f7", "--interval", "1s"},
+                        io_, ""),
+            kExitUsage);
 }
 
 TEST_F(RolloutWatchTest, AbortWithRollbackIsWatchedUntilTargetsAreBack) {

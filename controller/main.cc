@@ -123,15 +123,6 @@ int main(int argc, char** argv) {
       options.tls_ca_key_file = fleet::JoinPath(pki_dir, "ca.key");
     }
   }
-  if (!options.insecure && options.tls.ca_file.empty() &&
-      options.tls.cert_file.empty() && options.tls.key_file.empty()) {
-    // Transition: deployments that predate TLS keep running plaintext, with
-    // a warning, until they pass --pki or --insecure.
-    fleet::LogWarning(
-        "no TLS files given: running plaintext as with "
-        "--insecure; pass --pki DIR (fleetctl pki init)");
-    options.insecure = true;
-  }
   options.heartbeat_interval = absl::Seconds(heartbeat_seconds);
   absl::ParseDuration(offline_timeout, &options.offline_timeout);
   options.telemetry_retention =

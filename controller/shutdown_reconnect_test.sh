@@ -36,7 +36,7 @@ openssl pkey -in "$tmp/release.key" -pubout -out "$tmp/release.pub"
 
 start_controller() {  # start_controller LISTEN LOG
   "$controller_bin" --data-dir "$tmp/data" --listen "$1" --http-listen "" \
-    --trust-key "$tmp/release.pub" >/dev/null 2>"$2" &
+    --trust-key "$tmp/release.pub" --insecure >/dev/null 2>"$2" &
   controller_pid=$!
   pids+=("$controller_pid")
 }
@@ -46,7 +46,7 @@ wait_for "$tmp/controller1.log" '"msg":"listening"' 1
 port=$(grep -o '"grpc_port":[0-9]*' "$tmp/controller1.log" | head -1 | cut -d: -f2)
 [[ -n $port && $port != 0 ]] || fail "no grpc_port in the controller's log"
 
-"$agent_bin" --controller "127.0.0.1:$port" --state-dir "$tmp/agent" \
+"$agent_bin" --controller "127.0.0.1:$port" --insecure --state-dir "$tmp/agent" \
   --trust-key "$tmp/release.pub" --product app --exec "$tmp/app/bin/app" \
   >/dev/null 2>"$tmp/agent.log" &
 agent_pid=$!
