@@ -12,6 +12,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "common/openssl_util.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 
@@ -21,32 +22,8 @@ namespace {
 constexpr size_t kKeySize = 32;
 constexpr size_t kSignatureSize = 64;
 
-struct PkeyDeleter {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct BioDeleter {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct MdCtxDeleter {
-  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
-using BioPtr = std::unique_ptr<BIO, BioDeleter>;
-using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxDeleter>;
-
-// The most recent OpenSSL error as text, and the queue cleared so a stale
-// error never leaks into an unrelated later message.
-std::string OpenSslError() {
-  unsigned long code = ERR_peek_last_error();
-  std::string text = "unknown OpenSSL error";
-  if (code != 0) {
-    char buf[256];
-    ERR_error_string_n(code, buf, sizeof(buf));
-    text = buf;
-  }
-  ERR_clear_error();
-  return text;
-}
+using PkeyPtr = OpenSslPtr<EVP_PKEY, EVP_PKEY_free>;
+using MdCtxPtr = OpenSslPtr<EVP_MD_CTX, EVP_MD_CTX_free>;
 
 PkeyPtr PrivateKeyFromSeed(const std::string& seed) {
   return PkeyPtr(EVP_PKEY_new_raw_private_key(
@@ -58,17 +35,6 @@ PkeyPtr PublicKeyFromRaw(const std::string& raw) {
   return PkeyPtr(EVP_PKEY_new_raw_public_key(
       EVP_PKEY_ED25519, nullptr,
       reinterpret_cast<const unsigned char*>(raw.data()), raw.size()));
-}
-
-std::string BioContents(BIO* bio) {
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio, &data);
-  if (len <= 0 || data == nullptr) return "";
-  return std::string(data, static_cast<size_t>(len));
-}
-
-BioPtr ReadOnlyBio(absl::string_view pem) {
-  return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
 }
 
 absl::Status CheckEd25519(const EVP_PKEY* key, absl::string_view what) {

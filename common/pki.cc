@@ -24,37 +24,22 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
+#include "common/openssl_util.h"
 #include "common/status_macros.h"
 
 namespace fleet::pki {
 namespace {
 
-template <typename T, void (*Free)(T*)>
-struct Deleter {
-  void operator()(T* p) const { Free(p); }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509, X509_free>>;
-using ReqPtr = std::unique_ptr<X509_REQ, Deleter<X509_REQ, X509_REQ_free>>;
-using NamePtr = std::unique_ptr<X509_NAME, Deleter<X509_NAME, X509_NAME_free>>;
-using ExtPtr = std::unique_ptr<X509_EXTENSION,
-                               Deleter<X509_EXTENSION, X509_EXTENSION_free>>;
-using BnPtr = std::unique_ptr<BIGNUM, Deleter<BIGNUM, BN_free>>;
-using StorePtr =
-    std::unique_ptr<X509_STORE, Deleter<X509_STORE, X509_STORE_free>>;
-using StoreCtxPtr =
-    std::unique_ptr<X509_STORE_CTX,
-                    Deleter<X509_STORE_CTX, X509_STORE_CTX_free>>;
-using NamesPtr =
-    std::unique_ptr<GENERAL_NAMES, Deleter<GENERAL_NAMES, GENERAL_NAMES_free>>;
-using OctetsPtr =
-    std::unique_ptr<ASN1_OCTET_STRING,
-                    Deleter<ASN1_OCTET_STRING, ASN1_OCTET_STRING_free>>;
-
-struct BioDeleter {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-using BioPtr = std::unique_ptr<BIO, BioDeleter>;
+using PkeyPtr = OpenSslPtr<EVP_PKEY, EVP_PKEY_free>;
+using X509Ptr = OpenSslPtr<X509, X509_free>;
+using ReqPtr = OpenSslPtr<X509_REQ, X509_REQ_free>;
+using NamePtr = OpenSslPtr<X509_NAME, X509_NAME_free>;
+using ExtPtr = OpenSslPtr<X509_EXTENSION, X509_EXTENSION_free>;
+using BnPtr = OpenSslPtr<BIGNUM, BN_free>;
+using StorePtr = OpenSslPtr<X509_STORE, X509_STORE_free>;
+using StoreCtxPtr = OpenSslPtr<X509_STORE_CTX, X509_STORE_CTX_free>;
+using NamesPtr = OpenSslPtr<GENERAL_NAMES, GENERAL_NAMES_free>;
+using OctetsPtr = OpenSslPtr<ASN1_OCTET_STRING, ASN1_OCTET_STRING_free>;
 
 constexpr char kOrganization[] = "fleet";
 constexpr size_t kMaxCommonName = 64;  // RFC 5280 ub-common-name
@@ -62,33 +47,8 @@ constexpr size_t kMaxCommonName = 64;  // RFC 5280 ub-common-name
 // the issuer's does not see a certificate from the future.
 constexpr absl::Duration kBackdate = absl::Hours(1);
 
-// The most recent OpenSSL error as text; the queue is cleared so a stale
-// error never shows up in an unrelated later message.
-std::string OpenSslError() {
-  unsigned long code = ERR_peek_last_error();
-  std::string text = "unknown OpenSSL error";
-  if (code != 0) {
-    char buf[256];
-    ERR_error_string_n(code, buf, sizeof(buf));
-    text = buf;
-  }
-  ERR_clear_error();
-  return text;
-}
-
 absl::Status OpenSslFailure(absl::string_view what) {
   return absl::InternalError(absl::StrCat(what, ": ", OpenSslError()));
-}
-
-BioPtr ReadBio(absl::string_view pem) {
-  return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-}
-
-std::string BioContents(BIO* bio) {
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio, &data);
-  if (len <= 0 || data == nullptr) return "";
-  return std::string(data, static_cast<size_t>(len));
 }
 
 absl::Status CheckP256(EVP_PKEY* key, absl::string_view what) {
@@ -112,7 +72,7 @@ absl::Status CheckP256(EVP_PKEY* key, absl::string_view what) {
 }
 
 absl::StatusOr<PkeyPtr> ParsePrivateKey(absl::string_view pem) {
-  BioPtr bio = ReadBio(pem);
+  BioPtr bio = ReadOnlyBio(pem);
   PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
   if (key == nullptr) {
     return absl::InvalidArgumentError(
@@ -123,7 +83,7 @@ absl::StatusOr<PkeyPtr> ParsePrivateKey(absl::string_view pem) {
 }
 
 absl::StatusOr<X509Ptr> ParseX509(absl::string_view pem) {
-  BioPtr bio = ReadBio(pem);
+  BioPtr bio = ReadOnlyBio(pem);
   X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (cert == nullptr) {
     return absl::InvalidArgumentError(
@@ -405,7 +365,7 @@ absl::StatusOr<std::string> CertificateAuthority::Issue(
         "a server certificate needs at least one DNS name or IP address");
   }
 
-  BioPtr bio = ReadBio(csr_pem);
+  BioPtr bio = ReadOnlyBio(csr_pem);
   ReqPtr req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
   if (req == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
