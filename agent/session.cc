@@ -98,9 +98,16 @@ void Session::Run() {
           0, absl::ToInt64Milliseconds(cap));
       delay = absl::Milliseconds(dist(rng_));
     }
-    LogWarning("controller stream ended; reconnecting",
-               {{"error", ended.ToString()},
-                {"retry_in_ms", absl::ToInt64Milliseconds(delay)}});
+    // A controller restarting is routine (UNAVAILABLE a few times); a
+    // refusal, or unavailability that persists, is worth a warning.
+    const nlohmann::json fields = {
+        {"error", ended.ToString()},
+        {"retry_in_ms", absl::ToInt64Milliseconds(delay)}};
+    if (absl::IsUnavailable(ended) && failures <= 3) {
+      LogInfo("controller stream ended; reconnecting", fields);
+    } else {
+      LogWarning("controller stream ended; reconnecting", fields);
+    }
     absl::MutexLock lock(&mu_);
     mu_.AwaitWithTimeout(absl::Condition(&shutdown_), delay);
   }
@@ -181,8 +188,12 @@ absl::Status Session::Serve() {
                                                     v1::ControllerMessage>>
       stream = stub_.Connect(&ctx);
 
-  auto finish = [&](absl::string_view what) {
-    ctx.TryCancel();
+  // Ends the call and returns why, with the controller's status when it
+  // gave one. `cancel` is for endings this side chose: when the controller
+  // ended the stream (a read or write failed), cancelling first would
+  // replace its status (UNAVAILABLE at a planned shutdown) by CANCELLED.
+  auto finish = [&](absl::string_view what, bool cancel) {
+    if (cancel) ctx.TryCancel();
     absl::Status status = FromGrpcStatus(stream->Finish());
     if (status.ok()) return absl::UnavailableError(what);
     return absl::Status(status.code(),
@@ -191,10 +202,14 @@ absl::Status Session::Serve() {
 
   v1::AgentMessage hello;
   *hello.mutable_hello() = BuildHello();
-  if (!stream->Write(hello)) return finish("Hello not sent");
+  if (!stream->Write(hello)) return finish("Hello not sent", false);
   v1::ControllerMessage first;
-  if (!stream->Read(&first)) return finish("stream ended before Welcome");
-  if (!first.has_welcome()) return finish("first message was not a Welcome");
+  if (!stream->Read(&first)) {
+    return finish("stream ended before Welcome", false);
+  }
+  if (!first.has_welcome()) {
+    return finish("first message was not a Welcome", true);
+  }
   const v1::Welcome& welcome = first.welcome();
   const uint64_t acked = welcome.acked_event_seq();
   if (acked > journal_.LastEventSeq()) {
@@ -203,7 +218,7 @@ absl::Status Session::Serve() {
         "their seqs",
         {{"acked_event_seq", acked}, {"journal_seq", journal_.LastEventSeq()}});
     if (absl::Status raised = journal_.EnsureSeqAbove(acked); !raised.ok()) {
-      return finish(raised.ToString());
+      return finish(raised.ToString(), true);
     }
   }
   if (absl::Status dropped = journal_.AckEvents(acked); !dropped.ok()) {
@@ -305,7 +320,10 @@ absl::Status Session::Serve() {
     journal_.WaitForEventAfter(
         sent, std::min(next_heartbeat, absl::Now() + absl::Seconds(1)));
   }
-  ctx.TryCancel();
+  // The reader ending first means the controller closed the stream: its
+  // status is worth reading. Otherwise this side is leaving and cancels,
+  // which also unblocks the reader.
+  if (!reader_done) ctx.TryCancel();
   reader.join();
   absl::Status status = FromGrpcStatus(stream->Finish());
   if (status.ok()) return absl::UnavailableError(why);

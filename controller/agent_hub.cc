@@ -257,6 +257,11 @@ class AgentStream
         return absl::InvalidArgumentError(
             "the first message on a Connect stream must be Hello");
       }
+      // After CloseAll (shutdown) a reconnecting agent is told to come
+      // back later rather than registered on a server about to stop.
+      if (hub_.closing_.load()) {
+        return absl::UnavailableError("the controller is shutting down");
+      }
       absl::Status valid = ValidateHello(in_.hello());
       if (!valid.ok()) return valid;
       // The agent id is the certificate's: a Hello naming another agent is
@@ -479,6 +484,7 @@ bool AgentHub::CloseAgent(absl::string_view agent_id,
 }
 
 void AgentHub::CloseAll(const absl::Status& status) {
+  closing_.store(true);
   absl::MutexLock lock(&mu_);
   for (auto& [agent_id, stream] : streams_) stream->End(ToGrpcStatus(status));
 }

@@ -67,6 +67,7 @@ class AgentHub : public v1::AgentService::CallbackService, public AgentSender {
 
   // Ends every registered stream with `status` (at shutdown, before the
   // server stops, so agents see a clean UNAVAILABLE and reconnect later).
+  // Streams that send Hello afterwards are ended with UNAVAILABLE too.
   void CloseAll(const absl::Status& status);
   // Streams that have sent a valid Hello and are still open.
   size_t ConnectedCount() const;
@@ -92,6 +93,7 @@ class AgentHub : public v1::AgentService::CallbackService, public AgentSender {
   ControlLoop& loop_;
   const BlobStore& blobs_;
   std::atomic<uint64_t> next_session_{1};
+  std::atomic<bool> closing_{false};
   telemetry::AgentObserver* observer_ = nullptr;
   const Authorizer* authorizer_ = nullptr;
 

@@ -60,6 +60,13 @@ wait "$controller_pid" || status=$?
 ((status == 0)) || fail "controller exited $status on SIGTERM"
 grep -q '"msg":"stopped"' "$tmp/controller1.log" || fail "controller did not log a clean stop"
 wait_for "$tmp/agent.log" 'controller stream ended; reconnecting' 1
+# The agent read the controller's own reason, not a cancellation of its own,
+# and took it as routine (info, not a warning).
+first_end=$(grep -m1 'controller stream ended' "$tmp/agent.log")
+[[ "$first_end" == *UNAVAILABLE*"shutting down"* ]] ||
+  fail "agent did not see UNAVAILABLE (shutting down): $first_end"
+[[ "$first_end" == *'"level":"info"'* ]] ||
+  fail "a planned shutdown was logged above info: $first_end"
 
 # Down for a moment (the agent retries, and is refused, meanwhile), then up
 # again where the agent looks for it.
