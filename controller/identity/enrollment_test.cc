@@ -250,7 +250,7 @@ TEST_F(EnrollmentTest, TokensAreStoredOnlyAsDigests) {
             absl::StatusCode::kUnauthenticated);
 }
 
-TEST_F(EnrollmentTest, RevocationIsRecordedOnce) {
+TEST_F(EnrollmentTest, RevocationIsRecordedOnceAndSurvivesReopen) {
   ASSERT_TRUE(
       identities_
           ->RevokeAgent("ag-1", "stolen laptop", "admin:alice", clock_.Now())
@@ -258,6 +258,10 @@ TEST_F(EnrollmentTest, RevocationIsRecordedOnce) {
   ASSERT_TRUE(
       identities_->RevokeAgent("ag-1", "again", "admin:bob", clock_.Now())
           .ok());
+  EXPECT_TRUE(*identities_->IsRevoked("ag-1"));
+  EXPECT_FALSE(*identities_->IsRevoked("ag-2"));
+  // Kept in memory for stream reactions, and loaded again after a restart.
+  identities_ = *IdentityStore::Open(db_path_);
   EXPECT_TRUE(*identities_->IsRevoked("ag-1"));
   EXPECT_FALSE(*identities_->IsRevoked("ag-2"));
 }

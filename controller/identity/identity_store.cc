@@ -38,8 +38,7 @@ constexpr char kDeleteTokenSql[] =
 constexpr char kRevokeSql[] =
     "INSERT OR IGNORE INTO revoked_agents(agent_id, reason, revoked_by, "
     "revoked_ms) VALUES(?, ?, ?, ?)";
-constexpr char kIsRevokedSql[] =
-    "SELECT 1 FROM revoked_agents WHERE agent_id = ?";
+constexpr char kListRevokedSql[] = "SELECT agent_id FROM revoked_agents";
 constexpr char kInsertAuditSql[] =
     "INSERT INTO audit_log(time_ms, actor, action, detail) VALUES(?, ?, ?, ?)";
 constexpr char kListAuditSql[] =
@@ -84,7 +83,17 @@ absl::StatusOr<std::unique_ptr<IdentityStore>> IdentityStore::Open(
                      " has no enrollment tables; open it with the controller's "
                      "Store first so it is migrated"));
   }
-  return std::unique_ptr<IdentityStore>(new IdentityStore(std::move(db)));
+  auto store = std::unique_ptr<IdentityStore>(new IdentityStore(std::move(db)));
+  absl::MutexLock lock(&store->mu_);
+  ASSIGN_OR_RETURN(sqlite::Statement * list,
+                   store->db_->Cached(kListRevokedSql));
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, list->Step());
+    if (!row) break;
+    store->revoked_.insert(list->ColumnText(0));
+  }
+  list->Reset();
+  return store;
 }
 
 absl::StatusOr<NewEnrollToken> IdentityStore::CreateToken(
@@ -197,16 +206,14 @@ absl::Status IdentityStore::RevokeAgent(const std::string& agent_id,
   revoke->BindText(2, reason);
   revoke->BindText(3, revoked_by);
   revoke->BindInt64(4, ToMs(now));
-  return revoke->Run();
+  RETURN_IF_ERROR(revoke->Run());
+  revoked_.insert(agent_id);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<bool> IdentityStore::IsRevoked(const std::string& agent_id) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(sqlite::Statement * query, db_->Cached(kIsRevokedSql));
-  query->BindText(1, agent_id);
-  ASSIGN_OR_RETURN(bool row, query->Step());
-  query->Reset();
-  return row;
+  return revoked_.contains(agent_id);
 }
 
 absl::Status IdentityStore::AppendAudit(const std::string& actor,

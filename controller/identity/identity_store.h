@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -76,6 +77,8 @@ class IdentityStore {
   absl::Status RevokeAgent(const std::string& agent_id,
                            const std::string& reason,
                            const std::string& revoked_by, absl::Time now);
+  // From memory (loaded at Open, kept by RevokeAgent): cheap enough for a
+  // stream reaction, which must not touch the database.
   absl::StatusOr<bool> IsRevoked(const std::string& agent_id);
 
   absl::Status AppendAudit(const std::string& actor, const std::string& action,
@@ -89,6 +92,7 @@ class IdentityStore {
 
   absl::Mutex mu_;
   std::unique_ptr<sqlite::Database> db_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> revoked_ ABSL_GUARDED_BY(mu_);
 };
 
 // The digest stored for a token: lower-case hex SHA-256.
