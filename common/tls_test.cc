@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "common/files.h"
 #include "common/pki.h"
+#include "common/testing/test_certificates.h"
 #include "gtest/gtest.h"
 #include "proto/fleet/v1/agent.grpc.pb.h"
 
@@ -81,13 +82,7 @@ class TlsTest : public ::testing::Test {
   TlsFiles Issue(const pki::CertificateAuthority& ca, const std::string& name,
                  const pki::IssueOptions& options,
                  absl::Time now = absl::Now()) {
-    absl::StatusOr<pki::PrivateKey> key = pki::PrivateKey::Generate();
-    EXPECT_TRUE(key.ok());
-    absl::StatusOr<std::string> cert =
-        ca.Issue(*pki::CreateCsr(*key), options, now);
-    EXPECT_TRUE(cert.ok()) << cert.status();
-    return TlsFiles{ca_file_, Write(name + ".crt", *cert),
-                    Write(name + ".key", key->pem())};
+    return testing::IssueTlsFiles(ca, ca_file_, dir_, name, options, now);
   }
 
   // Calls the server with `files` as the client's credentials: the

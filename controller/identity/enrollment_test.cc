@@ -18,6 +18,7 @@
 #include "common/files.h"
 #include "common/pki.h"
 #include "common/testing/fake_clock.h"
+#include "common/testing/test_certificates.h"
 #include "common/tls.h"
 #include "controller/identity/enrollment_service.h"
 #include "controller/identity/identity_store.h"
@@ -49,16 +50,11 @@ class EnrollmentTest : public ::testing::Test {
     ASSERT_TRUE(ca.ok());
     ca_ = std::make_unique<pki::CertificateAuthority>(*std::move(ca));
     ca_file_ = Write("ca.crt", ca_->certificate_pem());
-    absl::StatusOr<pki::PrivateKey> key = pki::PrivateKey::Generate();
-    absl::StatusOr<std::string> cert =
-        ca_->Issue(*pki::CreateCsr(*key),
-                   {.common_name = "controller",
-                    .role = pki::CertificateRole::kServer,
-                    .ip_addresses = {"127.0.0.1"}},
-                   clock_.Now());
-    ASSERT_TRUE(cert.ok());
-    StartServer(TlsFiles{ca_file_, Write("server.crt", *cert),
-                         Write("server.key", key->pem())},
+    StartServer(testing::IssueTlsFiles(*ca_, ca_file_, dir_, "server",
+                                       {.common_name = "controller",
+                                        .role = pki::CertificateRole::kServer,
+                                        .ip_addresses = {"127.0.0.1"}},
+                                       clock_.Now()),
                 EnrollmentOptions{});
   }
 

@@ -15,6 +15,7 @@
 #include "common/files.h"
 #include "common/pki.h"
 #include "common/testing/fake_clock.h"
+#include "common/testing/test_certificates.h"
 #include "common/tls.h"
 #include "controller/identity/authorizer.h"
 #include "controller/identity/identity_store.h"
@@ -101,16 +102,12 @@ class IdentityServiceTest : public ::testing::Test {
   }
 
   TlsFiles Issue(const std::string& name, pki::CertificateRole role) {
-    absl::StatusOr<pki::PrivateKey> key = pki::PrivateKey::Generate();
     pki::IssueOptions options{.common_name = name, .role = role};
     if (role == pki::CertificateRole::kServer) {
       options.ip_addresses = {"127.0.0.1"};
     }
-    absl::StatusOr<std::string> cert =
-        ca_->Issue(*pki::CreateCsr(*key), options, clock_.Now());
-    EXPECT_TRUE(cert.ok()) << cert.status();
-    return TlsFiles{ca_file_, Write(name + ".crt", *cert),
-                    Write(name + ".key", key->pem())};
+    return testing::IssueTlsFiles(*ca_, ca_file_, dir_, name, options,
+                                  clock_.Now());
   }
 
   std::shared_ptr<grpc::Channel> Channel(const TlsFiles& as) {
