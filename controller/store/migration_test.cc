@@ -145,6 +145,29 @@ CREATE TABLE reverts(
   updated_ms INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX reverts_by_agent ON reverts(agent_id, created_ms);
 )sql"},
+      // v6
+      {"enrollment tokens, revoked agents, audit log",
+       R"sql(
+CREATE TABLE enroll_tokens(
+  token_sha256 TEXT PRIMARY KEY,
+  token_id TEXT NOT NULL UNIQUE,
+  labels TEXT NOT NULL,
+  uses_left INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL,
+  created_by TEXT NOT NULL,
+  created_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE revoked_agents(
+  agent_id TEXT PRIMARY KEY,
+  reason TEXT NOT NULL,
+  revoked_by TEXT NOT NULL,
+  revoked_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE audit_log(
+  id INTEGER PRIMARY KEY,
+  time_ms INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  detail TEXT NOT NULL);
+)sql"},
   };
   return *kSteps;
 }
@@ -238,6 +261,11 @@ void BuildDatabaseAt(const std::string& path, int k) {
         "revert_directive_id = 'rv-1', revert_to_version = '1.1.0'",
         {});
   }
+  if (k >= 6) {
+    run("INSERT INTO audit_log(time_ms, actor, action, detail) "
+        "VALUES(900, 'admin:alice', 'PushRelease', 'app 1.2.0')",
+        {});
+  }
 }
 
 TEST(MigrationTest, FixturesCoverEveryEarlierVersion) {
@@ -265,6 +293,15 @@ TEST_P(UpgradeFromTest, RowsSurviveAndNewColumnsHaveDefaults) {
     auto db = sqlite::Database::Open(path);
     ASSERT_TRUE(db.ok());
     EXPECT_EQ(*(*db)->SchemaVersion(), Store::LatestSchemaVersion());
+    // v6: the audit log survives; v7: the root table exists, empty.
+    auto audit = (*db)->Prepare("SELECT count(*) FROM audit_log");
+    ASSERT_TRUE(audit.ok()) << audit.status();
+    ASSERT_TRUE(*(*audit)->Step());
+    EXPECT_EQ((*audit)->ColumnInt64(0), k >= 6 ? 1 : 0);
+    auto roots = (*db)->Prepare("SELECT count(*) FROM trust_roots");
+    ASSERT_TRUE(roots.ok()) << roots.status();
+    ASSERT_TRUE(*(*roots)->Step());
+    EXPECT_EQ((*roots)->ColumnInt64(0), 0);
   }
 
   auto release = (*store)->GetRelease(kProduct, "1.2.0", kPlatform);

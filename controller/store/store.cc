@@ -160,6 +160,19 @@ CREATE TABLE audit_log(
   action TEXT NOT NULL,
   detail TEXT NOT NULL);
 )sql"},
+      // Read and written by controller/identity/identity_store.cc: every
+      // root the controller accepted (the pinned one and each PushRoot), so
+      // it can send an agent that is several versions behind the whole
+      // chain.
+      {"trusted root metadata versions",
+       R"sql(
+CREATE TABLE trust_roots(
+  version INTEGER PRIMARY KEY,
+  signed_root BLOB NOT NULL,
+  expires_ms INTEGER NOT NULL,
+  accepted_by TEXT NOT NULL,
+  accepted_ms INTEGER NOT NULL);
+)sql"},
   };
   return *kMigrations;
 }
