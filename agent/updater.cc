@@ -5,6 +5,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "agent/failpoint.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/names.h"
@@ -383,6 +384,7 @@ absl::Status Updater::Advance(UpdateRecord& record, UpdateState to,
                                       {"error", saved.status().ToString()}});
     return saved.status();
   }
+  Failpoint(absl::StrCat("journaled.", ToString(to)));
   record = std::move(next);
   nlohmann::json fields = {{"directive_id", record.directive_id},
                            {"phase", std::string(ToString(to))},
@@ -428,6 +430,7 @@ void Updater::RollBack(UpdateRecord& record, const std::string& error_class,
   }
   (void)program_.Stop(options_.stop_grace);
   absl::Status restored = swap_.Rollback(*digest);
+  if (restored.ok()) Failpoint("rollback.restored");
   if (!restored.ok()) {
     // The journal still says SWAPPED/RESTARTED, so the next start retries;
     // meanwhile run whatever EXEC holds rather than nothing.
@@ -646,6 +649,7 @@ void Updater::Execute(UpdateRecord record) {
           return;
         }
         absl::Status swapped = swap_.Swap();
+        if (swapped.ok()) Failpoint("swap.renamed");
         if (!swapped.ok()) {
           // Swap() leaves EXEC as it was; Rollback only drops the backup
           // link and staged file.
