@@ -7,13 +7,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <functional>
 #include <memory>
+#include <optional>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/files.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
@@ -57,10 +64,92 @@ absl::Status HashPrefix(int fd, uint64_t length, const std::string& path,
   return absl::OkStatus();
 }
 
+// Ends a transfer that is too slow: checks the bytes received at the end of
+// every rate window and the elapsed time against the deadline, on its own
+// thread, and calls `abort` (once) when a limit is broken.
+class TransferWatchdog {
+ public:
+  TransferWatchdog(const DownloadLimits& limits,
+                   const std::atomic<uint64_t>& received,
+                   std::function<void()> abort)
+      : limits_(limits), received_(received), abort_(std::move(abort)) {
+    const bool rate = limits_.min_bytes_per_second > 0 &&
+                      limits_.rate_window > absl::ZeroDuration();
+    const bool deadline = limits_.transfer_deadline > absl::ZeroDuration();
+    if (rate || deadline) thread_ = std::thread([this] { Run(); });
+  }
+  ~TransferWatchdog() { Stop(); }
+
+  // Ends the watch; after it returns, `abort` is not called any more.
+  void Stop() {
+    done_.Cancel("transfer ended");
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // Why the transfer was cut, if it was.
+  std::optional<std::string> tripped() const {
+    absl::MutexLock lock(&mu_);
+    return tripped_;
+  }
+
+ private:
+  void Run() {
+    const absl::Time start = absl::Now();
+    const bool rate = limits_.min_bytes_per_second > 0 &&
+                      limits_.rate_window > absl::ZeroDuration();
+    const bool deadline = limits_.transfer_deadline > absl::ZeroDuration();
+    absl::Time window_start = start;
+    uint64_t window_bytes = 0;
+    for (;;) {
+      absl::Time next = absl::InfiniteFuture();
+      if (rate) next = window_start + limits_.rate_window;
+      if (deadline) next = std::min(next, start + limits_.transfer_deadline);
+      if (done_.WaitFor(next - absl::Now())) return;
+      const absl::Time now = absl::Now();
+      std::string why;
+      if (deadline && now - start >= limits_.transfer_deadline) {
+        why = absl::StrCat("did not finish within ",
+                           absl::FormatDuration(limits_.transfer_deadline),
+                           " (download deadline)");
+      } else if (rate && now - window_start >= limits_.rate_window) {
+        const uint64_t bytes = received_.load(std::memory_order_relaxed);
+        const double seconds = absl::ToDoubleSeconds(now - window_start);
+        const uint64_t moved = bytes - window_bytes;
+        if (static_cast<double>(moved) <
+            static_cast<double>(limits_.min_bytes_per_second) * seconds) {
+          why = absl::StrCat("stalled: ", moved, " bytes in the last ",
+                             absl::FormatDuration(now - window_start),
+                             ", below the minimum rate of ",
+                             limits_.min_bytes_per_second, " bytes/s");
+        }
+        window_start = now;
+        window_bytes = bytes;
+      }
+      if (!why.empty()) {
+        {
+          absl::MutexLock lock(&mu_);
+          tripped_ = why;
+        }
+        abort_();
+        return;
+      }
+    }
+  }
+
+  const DownloadLimits limits_;
+  const std::atomic<uint64_t>& received_;
+  const std::function<void()> abort_;
+  Cancellation done_;
+  mutable absl::Mutex mu_;
+  std::optional<std::string> tripped_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
 }  // namespace
 
-Downloader::Downloader(v1::AgentService::StubInterface& stub, std::string dir)
-    : stub_(stub), dir_(std::move(dir)) {}
+Downloader::Downloader(v1::AgentService::StubInterface& stub, std::string dir,
+                       DownloadLimits limits)
+    : stub_(stub), dir_(std::move(dir)), limits_(limits) {}
 
 std::string Downloader::PartPath(const Digest& digest) const {
   return JoinPath(dir_, DigestToHex(digest) + ".part");
@@ -96,6 +185,25 @@ absl::Status Downloader::DiscardAll() {
 absl::StatusOr<DownloadResult> Downloader::Fetch(const Digest& digest,
                                                  uint64_t size,
                                                  Cancellation& cancel) {
+  absl::StatusOr<DownloadResult> result = FetchOnce(digest, size, cancel);
+  // A wrong digest after a resume may be the old prefix's fault (a partial
+  // file from another source, or changed under us): FetchOnce removed the
+  // file, so one more transfer starts from byte 0 and decides.
+  if (!result.ok() && result.status().code() == absl::StatusCode::kDataLoss &&
+      resumed_from_last_ > 0 && !PathExists(PartPath(digest))) {
+    LogWarning("resumed download did not match; fetching again from byte 0",
+               {{"sha256", DigestToHex(digest)},
+                {"resumed_from", resumed_from_last_},
+                {"error", result.status().ToString()}});
+    result = FetchOnce(digest, size, cancel);
+  }
+  return result;
+}
+
+absl::StatusOr<DownloadResult> Downloader::FetchOnce(const Digest& digest,
+                                                     uint64_t size,
+                                                     Cancellation& cancel) {
+  resumed_from_last_ = 0;
   if (cancel.cancelled()) return absl::CancelledError(cancel.reason());
   RETURN_IF_ERROR(MakeDirs(dir_, 0700));
   DownloadResult result;
@@ -116,6 +224,7 @@ absl::StatusOr<DownloadResult> Downloader::Fetch(const Digest& digest,
     have = 0;
   }
   result.resumed_from = have;
+  resumed_from_last_ = have;
 
   Sha256 hasher;
   RETURN_IF_ERROR(HashPrefix(fd, have, path, hasher));
@@ -134,6 +243,8 @@ absl::StatusOr<DownloadResult> Downloader::Fetch(const Digest& digest,
   if (have < size) {
     grpc::ClientContext ctx;
     CancelCallback abort_rpc(cancel, [&ctx] { ctx.TryCancel(); });
+    std::atomic<uint64_t> received{0};
+    TransferWatchdog watchdog(limits_, received, [&ctx] { ctx.TryCancel(); });
     v1::FetchArtifactRequest request;
     request.set_sha256(DigestToBytes(digest));
     request.set_offset(have);
@@ -166,6 +277,7 @@ absl::StatusOr<DownloadResult> Downloader::Fetch(const Digest& digest,
       hasher.Update(data);
       have += data.size();
       result.fetched += data.size();
+      received.store(result.fetched, std::memory_order_relaxed);
       if (overflow) {
         failure = absl::DataLossError(
             absl::StrCat("artifact ", DigestToHex(digest), " is longer than ",
@@ -179,7 +291,13 @@ absl::StatusOr<DownloadResult> Downloader::Fetch(const Digest& digest,
       return failure;
     }
     grpc::Status rpc = reader->Finish();
+    watchdog.Stop();
     if (cancel.cancelled()) return absl::CancelledError(cancel.reason());
+    if (std::optional<std::string> why = watchdog.tripped()) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("FetchArtifact ", DigestToHex(digest), " ", *why, "; ",
+                       have, " of ", size, " bytes kept for a resume"));
+    }
     if (!rpc.ok()) {
       absl::Status status = FromGrpcStatus(rpc);
       return absl::Status(status.code(),

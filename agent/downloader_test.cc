@@ -2,9 +2,11 @@
 
 #include <stdlib.h>
 
+#include <atomic>
 #include <random>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "agent/testing/artifact_server.h"
 #include "common/files.h"
 #include "common/sha256.h"
@@ -32,6 +34,11 @@ class DownloaderTest : public ::testing::Test {
     channel_ = server_->NewChannel();
     stub_ = v1::AgentService::NewStub(channel_);
     downloader_ = std::make_unique<Downloader>(*stub_, dir_ + "/downloads");
+  }
+
+  // A downloader of the same directory with other limits.
+  std::unique_ptr<Downloader> WithLimits(DownloadLimits limits) {
+    return std::make_unique<Downloader>(*stub_, dir_ + "/downloads", limits);
   }
 
   std::string Read(const std::string& path) {
@@ -174,6 +181,160 @@ TEST_F(DownloaderTest, CancelStopsATransferAndKeepsThePartialFile) {
   const uint64_t kept = downloader_->BytesOnDisk(digest);
   EXPECT_GT(kept, 0u);
   EXPECT_LT(kept, artifact.size());
+}
+
+TEST_F(DownloaderTest, ResumedFileWithAWrongPrefixIsFetchedAgainFromZero) {
+  const std::string artifact = RandomBytes(200 * 1000, 10);
+  const Digest digest = server_->Add(artifact);
+  ASSERT_TRUE(MakeDirs(dir_ + "/downloads").ok());
+  // Left by a transfer of other bytes (another source, a changed mirror).
+  ASSERT_TRUE(
+      WriteFileAtomically(downloader_->PartPath(digest), RandomBytes(12345, 11))
+          .ok());
+  absl::StatusOr<DownloadResult> r =
+      downloader_->Fetch(digest, artifact.size(), cancel_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->resumed_from, 0u);
+  EXPECT_EQ(r->fetched, artifact.size());
+  EXPECT_EQ(Read(r->path), artifact);
+  EXPECT_EQ(server_->requested_offsets(), (std::vector<uint64_t>{12345, 0}));
+}
+
+TEST_F(DownloaderTest, WrongBytesFromZeroAreNotFetchedAThirdTime) {
+  const std::string good = RandomBytes(50 * 1000, 12);
+  std::string evil = good;
+  evil[40000] ^= 1;
+  const Digest digest = Sha256Of(good);
+  server_->AddAs(digest, evil);
+  ASSERT_TRUE(MakeDirs(dir_ + "/downloads").ok());
+  ASSERT_TRUE(
+      WriteFileAtomically(downloader_->PartPath(digest), good.substr(0, 1000))
+          .ok());
+  absl::StatusOr<DownloadResult> r =
+      downloader_->Fetch(digest, good.size(), cancel_);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+  EXPECT_FALSE(PathExists(downloader_->PartPath(digest)));
+  EXPECT_EQ(server_->requested_offsets(), (std::vector<uint64_t>{1000, 0}));
+}
+
+TEST_F(DownloaderTest, TrickleBelowTheMinimumRateIsCutAndResumesLater) {
+  const std::string artifact = RandomBytes(100 * 1000, 13);
+  const Digest digest = server_->Add(artifact);
+  // 100 bytes every 200 ms: 500 bytes/s, below the 1 KiB/s floor.
+  server_->set_chunk_size(100);
+  server_->set_chunk_delay(absl::Milliseconds(200));
+  std::unique_ptr<Downloader> strict =
+      WithLimits({.min_bytes_per_second = 1024,
+                  .rate_window = absl::Seconds(1),
+                  .transfer_deadline = absl::ZeroDuration()});
+  absl::StatusOr<DownloadResult> r =
+      strict->Fetch(digest, artifact.size(), cancel_);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded)
+      << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "stalled")) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "1024 bytes/s"))
+      << r.status();
+  const uint64_t kept = strict->BytesOnDisk(digest);
+  EXPECT_GT(kept, 0u);
+  EXPECT_LT(kept, artifact.size());
+
+  // The network recovers: the retry resumes from the kept bytes.
+  server_->set_chunk_size(64 * 1024);
+  server_->set_chunk_delay(absl::ZeroDuration());
+  r = strict->Fetch(digest, artifact.size(), cancel_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->resumed_from, kept);
+  EXPECT_EQ(Read(r->path), artifact);
+  EXPECT_EQ(server_->requested_offsets(), (std::vector<uint64_t>{0, kept}));
+}
+
+TEST_F(DownloaderTest, TransferDeadlineEndsASteadyButEndlessTransfer) {
+  const std::string artifact = RandomBytes(4 << 20, 14);
+  const Digest digest = server_->Add(artifact);
+  // 16 KiB every 50 ms is well above the rate floor, but 4 MiB would take
+  // over 12 s: the 1 s deadline ends it first.
+  server_->set_chunk_size(16 * 1024);
+  server_->set_chunk_delay(absl::Milliseconds(50));
+  std::unique_ptr<Downloader> strict =
+      WithLimits({.min_bytes_per_second = 1024,
+                  .rate_window = absl::Seconds(30),
+                  .transfer_deadline = absl::Seconds(1)});
+  absl::StatusOr<DownloadResult> r =
+      strict->Fetch(digest, artifact.size(), cancel_);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded)
+      << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "download deadline"))
+      << r.status();
+  const uint64_t kept = strict->BytesOnDisk(digest);
+  EXPECT_GT(kept, 0u);
+  EXPECT_LT(kept, artifact.size());
+}
+
+// Streams the artifact's bytes and then zeros for ever, never stating a
+// total size: an endless-data attack.
+class EndlessService final : public v1::AgentService::Service {
+ public:
+  explicit EndlessService(std::string prefix) : prefix_(std::move(prefix)) {}
+
+  grpc::Status FetchArtifact(
+      grpc::ServerContext* context, const v1::FetchArtifactRequest* request,
+      grpc::ServerWriter<v1::ArtifactChunk>* writer) override {
+    uint64_t offset = request->offset();
+    const std::string zeros(64 * 1024, '\0');
+    while (!context->IsCancelled()) {
+      v1::ArtifactChunk chunk;
+      chunk.set_offset(offset);
+      if (offset < prefix_.size()) {
+        chunk.set_data(prefix_.substr(offset, 64 * 1024));
+      } else {
+        chunk.set_data(zeros);
+      }
+      offset += chunk.data().size();
+      if (!writer->Write(chunk)) break;
+      sent_ = offset;
+    }
+    return grpc::Status::OK;
+  }
+
+  uint64_t sent() const { return sent_.load(); }
+
+ private:
+  const std::string prefix_;
+  std::atomic<uint64_t> sent_{0};
+};
+
+TEST_F(DownloaderTest, EndlessDataStopsAtTheManifestSize) {
+  const std::string artifact = RandomBytes(300 * 1000, 15);
+  const Digest digest = Sha256Of(artifact);
+  EndlessService endless(artifact);
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(&endless);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::AgentService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  Downloader downloader(*stub, dir_ + "/endless");
+
+  absl::StatusOr<DownloadResult> r =
+      downloader.Fetch(digest, artifact.size(), cancel_);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "longer than"))
+      << r.status();
+  // Never a byte past the manifest's size on disk, and the stream was ended
+  // (the server's writes failed) instead of read for ever.
+  EXPECT_EQ(downloader.BytesOnDisk(digest), artifact.size());
+  server->Shutdown();
+  EXPECT_GT(endless.sent(), artifact.size());
+
+  // The kept bytes are exactly the artifact: the next call verifies them
+  // without a transfer.
+  r = downloader.Fetch(digest, artifact.size(), cancel_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->fetched, 0u);
+  EXPECT_EQ(Read(r->path), artifact);
 }
 
 }  // namespace
