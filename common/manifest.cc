@@ -168,6 +168,10 @@ absl::Status CheckSignatureThreshold(
 absl::StatusOr<v1::ReleaseManifest> VerifyManifest(
     const v1::SignedManifest& signed_manifest, const TrustedKeys& keys,
     absl::Time now, int threshold, bool check_expiry) {
+  if (keys.live_source() != nullptr) {
+    return keys.live_source()->VerifyRelease(signed_manifest, now, threshold,
+                                             check_expiry);
+  }
   RETURN_IF_ERROR(CheckSignatureThreshold(
       "release manifest", "release", signed_manifest.manifest(),
       signed_manifest.signatures(), keys, threshold));

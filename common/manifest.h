@@ -21,9 +21,37 @@
 
 namespace fleet {
 
+class TrustedKeys;
+
+// Release trust that can change while it is in use: a root of trust that
+// rotates (common/root.h RootChain). A TrustedKeys bound to a source with
+// TrustedKeys::Live verifies every manifest with whatever the source trusts
+// at that moment, so code that holds a `const TrustedKeys&` (the agent's
+// Updater, the controller's AdminService) follows root rotations unchanged.
+class ReleaseTrustSource {
+ public:
+  virtual ~ReleaseTrustSource() = default;
+  // As VerifyManifest, with the source's keys and at least the greater of
+  // its own threshold and `min_threshold`. Thread-safe.
+  virtual absl::StatusOr<v1::ReleaseManifest> VerifyRelease(
+      const v1::SignedManifest& signed_manifest, absl::Time now,
+      int min_threshold, bool check_expiry) const = 0;
+};
+
 // The set of release public keys a verifier accepts, by key id.
 class TrustedKeys {
  public:
+  TrustedKeys() = default;
+  // Keys that are whatever `source` trusts when VerifyManifest runs (a
+  // live view, not a copy). `source` must outlive this and every copy.
+  static TrustedKeys Live(const ReleaseTrustSource* source) {
+    TrustedKeys keys;
+    keys.live_ = source;
+    return keys;
+  }
+  // The source of a Live set; nullptr for a fixed set of keys.
+  const ReleaseTrustSource* live_source() const { return live_; }
+
   void Add(Ed25519PublicKey key);
   // Loads a PEM public key file and adds it. NOT_FOUND / INVALID_ARGUMENT.
   absl::Status AddPemFile(const std::string& path);
@@ -36,6 +64,7 @@ class TrustedKeys {
 
  private:
   std::vector<Ed25519PublicKey> keys_;
+  const ReleaseTrustSource* live_ = nullptr;
 };
 
 // Checks every field of a manifest: product name, SemVer version, platform
@@ -63,7 +92,8 @@ absl::Status CheckSignatureThreshold(
     const TrustedKeys& keys, int threshold);
 
 // Verifies that at least `threshold` distinct trusted keys signed the
-// manifest bytes, then parses and validates them.
+// manifest bytes, then parses and validates them. With a Live `keys` the
+// source decides (its keys, its threshold if higher, its own expiry).
 //   PERMISSION_DENIED: fewer than `threshold` valid trusted signatures
 //                      (message says how many were valid / unknown key ids).
 //   INVALID_ARGUMENT:  bytes do not parse, or a field is invalid.

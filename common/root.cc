@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
 #include <set>
 #include <string>
 #include <utility>
@@ -160,16 +161,19 @@ absl::Status TrustedRoot::Update(const v1::SignedRoot& next) {
 }
 
 absl::StatusOr<v1::ReleaseManifest> TrustedRoot::VerifyRelease(
-    const v1::SignedManifest& signed_manifest, absl::Time now) const {
-  if (Expired(now)) {
+    const v1::SignedManifest& signed_manifest, absl::Time now,
+    bool check_expiry, int min_threshold) const {
+  if (check_expiry && Expired(now)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "root metadata v", version(), " expired at ",
         absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", expires(), absl::UTCTimeZone()),
         "; no new release is installed until operators sign a new root "
         "(fleetctl keys root rotate)"));
   }
-  return VerifyManifest(signed_manifest, release_keys_, now,
-                        static_cast<int>(metadata_.release_threshold()));
+  return VerifyManifest(
+      signed_manifest, release_keys_, now,
+      std::max(static_cast<int>(metadata_.release_threshold()), min_threshold),
+      check_expiry);
 }
 
 absl::Time TrustedRoot::expires() const {
@@ -182,6 +186,53 @@ void TrustedRoot::Adopt(v1::SignedRoot signed_root, v1::RootMetadata metadata,
   metadata_ = std::move(metadata);
   root_keys_ = std::move(root_keys);
   release_keys_ = std::move(release_keys);
+}
+
+RootChain::RootChain(TrustedRoot first) : current_(std::move(first)) {
+  chain_.push_back(current_.signed_root());
+}
+
+absl::Status RootChain::Accept(const v1::SignedRoot& next) {
+  absl::MutexLock lock(&mu_);
+  TrustedRoot updated = current_;
+  RETURN_IF_ERROR(updated.Update(next));
+  current_ = std::move(updated);
+  chain_.push_back(next);
+  return absl::OkStatus();
+}
+
+TrustedRoot RootChain::Current() const {
+  absl::MutexLock lock(&mu_);
+  return current_;
+}
+
+uint64_t RootChain::version() const {
+  absl::MutexLock lock(&mu_);
+  return current_.version();
+}
+
+absl::Time RootChain::expires() const {
+  absl::MutexLock lock(&mu_);
+  return current_.expires();
+}
+
+std::vector<v1::SignedRoot> RootChain::After(uint64_t version) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::SignedRoot> out;
+  // chain_ holds consecutive versions ending at the current one.
+  const uint64_t first = current_.version() + 1 - chain_.size();
+  for (size_t i = 0; i < chain_.size(); ++i) {
+    if (first + i > version) out.push_back(chain_[i]);
+  }
+  return out;
+}
+
+absl::StatusOr<v1::ReleaseManifest> RootChain::VerifyRelease(
+    const v1::SignedManifest& signed_manifest, absl::Time now,
+    int min_threshold, bool check_expiry) const {
+  absl::MutexLock lock(&mu_);
+  return current_.VerifyRelease(signed_manifest, now, check_expiry,
+                                min_threshold);
 }
 
 absl::StatusOr<v1::SignedRoot> LoadRootFile(const std::string& path) {

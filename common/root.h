@@ -18,8 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/ed25519.h"
 #include "common/manifest.h"
@@ -66,11 +68,14 @@ class TrustedRoot {
   absl::Status Update(const v1::SignedRoot& next);
 
   // Verifies a release manifest with this root's release keys and
-  // threshold. FAILED_PRECONDITION when this root expired before `now`
-  // (stale trust is refused for new installs: re-sign the root) or the
-  // manifest did; otherwise as VerifyManifest.
+  // threshold (or `min_threshold` if higher). FAILED_PRECONDITION when this
+  // root expired before `now` (stale trust is refused for new installs:
+  // re-sign the root) or the manifest did; neither is checked without
+  // `check_expiry` (an explicit rollback to a release the agent ran).
+  // Otherwise as VerifyManifest.
   absl::StatusOr<v1::ReleaseManifest> VerifyRelease(
-      const v1::SignedManifest& signed_manifest, absl::Time now) const;
+      const v1::SignedManifest& signed_manifest, absl::Time now,
+      bool check_expiry = true, int min_threshold = 1) const;
 
   const v1::RootMetadata& metadata() const { return metadata_; }
   const v1::SignedRoot& signed_root() const { return signed_; }
@@ -89,6 +94,43 @@ class TrustedRoot {
   v1::RootMetadata metadata_;
   TrustedKeys root_keys_;
   TrustedKeys release_keys_;
+};
+
+// The current root of trust and every root version accepted since the
+// first one, oldest first: what a controller sends an agent that is several
+// rotations behind, and what an agent verifies releases with. A live
+// ReleaseTrustSource (TrustedKeys::Live), so verifiers follow rotations.
+// Thread-safe.
+//
+//   RootChain chain(*TrustedRoot::FromPinned(pinned));
+//   RETURN_IF_ERROR(chain.Accept(next));   // only via TrustedRoot::Update
+//   for (const v1::SignedRoot& r : chain.After(agent_root_version)) ...
+class RootChain : public ReleaseTrustSource {
+ public:
+  explicit RootChain(TrustedRoot first);
+
+  // Makes `next` current through TrustedRoot::Update and appends it. Same
+  // errors as Update; on error nothing changes.
+  absl::Status Accept(const v1::SignedRoot& next) ABSL_LOCKS_EXCLUDED(mu_);
+
+  TrustedRoot Current() const ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t version() const ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Time expires() const ABSL_LOCKS_EXCLUDED(mu_);
+  // The roots of this chain with a version above `version`, oldest first
+  // (each one must be applied in order). Empty when `version` is current.
+  std::vector<v1::SignedRoot> After(uint64_t version) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // ReleaseTrustSource: the current root's TrustedRoot::VerifyRelease.
+  absl::StatusOr<v1::ReleaseManifest> VerifyRelease(
+      const v1::SignedManifest& signed_manifest, absl::Time now,
+      int min_threshold, bool check_expiry) const override
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  mutable absl::Mutex mu_;
+  TrustedRoot current_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::SignedRoot> chain_ ABSL_GUARDED_BY(mu_);
 };
 
 // Root files are the SignedRoot in protobuf JSON (bytes as base64), so they

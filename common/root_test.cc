@@ -224,5 +224,79 @@ TEST_F(RootTest, RootFileRoundTripsAndGarbageIsRefused) {
             absl::StatusCode::kNotFound);
 }
 
+TEST_F(RootTest, ChainSendsEveryVersionAboveTheAgentsInOrder) {
+  v1::RootMetadata v1_root = Root(1, {&root_a_}, 1, {&release_a_}, 1);
+  RootChain chain(*TrustedRoot::FromPinned(Sign(v1_root, {&root_a_})));
+  // v2 rotates the root key to b (cross-signed by a and b), v3 keeps b and
+  // replaces the release key.
+  v1::SignedRoot v2 =
+      Sign(Root(2, {&root_b_}, 1, {&release_a_}, 1), {&root_a_, &root_b_});
+  v1::SignedRoot v3 =
+      Sign(Root(3, {&root_b_}, 1, {&release_b_}, 1), {&root_b_});
+  ASSERT_TRUE(chain.Accept(v2).ok());
+  ASSERT_TRUE(chain.Accept(v3).ok());
+  EXPECT_EQ(chain.version(), 3u);
+  std::vector<v1::SignedRoot> behind = chain.After(1);
+  ASSERT_EQ(behind.size(), 2u);
+  EXPECT_EQ(behind[0].root(), v2.root());
+  EXPECT_EQ(behind[1].root(), v3.root());
+  EXPECT_EQ(chain.After(0).size(), 3u);
+  EXPECT_TRUE(chain.After(3).empty());
+
+  // An agent pinned at v1 catches up by applying them in order.
+  TrustedRoot agent = *TrustedRoot::FromPinned(Sign(v1_root, {&root_a_}));
+  for (const v1::SignedRoot& next : behind) {
+    ASSERT_TRUE(agent.Update(next).ok());
+  }
+  EXPECT_EQ(agent.version(), 3u);
+  // But may not skip one.
+  TrustedRoot skipper = *TrustedRoot::FromPinned(Sign(v1_root, {&root_a_}));
+  EXPECT_EQ(skipper.Update(v3).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(RootTest, ChainRefusesARootNotCrossSignedAndKeepsTheCurrentOne) {
+  RootChain chain(*TrustedRoot::FromPinned(
+      Sign(Root(1, {&root_a_}, 1, {&release_a_}, 1), {&root_a_})));
+  // Signed only by the new key: the old root did not approve it.
+  absl::Status refused =
+      chain.Accept(Sign(Root(2, {&root_b_}, 1, {&release_b_}, 1), {&root_b_}));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(chain.version(), 1u);
+  EXPECT_TRUE(chain.After(1).empty());
+}
+
+TEST_F(RootTest, LiveKeysFollowTheChainsRotationAndThreshold) {
+  RootChain chain(*TrustedRoot::FromPinned(
+      Sign(Root(1, {&root_a_}, 1, {&release_a_}, 1), {&root_a_})));
+  const TrustedKeys live = TrustedKeys::Live(&chain);
+  EXPECT_TRUE(VerifyManifest(Release({&release_a_}), live, kNow).ok());
+  EXPECT_FALSE(VerifyManifest(Release({&release_b_}), live, kNow).ok());
+  // v2 trusts a and b with a threshold of 2.
+  ASSERT_TRUE(
+      chain
+          .Accept(Sign(Root(2, {&root_a_}, 1, {&release_a_, &release_b_}, 2),
+                       {&root_a_}))
+          .ok());
+  absl::StatusOr<v1::ReleaseManifest> one =
+      VerifyManifest(Release({&release_a_}), live, kNow);
+  EXPECT_EQ(one.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(
+      VerifyManifest(Release({&release_a_, &release_b_}), live, kNow).ok());
+}
+
+TEST_F(RootTest, ExpiredRootRefusesNewInstallsButNotAnExplicitRollback) {
+  RootChain chain(*TrustedRoot::FromPinned(
+      Sign(Root(1, {&root_a_}, 1, {&release_a_}, 1, kNow - absl::Minutes(30)),
+           {&root_a_})));
+  const TrustedKeys live = TrustedKeys::Live(&chain);
+  absl::StatusOr<v1::ReleaseManifest> install =
+      VerifyManifest(Release({&release_a_}), live, kNow);
+  EXPECT_EQ(install.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(install.status().message(), "expired"));
+  EXPECT_TRUE(VerifyManifest(Release({&release_a_}), live, kNow, 1,
+                             /*check_expiry=*/false)
+                  .ok());
+}
+
 }  // namespace
 }  // namespace fleet
