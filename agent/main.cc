@@ -43,6 +43,10 @@ struct Flags {
   std::string exec_path;
   std::vector<std::string> program_args;
   double health_seconds = 5;
+  // Slow-retrieval defence (agent/downloader.h DownloadLimits).
+  uint64_t download_min_rate = 1024;
+  double download_rate_window_seconds = 30;
+  double download_deadline_seconds = 3600;
   double stop_grace_seconds = 10;
   std::string agent_id;
   std::vector<std::string> labels;
@@ -218,7 +222,11 @@ int Run(const Flags& flags) {
   spec.env = {{"FLEET_PRODUCT", flags.product}, {"FLEET_VERSION", ""}};
   ProgramSupervisor program(spec);
 
-  Downloader downloader(*stub, JoinPath(flags.state_dir, "downloads"));
+  Downloader downloader(
+      *stub, JoinPath(flags.state_dir, "downloads"),
+      {.min_bytes_per_second = flags.download_min_rate,
+       .rate_window = absl::Seconds(flags.download_rate_window_seconds),
+       .transfer_deadline = absl::Seconds(flags.download_deadline_seconds)});
   UpdaterOptions updater_options;
   updater_options.product = flags.product;
   updater_options.exec_path = exec_path;
@@ -294,6 +302,20 @@ int main(int argc, char** argv) {
   app.add_option("--exec", flags.exec_path,
                  "the managed program's executable (may not exist yet)")
       ->required();
+  app.add_option("--download-min-rate", flags.download_min_rate,
+                 "bytes/s a download must average over each rate window, "
+                 "or it is cut and retried (0: no floor)")
+      ->capture_default_str();
+  app.add_option("--download-rate-window-seconds",
+                 flags.download_rate_window_seconds,
+                 "the window --download-min-rate is measured over")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--download-deadline-seconds", flags.download_deadline_seconds,
+                 "one transfer attempt is cut and retried after this long "
+                 "(0: no deadline)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--health-seconds", flags.health_seconds,
                  "a new version must stay up this long to commit")
       ->capture_default_str();
