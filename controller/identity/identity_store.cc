@@ -2,6 +2,7 @@
 
 #include <openssl/rand.h>
 
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,6 +45,11 @@ constexpr char kInsertAuditSql[] =
 constexpr char kListAuditSql[] =
     "SELECT id, time_ms, actor, action, detail FROM audit_log "
     "ORDER BY id DESC LIMIT ?";
+constexpr char kInsertRootSql[] =
+    "INSERT INTO trust_roots(version, signed_root, expires_ms, accepted_by, "
+    "accepted_ms) VALUES(?, ?, ?, ?, ?)";
+constexpr char kListRootsSql[] =
+    "SELECT signed_root FROM trust_roots ORDER BY version";
 
 int64_t ToMs(absl::Time t) { return absl::ToUnixMillis(t); }
 absl::Time FromMs(int64_t ms) { return absl::FromUnixMillis(ms); }
@@ -243,6 +249,39 @@ absl::StatusOr<std::vector<AuditEntry>> IdentityStore::ListAudit(int limit) {
   }
   list->Reset();
   return entries;
+}
+
+absl::Status IdentityStore::InsertRoot(uint64_t version,
+                                       const std::string& signed_root,
+                                       absl::Time expires,
+                                       const std::string& accepted_by,
+                                       absl::Time now) {
+  if (version == 0 ||
+      version > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("root version out of range: ", version));
+  }
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(sqlite::Statement * insert, db_->Cached(kInsertRootSql));
+  insert->BindInt64(1, static_cast<int64_t>(version));
+  insert->BindBlob(2, signed_root);
+  insert->BindInt64(3, ToMs(expires));
+  insert->BindText(4, accepted_by);
+  insert->BindInt64(5, ToMs(now));
+  return insert->Run();
+}
+
+absl::StatusOr<std::vector<std::string>> IdentityStore::ListRoots() {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(sqlite::Statement * list, db_->Cached(kListRootsSql));
+  std::vector<std::string> roots;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, list->Step());
+    if (!row) break;
+    roots.push_back(list->ColumnBlob(0));
+  }
+  list->Reset();
+  return roots;
 }
 
 }  // namespace fleet::controller

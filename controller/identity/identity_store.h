@@ -1,6 +1,6 @@
 // Who may connect: enrollment tokens, revoked agents and the audit log of
 // admin actions, in the controller's SQLite database (tables created by the
-// store's migration 6).
+// store's migration 6); and the roots of trust accepted (migration 7).
 //
 // Tokens are shown once, at creation, and stored only as their SHA-256: a
 // copy of the database enrolls nobody. Each token has an id (the first 12
@@ -85,6 +85,14 @@ class IdentityStore {
                            const std::string& detail, absl::Time now);
   // The newest `limit` entries, newest first.
   absl::StatusOr<std::vector<AuditEntry>> ListAudit(int limit);
+
+  // Stores an accepted root (a serialized SignedRoot; the caller verified
+  // it). A second root of the same version is ALREADY_EXISTS.
+  absl::Status InsertRoot(uint64_t version, const std::string& signed_root,
+                          absl::Time expires, const std::string& accepted_by,
+                          absl::Time now);
+  // Every stored root (serialized SignedRoot), by version, lowest first.
+  absl::StatusOr<std::vector<std::string>> ListRoots();
 
  private:
   explicit IdentityStore(std::unique_ptr<sqlite::Database> db)
