@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "agent/failpoint.h"
 #include "common/files.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
@@ -278,6 +279,7 @@ absl::StatusOr<DownloadResult> Downloader::FetchOnce(const Digest& digest,
       have += data.size();
       result.fetched += data.size();
       received.store(result.fetched, std::memory_order_relaxed);
+      Failpoint("download.chunk");
       if (overflow) {
         failure = absl::DataLossError(
             absl::StrCat("artifact ", DigestToHex(digest), " is longer than ",

@@ -19,6 +19,7 @@ struct ArmedFailpoint {
   std::string point;  // empty: no failpoint armed
   int64_t occurrence = 1;
   std::string marker;
+  bool stop = false;  // SIGSTOP instead of SIGKILL
 };
 
 ArmedFailpoint ReadEnvironment() {
@@ -37,6 +38,9 @@ ArmedFailpoint ReadEnvironment() {
   }
   armed.point = value;
   if (const char* marker = getenv(kFailpointMarkerEnv)) armed.marker = marker;
+  if (const char* action = getenv(kFailpointActionEnv)) {
+    armed.stop = std::string(action) == "stop";
+  }
   return armed;
 }
 
@@ -70,8 +74,9 @@ void Failpoint(absl::string_view point) {
     close(fd);
   }
   WriteStderr(absl::StrCat("failpoint ", point, " reached (occurrence ",
-                           armed->occurrence, "): SIGKILL\n"));
-  raise(SIGKILL);
+                           armed->occurrence,
+                           "): ", armed->stop ? "SIGSTOP" : "SIGKILL", "\n"));
+  raise(armed->stop ? SIGSTOP : SIGKILL);
 }
 
 }  // namespace fleet::agent

@@ -8,6 +8,11 @@
 //
 //   FLEET_AGENT_FAILPOINT=<point>[:<n>]   kill at the n-th time (default 1st)
 //                                         this process reaches <point>
+//   FLEET_AGENT_FAILPOINT_ACTION=stop     optional: SIGSTOP instead of SIGKILL,
+//                                         so the test can act while the
+//                                         process is frozen there (restart
+//                                         the controller mid-download) and
+//                                         SIGCONT it after
 //   FLEET_AGENT_FAILPOINT_MARKER=<path>   optional: fire only if <path> can
 //                                         be created (O_EXCL), and write the
 //                                         point's name into it first. A
@@ -25,7 +30,8 @@
 // committed <STATE> (update_state.h names) to its journal, "swap.renamed"
 // right after the new executable was renamed into place (before its event),
 // "rollback.restored" right after a rollback renamed the backup back (before
-// ROLLED_BACK is journaled).
+// ROLLED_BACK is journaled), "download.chunk" after each chunk of a transfer
+// was written to the partial file.
 #ifndef FLEET_AGENT_FAILPOINT_H_
 #define FLEET_AGENT_FAILPOINT_H_
 
@@ -36,9 +42,11 @@ namespace fleet::agent {
 // Environment variable names (for tests that set them).
 inline constexpr char kFailpointEnv[] = "FLEET_AGENT_FAILPOINT";
 inline constexpr char kFailpointMarkerEnv[] = "FLEET_AGENT_FAILPOINT_MARKER";
+inline constexpr char kFailpointActionEnv[] = "FLEET_AGENT_FAILPOINT_ACTION";
 
-// Kills this process with SIGKILL if the environment arms `point` and this is
-// the armed occurrence; otherwise returns at once. Thread-safe.
+// Kills this process with SIGKILL (or stops it with SIGSTOP, returning after
+// SIGCONT) if the environment arms `point` and this is the armed occurrence;
+// otherwise returns at once. Thread-safe.
 void Failpoint(absl::string_view point);
 
 }  // namespace fleet::agent

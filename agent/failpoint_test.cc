@@ -73,6 +73,22 @@ TEST(FailpointTest, FiresAtTheNthOccurrenceOnly) {
   EXPECT_TRUE(WIFEXITED(survived) && WEXITSTATUS(survived) == 0);
 }
 
+TEST(FailpointTest, StopActionFreezesTheProcessUntilSigcont) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    setenv(kFailpointEnv, "download.chunk:2", 1);
+    setenv(kFailpointActionEnv, "stop", 1);
+    for (int i = 0; i < 3; ++i) Failpoint("download.chunk");
+    _exit(7);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, WUNTRACED), pid);
+  ASSERT_TRUE(WIFSTOPPED(status));
+  kill(pid, SIGCONT);
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 7);
+}
+
 TEST(FailpointTest, MarkerMakesItFireOnceAcrossProcesses) {
   const std::string marker =
       JoinPath(getenv("TEST_TMPDIR"), "failpoint-marker");
