@@ -52,10 +52,14 @@ packages=(
   python3
   # systemd-analyze verifies the units in deploy/systemd.
   systemd
-  # Packaging: dpkg-deb builds the .debs, fakeroot gives them root-owned
-  # files, and the package test installs them with dpkg --root.
+  # Packaging (deploy/packaging): dpkg-deb and dpkg-shlibdeps build the
+  # .debs, help2man writes their man pages, lintian checks them, and the
+  # package test installs them with dpkg --root (under fakeroot where root
+  # cannot chown, as in Bazel's sandbox).
   dpkg-dev
   fakeroot
+  help2man
+  lintian
   # Peers the tests and benchmarks run beside fleet: a real Prometheus
   # scrapes the controller's /metrics; nginx serves the same artifact the
   # download benchmark fetches through FetchArtifact.
