@@ -1,6 +1,7 @@
 #include "controller/admin_service.h"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -208,7 +209,69 @@ grpc::Status AdminService::ListAgents(grpc::ServerContext* context,
   absl::StatusOr<std::vector<v1::Agent>> agents =
       reads_->ListAgents(request->product());
   if (!agents.ok()) return ToGrpcStatus(agents.status());
-  for (v1::Agent& a : *agents) *response->add_agents() = std::move(a);
+  for (v1::Agent& a : *agents) {
+    if (hub_ != nullptr) {
+      if (std::optional<AgentRootStatus> root = hub_->RootStatus(a.agent_id());
+          root && root->version > 0) {
+        a.set_root_version(root->version);
+        a.set_root_expires_unix_seconds(absl::ToUnixSeconds(root->expires));
+      }
+    }
+    *response->add_agents() = std::move(a);
+  }
+  return grpc::Status::OK;
+}
+
+// -------------------------------------------------------------------- roots
+
+grpc::Status AdminService::PushRoot(grpc::ServerContext* context,
+                                    const v1::PushRootRequest* request,
+                                    v1::PushRootResponse* response) {
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  if (!request->has_root() || request->root().root().empty()) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        "root: missing; pass the signed root file (fleetctl keys root push "
+        "FILE)"));
+  }
+  if (roots_ == nullptr) {
+    return ToGrpcStatus(absl::FailedPreconditionError(
+        "this controller trusts a flat key list (--trust-key); start it with "
+        "--trust-root FILE to use root metadata"));
+  }
+  const std::string actor = Authorizer::Actor(*caller);
+  absl::StatusOr<TrustedRoot> accepted = roots_->Push(request->root(), actor);
+  if (!accepted.ok()) {
+    LogWarning("root push refused", {{"peer", context->peer()},
+                                     {"error", accepted.status().ToString()}});
+    return ToGrpcStatus(accepted.status());
+  }
+  const size_t notified = hub_ != nullptr ? hub_->BroadcastRoots() : 0;
+  Audit(*caller, "PushRoot",
+        absl::StrCat("v", accepted->version(), " expires ",
+                     absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", accepted->expires(),
+                                      absl::UTCTimeZone()),
+                     ", sent to ", notified, " agents"));
+  response->set_version(accepted->version());
+  response->set_expires_unix_seconds(absl::ToUnixSeconds(accepted->expires()));
+  response->set_agents_notified(static_cast<uint32_t>(notified));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::GetRoot(grpc::ServerContext* context,
+                                   const v1::GetRootRequest* request,
+                                   v1::GetRootResponse* response) {
+  absl::StatusOr<PeerIdentity> caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  if (roots_ == nullptr) {
+    return ToGrpcStatus(absl::FailedPreconditionError(
+        "this controller trusts a flat key list (--trust-key), not root "
+        "metadata (--trust-root)"));
+  }
+  const TrustedRoot current = roots_->chain().Current();
+  *response->mutable_root() = current.signed_root();
+  response->set_version(current.version());
+  response->set_expires_unix_seconds(absl::ToUnixSeconds(current.expires()));
   return grpc::Status::OK;
 }
 

@@ -16,9 +16,11 @@
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "common/manifest.h"
+#include "controller/agent_hub.h"
 #include "controller/blob_store.h"
 #include "controller/control_loop.h"
 #include "controller/identity/authorizer.h"
+#include "controller/identity/trust_roots.h"
 #include "controller/store/store.h"
 #include "controller/telemetry/query_engine.h"
 #include "proto/fleet/v1/admin.grpc.pb.h"
@@ -110,6 +112,25 @@ class AdminService final : public v1::AdminService::Service {
   grpc::Status GetServerInfo(grpc::ServerContext* context,
                              const v1::GetServerInfoRequest* request,
                              v1::ServerInfo* response) override;
+  // Root of trust (needs SetTrust with roots). INVALID_ARGUMENT without a
+  // root or for one that does not parse; FAILED_PRECONDITION without
+  // --trust-root or for a version other than current + 1; PERMISSION_DENIED
+  // for too few valid signatures of the current or the new root keys. The
+  // accepted root is stored, audited and sent to connected agents.
+  grpc::Status PushRoot(grpc::ServerContext* context,
+                        const v1::PushRootRequest* request,
+                        v1::PushRootResponse* response) override;
+  // FAILED_PRECONDITION without --trust-root.
+  grpc::Status GetRoot(grpc::ServerContext* context,
+                       const v1::GetRootRequest* request,
+                       v1::GetRootResponse* response) override;
+  // `roots` (nullptr: the controller runs with --trust-key) and `hub` (for
+  // sending pushed roots and the agents' reported roots in ListAgents;
+  // nullptr in unit tests) must outlive the service; call before serving.
+  void SetTrust(TrustRoots* roots, AgentHub* hub) {
+    roots_ = roots;
+    hub_ = hub;
+  }
   // `engine` must outlive the service; call before serving.
   void SetTelemetry(const telemetry::QueryEngine* engine) {
     telemetry_ = engine;
@@ -147,6 +168,8 @@ class AdminService final : public v1::AdminService::Service {
   const Clock& clock_;
   const telemetry::QueryEngine* telemetry_ = nullptr;
   const Authorizer* authorizer_ = nullptr;
+  TrustRoots* roots_ = nullptr;
+  AgentHub* hub_ = nullptr;
   const absl::Time started_ = clock_.Now();
 };
 

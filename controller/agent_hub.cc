@@ -1,5 +1,6 @@
 #include "controller/agent_hub.h"
 
+#include <algorithm>
 #include <deque>
 #include <limits>
 #include <memory>
@@ -178,6 +179,10 @@ class AgentStream
   uint64_t session() const { return session_; }
   // Set once, before the stream is registered with the hub.
   const std::string& agent_id() const { return agent_id_; }
+  // Roots: the newest version this agent has or was sent, and whether its
+  // Welcome went out (roots may only follow it). Guarded by the hub's mu_.
+  uint64_t root_version_ = 0;
+  bool welcomed_ = false;
 
   // Queues `message`; false if the stream is ending.
   bool Send(v1::ControllerMessage message) {
@@ -210,7 +215,8 @@ class AgentStream
       End(grpc::Status::OK);
       return;
     }
-    absl::Status handled = Handle();
+    absl::Status handled = TakeToken();
+    if (handled.ok()) handled = Handle();
     if (!handled.ok()) {
       LogWarning("agent stream refused",
                  {{"peer", peer_},
@@ -250,6 +256,30 @@ class AgentStream
   }
 
  private:
+  // One token of the stream's bucket per message read; RESOURCE_EXHAUSTED
+  // when it is empty.
+  absl::Status TakeToken() {
+    const StreamRateLimit& limit = hub_.rate_limit_;
+    if (limit.messages_per_second <= 0) return absl::OkStatus();
+    const absl::Time now = absl::Now();
+    if (last_refill_ == absl::InfinitePast()) {
+      tokens_ = limit.burst;
+    } else {
+      tokens_ = std::min(limit.burst,
+                         tokens_ + absl::ToDoubleSeconds(now - last_refill_) *
+                                       limit.messages_per_second);
+    }
+    last_refill_ = now;
+    if (tokens_ < 1) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("agent sends more than ", limit.messages_per_second,
+                       " messages/s (burst ", limit.burst,
+                       "); reconnect later and send less often"));
+    }
+    tokens_ -= 1;
+    return absl::OkStatus();
+  }
+
   // Validates and forwards the message in in_; an error ends the stream.
   absl::Status Handle() {
     if (!registered_) {
@@ -278,6 +308,7 @@ class AgentStream
         }
       }
       agent_id_ = in_.hello().agent_id();
+      root_version_ = in_.hello().root_version();
       hub_.Register(this);
       registered_ = true;
       if (hub_.observer_ != nullptr) hub_.observer_->OnHello(in_.hello());
@@ -287,6 +318,7 @@ class AgentStream
     }
     switch (in_.body_case()) {
       case v1::AgentMessage::kHeartbeat:
+        hub_.NoteRootStatus(agent_id_, in_.heartbeat());
         if (hub_.observer_ != nullptr) {
           hub_.observer_->OnHeartbeat(agent_id_, in_.heartbeat());
         }
@@ -333,6 +365,8 @@ class AgentStream
   const std::shared_ptr<const grpc::AuthContext> auth_;
 
   // Touched only by read reactions (serialized by gRPC) and OnDone.
+  double tokens_ = 0;
+  absl::Time last_refill_ = absl::InfinitePast();
   v1::AgentMessage in_;
   std::string agent_id_;
   bool registered_ = false;
@@ -460,10 +494,84 @@ bool AgentHub::Send(absl::string_view agent_id, uint64_t session,
   absl::MutexLock lock(&mu_);
   auto it = streams_.find(agent_id);
   if (it == streams_.end() || it->second->session() != session) return false;
+  AgentStream* stream = it->second;
   if (observer_ != nullptr && message.has_directive()) {
     observer_->OnDirectiveSent(message.directive());
   }
-  return it->second->Send(std::move(message));
+  if (message.has_welcome()) {
+    // Under mu_, as BroadcastRoots: a root pushed before this point is in
+    // the Welcome, one pushed after goes out as a RootUpdate.
+    stream->welcomed_ = true;
+    if (roots_ != nullptr && stream->root_version_ > 0) {
+      for (v1::SignedRoot& root : roots_->After(stream->root_version_)) {
+        *message.mutable_welcome()->add_roots() = std::move(root);
+      }
+      stream->root_version_ =
+          std::max(stream->root_version_, roots_->version());
+    }
+  }
+  return stream->Send(std::move(message));
+}
+
+size_t AgentHub::BroadcastRoots() {
+  if (roots_ == nullptr) return 0;
+  absl::MutexLock lock(&mu_);
+  size_t sent = 0;
+  for (auto& [agent_id, stream] : streams_) {
+    if (!stream->welcomed_ || stream->root_version_ == 0) continue;
+    std::vector<v1::SignedRoot> missing = roots_->After(stream->root_version_);
+    if (missing.empty()) continue;
+    v1::ControllerMessage message;
+    for (v1::SignedRoot& root : missing) {
+      *message.mutable_root()->add_roots() = std::move(root);
+    }
+    stream->root_version_ = roots_->version();
+    if (stream->Send(std::move(message))) ++sent;
+  }
+  return sent;
+}
+
+void AgentHub::NoteRootStatus(absl::string_view agent_id,
+                              const v1::Heartbeat& heartbeat) {
+  AgentRootStatus status;
+  status.version = heartbeat.root_version();
+  if (status.version > 0) {
+    status.expires =
+        absl::FromUnixSeconds(heartbeat.root_expires_unix_seconds());
+    status.expired = absl::Now() > status.expires;
+  }
+  bool newly_expired = false;
+  {
+    absl::MutexLock lock(&root_status_mu_);
+    AgentRootStatus& known = root_status_[agent_id];
+    newly_expired =
+        status.expired && (!known.expired || known.version != status.version);
+    known = status;
+  }
+  // Once per change, not per heartbeat.
+  if (newly_expired) {
+    LogWarning(
+        "agent's root of trust expired: it refuses new installs until "
+        "operators push a re-signed root (fleetctl keys root rotate, then "
+        "fleetctl keys root push)",
+        {{"agent_id", std::string(agent_id)},
+         {"root_version", status.version},
+         {"root_expired_at", absl::FormatTime(status.expires)}});
+  }
+}
+
+std::optional<AgentRootStatus> AgentHub::RootStatus(
+    absl::string_view agent_id) const {
+  absl::MutexLock lock(&root_status_mu_);
+  auto it = root_status_.find(agent_id);
+  if (it == root_status_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<std::pair<std::string, AgentRootStatus>> AgentHub::RootStatuses()
+    const {
+  absl::MutexLock lock(&root_status_mu_);
+  return {root_status_.begin(), root_status_.end()};
 }
 
 void AgentHub::Close(absl::string_view agent_id, uint64_t session,
@@ -510,7 +618,11 @@ void AgentHub::Register(AgentStream* stream) {
 void AgentHub::Unregister(AgentStream* stream) {
   absl::MutexLock lock(&mu_);
   auto it = streams_.find(stream->agent_id());
-  if (it != streams_.end() && it->second == stream) streams_.erase(it);
+  if (it == streams_.end() || it->second != stream) return;
+  streams_.erase(it);
+  // Root statuses describe connected agents (metrics, fleetctl agents).
+  absl::MutexLock status_lock(&root_status_mu_);
+  root_status_.erase(stream->agent_id());
 }
 
 }  // namespace fleet::controller

@@ -8,6 +8,14 @@
 // through the AgentSender side of the hub, which queues messages on the
 // stream's reactor (one write in flight, the rest queued).
 //
+// Roots of trust: with SetRoots, the Welcome an agent gets carries every
+// root above the version its Hello names, and BroadcastRoots sends a newly
+// pushed root to every welcomed agent that has root metadata.
+//
+// Rate limit: each stream has a token bucket (SetStreamRateLimit); an agent
+// that sends messages faster has its stream ended with RESOURCE_EXHAUSTED
+// (it reconnects after its backoff).
+//
 // FetchArtifact streams a stored blob in 64 KiB chunks read with pread.
 #ifndef FLEET_CONTROLLER_AGENT_HUB_H_
 #define FLEET_CONTROLLER_AGENT_HUB_H_
@@ -17,12 +25,16 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/root.h"
 #include "controller/blob_store.h"
 #include "controller/control_loop.h"
 #include "controller/identity/authorizer.h"
@@ -43,6 +55,21 @@ absl::Status ValidateHello(const v1::Hello& hello);
 // INVALID_ARGUMENT naming the first bad field of an UpdateEvent: seq of 0,
 // unknown phase, bad ids, names or versions, oversized error text.
 absl::Status ValidateEvent(const v1::UpdateEvent& event);
+
+// The root an agent reported in its latest heartbeat.
+struct AgentRootStatus {
+  uint64_t version = 0;  // 0: the agent trusts a flat key list
+  absl::Time expires = absl::InfinitePast();
+  bool expired = false;  // as of the heartbeat, by the controller's clock
+};
+
+// Messages per second an agent may send on its stream, and the burst above
+// that rate it may send at once. Heartbeats come every few seconds and
+// events a dozen per update, so honest agents stay far below.
+struct StreamRateLimit {
+  double messages_per_second = 50;
+  double burst = 200;
+};
 
 class AgentHub : public v1::AgentService::CallbackService, public AgentSender {
  public:
@@ -83,12 +110,31 @@ class AgentHub : public v1::AgentService::CallbackService, public AgentSender {
   // was open.
   bool CloseAgent(absl::string_view agent_id, const absl::Status& status);
 
+  // The controller's roots (TrustRoots::chain()): Welcomes then carry the
+  // roots an agent is missing. Call before serving; `chain` must outlive
+  // the hub. Without it agents are sent no roots.
+  void SetRoots(const RootChain* chain) { roots_ = chain; }
+  // Sends every welcomed agent that has root metadata the roots above the
+  // version it was last sent or reported. Returns how many were sent one.
+  // Thread-safe, non-blocking.
+  size_t BroadcastRoots();
+  // From the connected agent's latest heartbeat; nullopt before one and
+  // once it disconnects.
+  std::optional<AgentRootStatus> RootStatus(absl::string_view agent_id) const;
+  // Root status of every connected agent that reported one.
+  std::vector<std::pair<std::string, AgentRootStatus>> RootStatuses() const;
+  // Call before serving. A limit with messages_per_second <= 0 disables it.
+  void SetStreamRateLimit(StreamRateLimit limit) { rate_limit_ = limit; }
+
  private:
   friend class AgentStream;
   // Makes `stream` the agent's stream, ending the one it replaces.
   void Register(AgentStream* stream);
   // Forgets `stream` if it is still the agent's registered stream.
   void Unregister(AgentStream* stream);
+  // Records the root a heartbeat reports; warns once when it expired.
+  void NoteRootStatus(absl::string_view agent_id,
+                      const v1::Heartbeat& heartbeat);
 
   ControlLoop& loop_;
   const BlobStore& blobs_;
@@ -96,9 +142,16 @@ class AgentHub : public v1::AgentService::CallbackService, public AgentSender {
   std::atomic<bool> closing_{false};
   telemetry::AgentObserver* observer_ = nullptr;
   const Authorizer* authorizer_ = nullptr;
+  const RootChain* roots_ = nullptr;
+  StreamRateLimit rate_limit_;
+
+  // Heartbeat reactions write, admin and metrics threads read.
+  mutable absl::Mutex root_status_mu_;
+  absl::flat_hash_map<std::string, AgentRootStatus> root_status_
+      ABSL_GUARDED_BY(root_status_mu_);
 
   mutable absl::Mutex mu_;
-  // Lock order: mu_ before any stream's own mutex.
+  // Lock order: mu_ before root_status_mu_ and any stream's own mutex.
   absl::flat_hash_map<std::string, AgentStream*> streams_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -49,9 +49,23 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--trust-key", options.trust_key_paths,
                  "Ed25519 public key (PEM) trusted to sign releases; "
-                 "repeatable")
-      ->required()
+                 "repeatable (ignored when --trust-root is given)")
       ->check(CLI::ExistingFile);
+  app.add_option("--trust-root", options.trust_root_path,
+                 "Root metadata (fleetctl keys root init): release keys and "
+                 "threshold, rotated with fleetctl keys root push and sent to "
+                 "agents; wins over --trust-key")
+      ->check(CLI::ExistingFile);
+  app.add_option("--agent-rate-limit",
+                 options.agent_rate_limit.messages_per_second,
+                 "Messages per second an agent may send on its stream before "
+                 "it is ended with RESOURCE_EXHAUSTED (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
+  app.add_option("--agent-rate-burst", options.agent_rate_limit.burst,
+                 "Messages an agent may send at once above that rate")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1e6));
   app.add_option("--heartbeat-seconds", heartbeat_seconds,
                  "Heartbeat interval told to agents")
       ->capture_default_str()

@@ -1,11 +1,14 @@
 #include "controller/server.h"
 
+#include <map>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/files.h"
 #include "common/log.h"
+#include "common/root.h"
 #include "common/status_macros.h"
 #include "controller/admin_service.h"
 #include "controller/agent_hub.h"
@@ -16,6 +19,7 @@
 #include "controller/identity/enrollment_service.h"
 #include "controller/identity/identity_service.h"
 #include "controller/identity/identity_store.h"
+#include "controller/identity/trust_roots.h"
 #include "controller/store/store.h"
 #include "controller/telemetry/agent_observer.h"
 #include "controller/telemetry/controller_metrics.h"
@@ -57,9 +61,10 @@ absl::StatusOr<int> ControllerServer::Start() {
   if (options_.data_dir.empty()) {
     return absl::InvalidArgumentError("a data directory is required");
   }
-  if (options_.trust_key_paths.empty()) {
+  if (options_.trust_key_paths.empty() && options_.trust_root_path.empty()) {
     return absl::InvalidArgumentError(
-        "at least one trusted release key (--trust-key) is required");
+        "release trust is required: --trust-root FILE (root metadata from "
+        "fleetctl keys root init) or at least one --trust-key FILE");
   }
   if (options_.heartbeat_interval < absl::Seconds(1)) {
     return absl::InvalidArgumentError("heartbeat interval must be >= 1s");
@@ -69,11 +74,29 @@ absl::StatusOr<int> ControllerServer::Start() {
     return absl::InvalidArgumentError(
         "offline timeout must be between 1s and 30 days");
   }
-  for (const std::string& path : options_.trust_key_paths) {
-    absl::Status added = trusted_keys_.AddPemFile(path);
-    if (!added.ok()) {
-      return absl::Status(added.code(),
-                          absl::StrCat("trust key: ", added.message()));
+  std::optional<v1::SignedRoot> pinned_root;
+  if (!options_.trust_root_path.empty()) {
+    absl::StatusOr<v1::SignedRoot> root =
+        LoadRootFile(options_.trust_root_path);
+    if (!root.ok()) {
+      return absl::Status(
+          root.status().code(),
+          absl::StrCat("--trust-root: ", root.status().message()));
+    }
+    pinned_root = *std::move(root);
+    if (!options_.trust_key_paths.empty()) {
+      LogWarning(
+          "--trust-root is set: releases are verified with its release keys "
+          "and threshold; --trust-key is ignored",
+          {{"trust_root", options_.trust_root_path}});
+    }
+  } else {
+    for (const std::string& path : options_.trust_key_paths) {
+      absl::Status added = trusted_keys_.AddPemFile(path);
+      if (!added.ok()) {
+        return absl::Status(added.code(),
+                            absl::StrCat("trust key: ", added.message()));
+      }
     }
   }
   RETURN_IF_ERROR(MakeDirs(options_.data_dir, 0700));
@@ -83,6 +106,23 @@ absl::StatusOr<int> ControllerServer::Start() {
   RETURN_IF_ERROR(write_store_->MarkAllAgentsDisconnected());
   ASSIGN_OR_RETURN(blobs_, BlobStore::Open(options_.data_dir));
   ASSIGN_OR_RETURN(identities_, IdentityStore::Open(db_path));
+  if (pinned_root) {
+    absl::StatusOr<std::unique_ptr<TrustRoots>> roots =
+        TrustRoots::Open(*pinned_root, *identities_, clock_);
+    if (!roots.ok()) {
+      return absl::Status(
+          roots.status().code(),
+          absl::StrCat("--trust-root: ", roots.status().message()));
+    }
+    roots_ = *std::move(roots);
+    trusted_keys_ = TrustedKeys::Live(&roots_->chain());
+    if (roots_->chain().Current().Expired(clock_.Now())) {
+      LogWarning(
+          "the root of trust has expired: releases are refused until "
+          "operators push a re-signed root (fleetctl keys root push)",
+          {{"root_version", roots_->chain().version()}});
+    }
+  }
   authorizer_ = std::make_unique<Authorizer>(options_.insecure,
                                              identities_.get(), clock_);
   std::shared_ptr<grpc::ServerCredentials> credentials;
@@ -143,11 +183,15 @@ absl::StatusOr<int> ControllerServer::Start() {
   hub_ = std::make_unique<AgentHub>(*loop_, *blobs_);
   hub_->SetObserver(recorder_.get());
   hub_->SetAuthorizer(authorizer_.get());
+  hub_->SetStreamRateLimit(options_.agent_rate_limit);
+  if (roots_ != nullptr) hub_->SetRoots(&roots_->chain());
+  AddRootMetrics();
   loop_->Start(*hub_);
   admin_ = std::make_unique<AdminService>(*read_store_, *loop_, *blobs_,
                                           trusted_keys_, clock_);
   admin_->SetTelemetry(queries_.get());
   admin_->SetAuthorizer(authorizer_.get());
+  admin_->SetTrust(roots_.get(), hub_.get());
   identity_service_ = std::make_unique<IdentityServiceImpl>(
       *identities_, *authorizer_, clock_, [this](const std::string& agent_id) {
         return hub_->CloseAgent(
@@ -184,6 +228,39 @@ absl::StatusOr<int> ControllerServer::Start() {
     http_port_ = *port;
   }
   return grpc_port_;
+}
+
+void ControllerServer::AddRootMetrics() {
+  telemetry::MetricsRegistry& registry = metrics_->registry();
+  telemetry::MetricFamily& version = registry.AddGauge(
+      "fleet_root_version",
+      "Version of the controller's current root of trust (0: --trust-key)", {});
+  telemetry::MetricFamily& expires = registry.AddGauge(
+      "fleet_root_expires_timestamp_seconds",
+      "When the controller's root of trust expires (Unix seconds)", {});
+  telemetry::MetricFamily& agents = registry.AddGauge(
+      "fleet_agents_root",
+      "Connected agents by the root version their latest heartbeat reported "
+      "and whether it has expired (expired roots refuse new installs)",
+      {"root_version", "expired"});
+  registry.AddCollector([this, &version, &expires, &agents] {
+    if (roots_ != nullptr) {
+      version.Set({}, static_cast<double>(roots_->chain().version()));
+      expires.Set({}, static_cast<double>(
+                          absl::ToUnixSeconds(roots_->chain().expires())));
+    } else {
+      version.Set({}, 0);
+    }
+    std::map<std::pair<uint64_t, bool>, int> counts;
+    for (const auto& [agent_id, status] : hub_->RootStatuses()) {
+      ++counts[{status.version, status.expired}];
+    }
+    agents.Clear();
+    for (const auto& [key, count] : counts) {
+      agents.Set({absl::StrCat(key.first), key.second ? "true" : "false"},
+                 count);
+    }
+  });
 }
 
 size_t ControllerServer::ConnectedAgents() const {

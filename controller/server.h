@@ -22,12 +22,14 @@
 #include "common/manifest.h"
 #include "common/pki.h"
 #include "common/tls.h"
+#include "controller/agent_hub.h"
+#include "proto/fleet/v1/release.pb.h"
 
 namespace fleet::controller {
 
 class AdminService;
-class AgentHub;
 class Authorizer;
+class TrustRoots;
 class EnrollmentServiceImpl;
 class IdentityServiceImpl;
 class IdentityStore;
@@ -53,9 +55,16 @@ struct ControllerOptions {
   // HTTP "HOST:PORT" for /healthz, /metrics and /api/v1/query; "" disables
   // HTTP.
   std::string http_address = "127.0.0.1:7480";
-  // PEM Ed25519 public keys whose signatures releases must carry; at least
-  // one.
+  // PEM Ed25519 public keys whose signatures releases must carry (one
+  // signature suffices): the simple mode, without root metadata.
   std::vector<std::string> trust_key_paths;
+  // Root metadata file (fleetctl keys root init/rotate): the release keys
+  // and threshold, rotated by PushRoot and sent to agents. When set it wins
+  // over trust_key_paths (which are then ignored, with a warning). One of
+  // the two is required.
+  std::string trust_root_path;
+  // Per-agent message rate on the Connect stream.
+  StreamRateLimit agent_rate_limit;
   // Told to agents in Welcome.
   absl::Duration heartbeat_interval = absl::Seconds(10);
   // Offline timeout of rollouts created without their own (see
@@ -90,7 +99,8 @@ class ControllerServer {
 
   // Loads the trust keys and TLS files, opens the data dir, starts the
   // control loop, the gRPC server and (if configured) HTTP. Returns the
-  // bound gRPC port. INVALID_ARGUMENT without trust keys, without TLS files
+  // bound gRPC port. INVALID_ARGUMENT without trust keys or root, without
+  // TLS files
   // (unless insecure) or with bad options; NOT_FOUND / INVALID_ARGUMENT for
   // unreadable keys or certificates; UNAVAILABLE if an address cannot be
   // bound. Call once.
@@ -104,6 +114,9 @@ class ControllerServer {
   void Shutdown();
 
  private:
+  // Root-of-trust gauges on /metrics (fleet_root_*, fleet_agents_root).
+  void AddRootMetrics();
+
   ControllerOptions options_;
   const Clock& clock_;
   TrustedKeys trusted_keys_;
@@ -111,6 +124,7 @@ class ControllerServer {
   std::unique_ptr<Store> write_store_;
   std::unique_ptr<Store> read_store_;
   std::unique_ptr<IdentityStore> identities_;
+  std::unique_ptr<TrustRoots> roots_;
   std::unique_ptr<Authorizer> authorizer_;
   std::unique_ptr<pki::CertificateAuthority> ca_;
   std::unique_ptr<BlobStore> blobs_;
