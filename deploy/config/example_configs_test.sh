@@ -21,10 +21,13 @@ fail() {
   failures=$((failures + 1))
 }
 
-# The controller checks that its trust keys exist; the example names
-# /etc/fleet/release.pub, so the runs override it with a real file.
-key="$tmp/release.pub"
+# The binaries check that the files they are given exist; the examples name
+# /etc/fleet/release.pub, /etc/fleet/pki and /etc/fleet/ca.crt, so the runs
+# override those with real files (--print-config does not parse them).
+key="$tmp/release.pub" pki="$tmp/pki" ca="$tmp/ca.crt"
 echo "not parsed by --print-config" >"$key"
+mkdir -p "$pki"
+echo "not parsed by --print-config" >"$ca"
 
 # check NAME BINARY YAML [FLAGS...]: prints the effective config to $tmp/NAME.out
 check_loads() {
@@ -41,21 +44,22 @@ expect_line() {
 }
 
 # 1. As shipped.
-check_loads controller "$controller_bin" "$controller_yaml" --trust-key "$key"
+check_loads controller "$controller_bin" "$controller_yaml" --trust-key "$key" --pki "$pki"
 expect_line controller "data-dir: /var/lib/fleet-controller"
 expect_line controller "listen: 0.0.0.0:7443"
-check_loads agent "$agent_bin" "$agent_yaml"
+check_loads agent "$agent_bin" "$agent_yaml" --tls-ca "$ca"
 expect_line agent "controller: fleet.example.com:7443"
 expect_line agent "exec: /opt/app/bin/app"
 expect_line agent "  - /etc/fleet/release.pub"
+expect_line agent "tls-ca: $ca"
 
 # 2. Every optional key switched on ("#key: value" -> "key: value"; prose
 # comments are "# text" and stay comments).
 sed -E 's/^#([a-z_-]+:)/\1/' "$controller_yaml" >"$tmp/controller-all.yaml"
 sed -E 's/^#([a-z_-]+:)/\1/' "$agent_yaml" >"$tmp/agent-all.yaml"
-check_loads controller-all "$controller_bin" "$tmp/controller-all.yaml" --trust-key "$key"
+check_loads controller-all "$controller_bin" "$tmp/controller-all.yaml" --trust-key "$key" --pki "$pki"
 expect_line controller-all "offline-timeout: 10m"
-check_loads agent-all "$agent_bin" "$tmp/agent-all.yaml"
+check_loads agent-all "$agent_bin" "$tmp/agent-all.yaml" --tls-ca "$ca"
 expect_line agent-all "agent-id: web-01"
 expect_line agent-all "  - ring=canary"
 expect_line agent-all "  - 8080"
@@ -72,7 +76,7 @@ for pair in "controller:$controller_yaml" "agent:$agent_yaml"; do
 done
 
 # 4. Flags override the file; a typo is refused with file, line and key.
-check_loads agent-override "$agent_bin" "$agent_yaml" --product web --label env=prod
+check_loads agent-override "$agent_bin" "$agent_yaml" --tls-ca "$ca" --product web --label env=prod
 expect_line agent-override "product: web"
 expect_line agent-override "  - env=prod"
 sed 's/^state-dir:/state-directory:/' "$agent_yaml" >"$tmp/typo.yaml"

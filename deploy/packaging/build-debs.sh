@@ -21,7 +21,8 @@
 # dpkg-shlibdeps (dpkg-dev) and help2man; deploy/setup.sh installs them.
 #
 # What goes where (deploy/packaging/README.md has the whole list):
-#   /usr/bin/NAME                         stripped binary
+#   /usr/bin/NAME                         stripped binary (the agent's is in
+#                                         /usr/lib/fleet-agent, see its unit)
 #   /lib/systemd/system/NAME.service      controller and agent
 #   /etc/fleet/{controller,agent}.yaml    example configs, dpkg conffiles
 #   /usr/share/man/man1/NAME.1.gz         from --help, by help2man
@@ -127,9 +128,18 @@ build_package() {
 
   install -d -m 0755 "$tree/DEBIAN" "$tree/usr/bin" "$tree/usr/share/man/man1" \
     "$tree/usr/share/doc/$name"
-  install -m 0755 "${bin[$name]}" "$tree/usr/bin/$name"
+  # The agent's binary sits in a directory of its own, the one place under
+  # /usr its unit may write (a self-update renames the new binary in there);
+  # /usr/bin has a symlink.
+  local installed=/usr/bin/$name
+  if [[ $name == fleet-agent ]]; then
+    installed=/usr/lib/fleet-agent/fleet-agent
+    install -d -m 0755 "$tree/usr/lib/fleet-agent"
+    ln -s ../lib/fleet-agent/fleet-agent "$tree/usr/bin/fleet-agent"
+  fi
+  install -m 0755 "${bin[$name]}" "$tree$installed"
   strip --strip-unneeded --remove-section=.comment --remove-section=.note \
-    "$tree/usr/bin/$name"
+    "$tree$installed"
 
   local conffile=""
   case $name in
@@ -170,12 +180,12 @@ build_package() {
   : >"$work/$name/debian/control"
   local depends
   depends=$(cd "$work/$name" && dpkg-shlibdeps --warnings=0 -O \
-    "$tree/usr/bin/$name" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+    "$tree$installed" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
   [[ -n $depends ]] || die "dpkg-shlibdeps found no dependencies for $name"
   # postinst adds the fleet user: adduser, or useradd --prefix inside
   # DPKG_ROOT. deb-systemd-invoke comes from init-system-helpers, which is
   # Essential and so not listed.
-  [[ $name == fleet-controller ]] && depends="adduser, passwd, $depends"
+  if [[ $name == fleet-controller ]]; then depends="adduser, passwd, $depends"; fi
 
   {
     echo "Package: $name"

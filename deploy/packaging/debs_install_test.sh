@@ -105,8 +105,12 @@ expect_file() {
   got=$(stat -c '%a %u:%g' "$root$path")
   [[ $got == "$mode $owner" ]] || fail "$path is \"$got\", expected \"$mode $owner\""
 }
+expect_file /usr/bin/fleet-controller 755 0:0
+expect_file /usr/bin/fleetctl 755 0:0
+expect_file /usr/lib/fleet-agent/fleet-agent 755 0:0
+[[ $(readlink "$root/usr/bin/fleet-agent") == ../lib/fleet-agent/fleet-agent ]] ||
+  fail "/usr/bin/fleet-agent is not a symlink to ../lib/fleet-agent/fleet-agent"
 for bin in fleet-controller fleet-agent fleetctl; do
-  expect_file "/usr/bin/$bin" 755 0:0
   expect_file "/usr/share/man/man1/$bin.1.gz" 644 0:0
   expect_file "/usr/share/doc/$bin/copyright" 644 0:0
   expect_file "/usr/share/doc/$bin/changelog.gz" 644 0:0
@@ -184,12 +188,16 @@ dpkg_root -i "$controller_deb" "$agent_deb" "$fleetctl_deb" >"$tmp/reinstall.out
 expect_file /var/lib/fleet-controller 700 "$fleet_uid:$fleet_gid"
 tail -n 1 "$root/etc/fleet/agent.yaml" | grep -qx "# operator's edit" ||
   fail "reinstall overwrote the operator's /etc/fleet/agent.yaml"
+# What a self-update leaves beside the binary, and state the agent wrote.
+cp "$root/usr/lib/fleet-agent/fleet-agent" "$root/usr/lib/fleet-agent/fleet-agent.previous"
 touch "$root/var/lib/fleet-controller/fleet.db" "$root/var/lib/fleet-agent/journal.db"
 dpkg_root --purge fleet-agent fleet-controller fleetctl >"$tmp/purge.out" 2>&1 ||
   fail "purge failed: $(cat "$tmp/purge.out")"
 [[ ! -e $root/var/lib/fleet-agent ]] || fail "purge left /var/lib/fleet-agent"
 [[ ! -e $root/etc/fleet/agent.yaml ]] || fail "purge left /etc/fleet/agent.yaml"
 [[ ! -e $root/usr/bin/fleet-agent ]] || fail "purge left /usr/bin/fleet-agent"
+[[ ! -e $root/usr/lib/fleet-agent ]] ||
+  fail "purge left /usr/lib/fleet-agent: $(ls -A "$root/usr/lib/fleet-agent")"
 [[ -e $root/var/lib/fleet-controller/fleet.db ]] ||
   fail "purging fleet-controller deleted the fleet's database"
 grep -q 'kept /var/lib/fleet-controller' "$tmp/purge.out" ||

@@ -6,16 +6,18 @@
 #      present with their values (so none can vanish silently);
 #   3. `systemd-analyze security --offline` exposure is no higher than today;
 #   4. every flag in ExecStart= exists in the real binary's --help, and every
-#      REQUIRED flag is given;
-#   5. every variable the agent's ExecStart= uses is documented in
-#      agent.env.example, and the ones without a default are set there.
+#      REQUIRED flag is given there or set in the config file it names;
+#   5. the config files the units read (deploy/config, installed as
+#      /etc/fleet/*.yaml by the packages) put the data in the unit's
+#      StateDirectory=, the one writable place.
 #
-# Usage: verify_units_test.sh CONTROLLER_UNIT AGENT_UNIT AGENT_ENV_EXAMPLE
-#                             CONTROLLER_BINARY AGENT_BINARY
+# Usage: verify_units_test.sh CONTROLLER_UNIT AGENT_UNIT CONTROLLER_YAML
+#                             AGENT_YAML CONTROLLER_BINARY AGENT_BINARY
 # Needs systemd-analyze (Debian package "systemd"); fails if it is missing.
 set -euo pipefail
 
-controller_unit=$1 agent_unit=$2 env_example=$3 controller_bin=$4 agent_bin=$5
+controller_unit=$1 agent_unit=$2 controller_yaml=$3 agent_yaml=$4
+controller_bin=$5 agent_bin=$6
 tmp=${TEST_TMPDIR:-$(mktemp -d)}
 failures=0
 fail() {
@@ -30,7 +32,8 @@ if ! command -v systemd-analyze >/dev/null; then
 fi
 
 # 1. verify. It checks that ExecStart='s executable exists, so the copies run
-# stand-ins under $tmp/bin; the committed units keep /usr/bin.
+# stand-ins under $tmp/bin; the committed units keep the packages' paths
+# (the agent's real binary is in /usr/lib/fleet-agent, see its unit).
 mkdir -p "$tmp/bin" "$tmp/units"
 for name in fleet-controller fleet-agent; do
   printf '#!/bin/sh\nexit 0\n' >"$tmp/bin/$name"
@@ -38,11 +41,14 @@ for name in fleet-controller fleet-agent; do
 done
 cp "$controller_unit" "$tmp/units/fleet-controller.service"
 cp "$agent_unit" "$tmp/units/fleet-agent.service"
+declare -A installed_path=([fleet-controller]=/usr/bin/fleet-controller
+  [fleet-agent]=/usr/lib/fleet-agent/fleet-agent)
 for name in fleet-controller fleet-agent; do
   unit="$tmp/units/$name.service"
-  grep -q "^ExecStart=/usr/bin/$name " "$unit" ||
-    fail "$name.service: ExecStart= does not run /usr/bin/$name"
-  sed -i "s|^ExecStart=/usr/bin/$name |ExecStart=$tmp/bin/$name |" "$unit"
+  path=${installed_path[$name]}
+  grep -q "^ExecStart=$path " "$unit" ||
+    fail "$name.service: ExecStart= does not run $path"
+  sed -i "s|^ExecStart=$path |ExecStart=$tmp/bin/$name |" "$unit"
 done
 set +e
 verify_output=$(cd "$tmp/units" && systemd-analyze verify --man=no \
@@ -67,6 +73,7 @@ require_lines() {
 }
 require_lines "$controller_unit" \
   "Type=exec" "User=fleet" "Group=fleet" \
+  "ExecStart=/usr/bin/fleet-controller --config /etc/fleet/controller.yaml" \
   "StateDirectory=fleet-controller" "StateDirectoryMode=0700" \
   "Restart=on-failure" "RestartSec=2" "LimitNOFILE=65536" \
   "KillSignal=SIGTERM" "TimeoutStopSec=30" \
@@ -85,11 +92,13 @@ require_lines "$controller_unit" \
 [[ $(grep -c '^ReadWritePaths=' "$controller_unit") -eq 1 ]] ||
   fail "fleet-controller.service: more than one ReadWritePaths= line"
 require_lines "$agent_unit" \
-  "Type=exec" "EnvironmentFile=/etc/fleet/agent.env" \
+  "Type=exec" \
+  "ExecStart=/usr/lib/fleet-agent/fleet-agent --config /etc/fleet/agent.yaml" \
   "StateDirectory=fleet-agent" "StateDirectoryMode=0700" \
   "Restart=always" "KillMode=mixed" "KillSignal=SIGTERM" \
   "TimeoutStopSec=30" "StandardOutput=journal" "StandardError=journal" \
   "NoNewPrivileges=yes" "ProtectSystem=full" "ProtectHome=read-only" \
+  "ReadWritePaths=/usr/lib/fleet-agent" \
   "PrivateTmp=yes" "ProtectKernelModules=yes" "ProtectKernelLogs=yes" \
   "ProtectControlGroups=yes" "RestrictRealtime=yes" "LockPersonality=yes" \
   "WantedBy=multi-user.target"
@@ -97,6 +106,13 @@ require_lines "$agent_unit" \
 if grep -q '^User=' "$agent_unit"; then
   fail "fleet-agent.service: sets User=; the agent must run as root"
 fi
+# Inherited by the managed program, and the agent execs what it just wrote
+# on a self-update (see the unit's comment).
+for directive in MemoryDenyWriteExecute SystemCallFilter; do
+  if grep -q "^$directive=" "$agent_unit"; then
+    fail "fleet-agent.service: sets $directive=, which breaks managed programs or self-update"
+  fi
+done
 
 # 3. Exposure, in tenths (systemd 252's scale 0-10). Lower these when a
 # change tightens a unit; raising one needs a reason in the unit's comments.
@@ -114,9 +130,10 @@ check_exposure() {
 check_exposure fleet-controller.service 14
 check_exposure fleet-agent.service 81
 
-# 4. Flags against the real binaries.
+# 4. Flags against the real binaries; a REQUIRED flag may come from the
+# config file instead (as "key:" on a line of its own).
 check_flags() {
-  local unit=$1 bin=$2 help exec_start flag
+  local unit=$1 bin=$2 yaml=$3 help exec_start flag
   help=$("$bin" --help 2>&1) || true
   exec_start=$(grep '^ExecStart=' "$unit")
   for flag in $(grep -oE -- '(^| )--[a-z][a-z0-9-]*' <<<"$exec_start"); do
@@ -124,28 +141,18 @@ check_flags() {
       fail "$(basename "$unit"): $flag is not a flag of $(basename "$bin")"
   done
   for flag in $(grep -E 'REQUIRED' <<<"$help" | grep -oE -- '--[a-z][a-z0-9-]*'); do
-    grep -qE -- " $flag( |$)" <<<"$exec_start" ||
-      fail "$(basename "$unit"): required flag $flag missing from ExecStart="
+    grep -qE -- " $flag( |$)" <<<"$exec_start" || grep -qE "^${flag#--}:" "$yaml" ||
+      fail "$(basename "$unit"): required flag $flag neither in ExecStart= nor in $(basename "$yaml")"
   done
 }
-check_flags "$controller_unit" "$controller_bin"
-check_flags "$agent_unit" "$agent_bin"
+check_flags "$controller_unit" "$controller_bin" "$controller_yaml"
+check_flags "$agent_unit" "$agent_bin" "$agent_yaml"
 
-# 5. agent.env.example covers the agent's variables.
-agent_exec=$(grep '^ExecStart=' "$agent_unit")
-defaults=$(grep '^Environment=' "$agent_unit" || true)
-for var in $(grep -oE '\$\{?FLEET_[A-Z_]+' <<<"$agent_exec" | tr -d '${' | sort -u); do
-  if grep -qE "(^| |=)$var=" <<<"$defaults"; then
-    grep -qE "^#?$var=" "$env_example" ||
-      fail "agent.env.example does not document $var"
-  elif [[ $var == FLEET_AGENT_ARGS || $var == FLEET_PROGRAM_ARGS ]]; then
-    grep -qE "^#?$var=" "$env_example" ||
-      fail "agent.env.example does not document $var"
-  else
-    grep -qE "^$var=." "$env_example" ||
-      fail "agent.env.example does not set $var (required, no default)"
-  fi
-done
+# 5. The configs keep the data where the units let them write.
+grep -qx 'data-dir: /var/lib/fleet-controller' "$controller_yaml" ||
+  fail "$(basename "$controller_yaml"): data-dir is not /var/lib/fleet-controller (StateDirectory=)"
+grep -qx 'state-dir: /var/lib/fleet-agent' "$agent_yaml" ||
+  fail "$(basename "$agent_yaml"): state-dir is not /var/lib/fleet-agent (StateDirectory=)"
 
 if [[ $failures -ne 0 ]]; then
   echo "$failures check(s) failed" >&2
