@@ -337,6 +337,25 @@ class Harness:
             sim.stop()
             c.stop()
 
+    def rollout_figures(self):
+        """Fan-out and 4-stage rollout alone (ONLY=rollout): the fleet is
+        connected in one step, without the ramp and the storm, for measuring
+        the rollout path before and after a change."""
+        s = self.size
+        c = Controller(self, "rollout").start()
+        sim = Simulator(self, c.address, "sim", ["--phase-delay-ms", "10"])
+        try:
+            n = s["fleet"]
+            sim.cmd(f"add {n} {s['connect_rate']}")
+            sim.wait(lambda st: st["connected"] >= n,
+                     60 + n / s["connect_rate"] * 3, f"{n} connected")
+            time.sleep(s["settle_s"])
+            self.fanout(c, sim)
+            self.staged(c, sim)
+        finally:
+            sim.stop()
+            c.stop()
+
     def ramp(self, c, sim, base_rss, steps, name, tolerate=False):
         s = self.size
         rows = self.figures.setdefault(name, {"baseline_rss_kib": base_rss,
@@ -972,7 +991,8 @@ def main():
     p.add_argument("--command", default="bench/run.sh")
     p.add_argument("--notes", help="Markdown appended to the report")
     p.add_argument("--only", help="comma list: fleet,artifact,verify,"
-                                  "telemetry,query,agent")
+                                  "telemetry,query,agent; rollout (fan-out "
+                                  "and 4-stage without ramp and storm)")
     p.add_argument("--from-json", help="rewrite the report from the figures "
                                        "of an earlier run (OUT.json)")
     args = p.parse_args()
@@ -1000,12 +1020,14 @@ def main():
     h = Harness(args)
     h.keys()
     only = set(args.only.split(",")) if args.only else None
-    plan = [("fleet", h.fleet_figures), ("artifact", h.artifact),
+    plan = [("fleet", h.fleet_figures), ("rollout", h.rollout_figures),
+            ("artifact", h.artifact),
             ("verify", h.verification), ("telemetry", h.telemetry),
             ("query", h.telemetry_query),
             ("agent", h.real_agent)]
     for name, fn in plan:
-        if only is None or name in only:
+        # "rollout" measures a part of "fleet": only when asked for by name.
+        if (only is None and name != "rollout") or (only and name in only):
             h.figure(name, fn)
     end_children()
     h.write()

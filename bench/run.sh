@@ -8,6 +8,7 @@
 #   full:  10k agents, 200 MiB artifact, 10M events; ~25 minutes; writes
 #          bench/RESULTS.md
 #   OUT=path overrides the report; ONLY=fleet,artifact,verify,telemetry,query,agent
+#   (or rollout: fan-out and 4-stage only, without the ramp and the storm)
 #   runs a subset; KEEP=1 keeps the scratch dir.
 #
 # Builds the real binaries with `bazel build -c opt` first and copies them

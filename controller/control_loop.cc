@@ -173,10 +173,15 @@ void ControlLoop::Run() {
   while (true) {
     std::vector<Item> batch;
     bool last = false;
+    // A rollout stopped at its directive chunk goes on in the next batch
+    // (with whatever was queued meanwhile), without waiting.
+    const bool more = std::exchange(more_directives_, false);
     {
       absl::MutexLock lock(&mu_);
-      mu_.AwaitWithTimeout(absl::Condition(this, &ControlLoop::HasWork),
-                           options_.tick);
+      if (!more) {
+        mu_.AwaitWithTimeout(absl::Condition(this, &ControlLoop::HasWork),
+                             options_.tick);
+      }
       while (!queue_.empty() &&
              static_cast<int>(batch.size()) < std::max(1, options_.max_batch)) {
         batch.push_back(std::move(queue_.front()));
@@ -351,7 +356,7 @@ absl::Status ControlLoop::HandleHello(const HelloItem& item, Output& out) {
   ASSIGN_OR_RETURN(*welcome.mutable_welcome()->mutable_blacklist(),
                    BlacklistOf(agent));
   out.messages.push_back({item.agent_id, item.session, std::move(welcome)});
-  sessions_[item.agent_id] = item.session;
+  sessions_[item.agent_id] = Connected{item.session, hello.platform()};
   LogDebug("agent connected", {{"agent_id", item.agent_id},
                                {"session", item.session},
                                {"acked_event_seq", acked}});
@@ -680,7 +685,7 @@ absl::Status ControlLoop::HandleEvent(const EventItem& item, Output& out) {
 
 absl::Status ControlLoop::HandleDisconnect(const DisconnectItem& item) {
   auto it = sessions_.find(item.agent_id);
-  if (it == sessions_.end() || it->second != item.session) {
+  if (it == sessions_.end() || it->second.session != item.session) {
     return absl::OkStatus();
   }
   sessions_.erase(it);
@@ -761,15 +766,24 @@ absl::Status ControlLoop::HandleCreateRollout(
 
   ASSIGN_OR_RETURN(std::vector<v1::Agent> agents,
                    store_.ListAgents(request.product()));
+  std::vector<v1::RolloutTarget> targets;
+  targets.reserve(agents.size());
+  const absl::Time created = clock_.Now();
   for (const v1::Agent& agent : agents) {
     std::optional<v1::RolloutTarget> target =
-        NewTarget(rollout, agent, platforms, clock_.Now());
-    if (target) {
-      RETURN_IF_ERROR(store_.UpsertTarget(rollout.rollout_id(), *target));
-    }
+        NewTarget(rollout, agent, platforms, created);
+    if (target) targets.push_back(*std::move(target));
   }
-  RETURN_IF_ERROR(Reconcile(record, out));
-  ASSIGN_OR_RETURN(result, WithCounts(record));
+  // The first chunk is directed before any target is written, so each
+  // target is written once, in its final state for this transaction
+  // (DIRECTED with its directive id where one is sent after the commit).
+  RETURN_IF_ERROR(ReconcileTargets(record, targets, /*stored=*/false, out));
+  for (const v1::RolloutTarget& target : targets) {
+    RETURN_IF_ERROR(store_.UpsertTarget(rollout.rollout_id(), target));
+  }
+  // Nothing has reverted yet: the counts are those of `targets`.
+  result = record.rollout;
+  *result.mutable_counts() = CountTargets(targets);
   return absl::OkStatus();
 }
 
@@ -955,11 +969,17 @@ absl::Status ControlLoop::ReconcileDirty(Output& out) {
 }
 
 absl::Status ControlLoop::Reconcile(RolloutRecord& record, Output& out) {
-  const std::string& rollout_id = record.rollout.rollout_id();
   ASSIGN_OR_RETURN(std::vector<v1::RolloutTarget> targets,
-                   store_.ListTargets(rollout_id));
+                   store_.ListTargets(record.rollout.rollout_id()));
+  return ReconcileTargets(record, targets, /*stored=*/true, out);
+}
+
+absl::Status ControlLoop::ReconcileTargets(
+    RolloutRecord& record, std::vector<v1::RolloutTarget>& targets, bool stored,
+    Output& out) {
+  const std::string& rollout_id = record.rollout.rollout_id();
   if (record.rollout.state() == v1::ROLLOUT_STATE_RUNNING) {
-    RETURN_IF_ERROR(SkipOfflineTargets(record, targets));
+    RETURN_IF_ERROR(SkipOfflineTargets(record, targets, stored));
     RETURN_IF_ERROR(CheckGate(record, CountTargets(targets), out));
   }
   const uint32_t stage_before = record.rollout.current_stage();
@@ -977,20 +997,31 @@ absl::Status ControlLoop::Reconcile(RolloutRecord& record, Output& out) {
   }
   uint32_t budget =
       DirectiveBudget(record.rollout.max_in_flight(), CountTargets(targets));
+  int chunk = std::max(1, options_.directive_chunk);
+  DirectiveCache directives;
   for (v1::RolloutTarget& target : targets) {
     if (budget == 0) break;
-    if (!NeedsDirective(record, target) || SessionOf(target.agent_id()) == 0) {
-      continue;
+    if (!NeedsDirective(record, target)) continue;
+    const std::string* platform = PlatformOf(target.agent_id());
+    if (platform == nullptr) continue;  // directed when it says Hello
+    if (chunk == 0) {
+      // Journaled and sent with the next batch: the ones of this chunk
+      // leave as soon as it commits.
+      dirty_rollouts_.insert(rollout_id);
+      more_directives_ = true;
+      break;
     }
     --budget;
-    ASSIGN_OR_RETURN(v1::Agent agent, store_.GetAgent(target.agent_id()));
-    RETURN_IF_ERROR(SendNewDirective(record, target, agent.platform(), out));
+    --chunk;
+    RETURN_IF_ERROR(
+        SendNewDirective(record, target, *platform, out, &directives, stored));
   }
   return absl::OkStatus();
 }
 
 absl::Status ControlLoop::SkipOfflineTargets(
-    const RolloutRecord& record, std::vector<v1::RolloutTarget>& targets) {
+    const RolloutRecord& record, std::vector<v1::RolloutTarget>& targets,
+    bool stored) {
   const absl::Time now = clock_.Now();
   for (v1::RolloutTarget& target : targets) {
     if (IsFinal(target.state()) ||
@@ -1007,7 +1038,9 @@ absl::Status ControlLoop::SkipOfflineTargets(
     const absl::Time offline_since =
         std::max(absl::FromUnixMillis(agent->last_seen_unix_ms()), loop_start_);
     if (!SkipIfOffline(record.rollout, offline_since, now, target)) continue;
-    RETURN_IF_ERROR(store_.UpsertTarget(record.rollout.rollout_id(), target));
+    if (stored) {
+      RETURN_IF_ERROR(store_.UpsertTarget(record.rollout.rollout_id(), target));
+    }
     LogWarning("rollout target skipped: agent offline",
                {{"agent_id", target.agent_id()},
                 {"rollout_id", record.rollout.rollout_id()},
@@ -1050,35 +1083,49 @@ absl::Status ControlLoop::CheckGate(RolloutRecord& record,
 
 absl::StatusOr<v1::UpdateDirective> ControlLoop::DirectiveFor(
     const RolloutRecord& record, const v1::RolloutTarget& target,
-    const std::string& platform) {
-  ASSIGN_OR_RETURN(v1::Release release,
-                   store_.GetRelease(record.rollout.product(),
-                                     record.rollout.version(), platform));
-  return MakeDirective(target.directive_id(), record.rollout.rollout_id(),
-                       release);
+    const std::string& platform, DirectiveCache* cache) {
+  DirectiveCache local;
+  if (cache == nullptr) cache = &local;
+  auto it = cache->find(platform);
+  if (it == cache->end()) {
+    absl::StatusOr<v1::Release> release = store_.GetRelease(
+        record.rollout.product(), record.rollout.version(), platform);
+    absl::StatusOr<v1::UpdateDirective> made =
+        release.ok() ? absl::StatusOr<v1::UpdateDirective>(MakeDirective(
+                           "", record.rollout.rollout_id(), *release))
+                     : absl::StatusOr<v1::UpdateDirective>(release.status());
+    it = cache->emplace(platform, std::move(made)).first;
+  }
+  if (!it->second.ok()) return it->second.status();
+  v1::UpdateDirective directive = *it->second;
+  directive.set_directive_id(target.directive_id());
+  return directive;
 }
 
 absl::Status ControlLoop::SendNewDirective(const RolloutRecord& record,
                                            v1::RolloutTarget& target,
                                            const std::string& platform,
-                                           Output& out) {
+                                           Output& out, DirectiveCache* cache,
+                                           bool store_target) {
   const std::string& rollout_id = record.rollout.rollout_id();
   target.set_directive_id(NewId("dir"));
   target.set_updated_unix_ms(NowMs());
   absl::StatusOr<v1::UpdateDirective> directive =
-      DirectiveFor(record, target, platform);
+      DirectiveFor(record, target, platform, cache);
   if (absl::IsNotFound(directive.status())) {
     // The agent moved to a platform this release does not exist for.
     target.set_directive_id("");
     target.set_state(v1::TARGET_STATE_FAILED);
     target.set_error(std::string(directive.status().message()));
-    RETURN_IF_ERROR(store_.UpsertTarget(rollout_id, target));
+    if (store_target) {
+      RETURN_IF_ERROR(store_.UpsertTarget(rollout_id, target));
+    }
     dirty_rollouts_.insert(rollout_id);
     return absl::OkStatus();
   }
   if (!directive.ok()) return directive.status();
   target.set_state(v1::TARGET_STATE_DIRECTED);
-  RETURN_IF_ERROR(store_.UpsertTarget(rollout_id, target));
+  if (store_target) RETURN_IF_ERROR(store_.UpsertTarget(rollout_id, target));
   const uint64_t session = SessionOf(target.agent_id());
   if (session != 0) {
     v1::ControllerMessage message;
@@ -1092,7 +1139,12 @@ int64_t ControlLoop::NowMs() const { return absl::ToUnixMillis(clock_.Now()); }
 
 uint64_t ControlLoop::SessionOf(const std::string& agent_id) const {
   auto it = sessions_.find(agent_id);
-  return it == sessions_.end() ? 0 : it->second;
+  return it == sessions_.end() ? 0 : it->second.session;
+}
+
+const std::string* ControlLoop::PlatformOf(const std::string& agent_id) const {
+  auto it = sessions_.find(agent_id);
+  return it == sessions_.end() ? nullptr : &it->second.platform;
 }
 
 }  // namespace fleet::controller

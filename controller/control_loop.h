@@ -69,6 +69,11 @@ struct ControlLoopOptions {
   absl::Duration tick = absl::Seconds(1);
   // Most work items committed in one transaction.
   int max_batch = 512;
+  // Most new directives one reconciliation of a rollout journals and sends
+  // in one transaction; the rest follow in the next batches. Bounds how long
+  // the first agents wait (directives leave only after their commit) and how
+  // long heartbeats and events queue behind a large rollout.
+  int directive_chunk = 1000;
   // Offline timeout of rollouts created without their own
   // (CreateRolloutRequest.offline_timeout_seconds 0).
   absl::Duration offline_timeout = absl::Minutes(10);
@@ -254,8 +259,10 @@ class ControlLoop {
                          Output& out);
   // Marks SKIPPED the targets of a RUNNING rollout whose agents are past
   // the offline timeout (SkipIfOffline), updating `targets` in place.
+  // With `stored` false the targets are not written (see ReconcileTargets).
   absl::Status SkipOfflineTargets(const RolloutRecord& record,
-                                  std::vector<v1::RolloutTarget>& targets);
+                                  std::vector<v1::RolloutTarget>& targets,
+                                  bool stored = true);
   // Marks rollouts waiting out a bake time (with `all_running`, every
   // RUNNING rollout) for reconciliation.
   absl::Status MarkBakingRollouts(bool all_running);
@@ -269,17 +276,33 @@ class ControlLoop {
   // Evaluates the failure gate, moves the rollout forward and directs the
   // connected targets of started stages.
   absl::Status Reconcile(RolloutRecord& record, Output& out);
+  // Reconcile over `targets` (every target of the rollout). With `stored`
+  // false none of them is in the database yet: nothing is written for
+  // them and the caller inserts them all afterwards, in the same
+  // transaction (one write per target at creation).
+  absl::Status ReconcileTargets(RolloutRecord& record,
+                                std::vector<v1::RolloutTarget>& targets,
+                                bool stored, Output& out);
+  // The directive of a rollout for one platform without its directive_id
+  // (the release read and its signed manifest copied once, not per target).
+  using DirectiveCache =
+      absl::flat_hash_map<std::string, absl::StatusOr<v1::UpdateDirective>>;
   // Gives `target` a new directive and sends it if the agent is connected.
+  // Writes the target unless `store_target` is false (see ReconcileTargets).
   absl::Status SendNewDirective(const RolloutRecord& record,
                                 v1::RolloutTarget& target,
-                                const std::string& platform, Output& out);
+                                const std::string& platform, Output& out,
+                                DirectiveCache* cache = nullptr,
+                                bool store_target = true);
   absl::StatusOr<v1::UpdateDirective> DirectiveFor(
       const RolloutRecord& record, const v1::RolloutTarget& target,
-      const std::string& platform);
+      const std::string& platform, DirectiveCache* cache = nullptr);
 
   int64_t NowMs() const;
   // The open session of a connected agent, or 0.
   uint64_t SessionOf(const std::string& agent_id) const;
+  // The platform a connected agent said in the Hello of its open session.
+  const std::string* PlatformOf(const std::string& agent_id) const;
 
   Store& store_;
   const Clock& clock_;
@@ -292,12 +315,21 @@ class ControlLoop {
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
+  struct Connected {
+    uint64_t session;
+    // As stored for the agent by that Hello: a rollout reads it from here
+    // rather than one agent row per target.
+    std::string platform;
+  };
   // Owned by the loop thread: the loop's view of who is connected, agent id
   // to the session whose Hello it processed last.
-  absl::flat_hash_map<std::string, uint64_t> sessions_;
+  absl::flat_hash_map<std::string, Connected> sessions_;
   // Owned by the loop thread: rollouts whose targets moved in this batch,
   // reconciled once at its end.
   absl::flat_hash_set<std::string> dirty_rollouts_;
+  // Owned by the loop thread: a reconciliation stopped at directive_chunk;
+  // the next batch starts at once instead of waiting for work or a tick.
+  bool more_directives_ = false;
   absl::Time last_tick_ = absl::InfinitePast();
   absl::Time last_offline_sweep_ = absl::InfinitePast();
   // Agents offline longer than this count only from here: none could reach
