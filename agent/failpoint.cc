@@ -68,8 +68,8 @@ void Failpoint(absl::string_view point) {
       }
       return;  // fired already in an earlier process
     }
-    const std::string name(point);
-    (void)!write(fd, name.data(), name.size());
+    const std::string line = absl::StrCat(point, " ", getpid());
+    (void)!write(fd, line.data(), line.size());
     fsync(fd);
     close(fd);
   }

@@ -14,8 +14,10 @@
 //                                         the controller mid-download) and
 //                                         SIGCONT it after
 //   FLEET_AGENT_FAILPOINT_MARKER=<path>   optional: fire only if <path> can
-//                                         be created (O_EXCL), and write the
-//                                         point's name into it first. A
+//                                         be created (O_EXCL), and write
+//                                         "<point> <pid>" into it first (the
+//                                         pid tells a test which process of
+//                                         a supervisor/worker pair it was). A
 //                                         process restarted with the same
 //                                         environment (e.g. a worker the
 //                                         supervisor restarts) then runs on

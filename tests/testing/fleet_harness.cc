@@ -153,10 +153,10 @@ absl::Status FleetHarness::StartController() {
   return absl::OkStatus();
 }
 
-AgentHandle* FleetHarness::StartAgent(const std::string& name,
-                                      const std::string& product,
-                                      std::vector<std::string> extra_flags,
-                                      const std::string& trust_key) {
+AgentHandle* FleetHarness::StartAgent(
+    const std::string& name, const std::string& product,
+    std::vector<std::string> extra_flags, const std::string& trust_key,
+    std::map<std::string, std::string> extra_env) {
   auto agent = std::make_unique<AgentHandle>();
   agent->name = name;
   agent->dir = dir_ + "/" + name;
@@ -183,10 +183,9 @@ AgentHandle* FleetHarness::StartAgent(const std::string& name,
       "1",
   };
   argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
-  agent->process = std::make_unique<Subprocess>(
-      argv, agent->dir + "/agent.log",
-      std::map<std::string, std::string>{
-          {"FLEET_SAMPLE_STATUS", agent->status_path}});
+  extra_env["FLEET_SAMPLE_STATUS"] = agent->status_path;
+  agent->process = std::make_unique<Subprocess>(argv, agent->dir + "/agent.log",
+                                                std::move(extra_env));
   agents_.push_back(std::move(agent));
   return agents_.back().get();
 }

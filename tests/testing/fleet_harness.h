@@ -12,6 +12,7 @@
 #ifndef FLEET_TESTS_TESTING_FLEET_HARNESS_H_
 #define FLEET_TESTS_TESTING_FLEET_HARNESS_H_
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -86,10 +87,12 @@ class FleetHarness {
 
   // Starts a fleet-agent managing product `product` whose program lives at
   // DIR/<name>/bin/<product>. `trust_key` defaults to the release key.
+  // `extra_env` adds to the agent's environment (e.g. a failpoint).
   AgentHandle* StartAgent(const std::string& name,
                           const std::string& product = "app",
                           std::vector<std::string> extra_flags = {},
-                          const std::string& trust_key = "");
+                          const std::string& trust_key = "",
+                          std::map<std::string, std::string> extra_env = {});
   std::vector<AgentHandle*> agents();
 
   // Writes a sample program for `version` (see deploy/sample-app) and

@@ -1,0 +1,120 @@
+// Randomised kills from outside: for each iteration a fresh agent (its own
+// label, its own rollout) starts an update and is killed with SIGKILL after
+// a random delay, then restarted. Whatever phase the kill hit, the update
+// must end with a complete program, old or new as the outcome says, exactly
+// one instance running, one final outcome, every event stored once.
+//
+// Reproducible: the seed is printed; FLEET_FAULT_SEED=<seed> replays it.
+// FLEET_FAULT_ITERATIONS (default 3) and FLEET_FAULT_SOAK_SECONDS (keep
+// going until this much time has passed) make it a soak run; see README.md.
+#include <signal.h>
+#include <stdlib.h>
+
+#include <iostream>
+#include <random>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/files.h"
+#include "common/sha256.h"
+#include "gtest/gtest.h"
+#include "tests/fault/fault_checks.h"
+#include "tests/testing/fleet_harness.h"
+
+namespace fleet::testing {
+namespace {
+
+int64_t EnvInt(const char* name, int64_t fallback) {
+  const char* value = getenv(name);
+  int64_t n = 0;
+  if (value == nullptr || !absl::SimpleAtoi(value, &n)) return fallback;
+  return n;
+}
+
+// An update takes about 1.5 s here (download, swap, 1 s health window):
+// kills are spread over a little more than that.
+constexpr int kMaxKillDelayMs = 2500;
+
+TEST(RandomKillTest, UpdateSurvivesAKillAtARandomMoment) {
+  const uint64_t seed = static_cast<uint64_t>(
+      EnvInt("FLEET_FAULT_SEED", absl::ToUnixNanos(absl::Now()) & 0x7fffffff));
+  const int64_t iterations = EnvInt("FLEET_FAULT_ITERATIONS", 3);
+  const absl::Duration soak =
+      absl::Seconds(EnvInt("FLEET_FAULT_SOAK_SECONDS", 0));
+  std::cerr << "FLEET_FAULT_SEED=" << seed << " (set it to replay this run)\n";
+  RecordProperty("FLEET_FAULT_SEED", std::to_string(seed));
+  std::mt19937_64 rng(seed);
+
+  FleetHarness fleet;
+  ASSERT_TRUE(fleet.StartController().ok()) << fleet.DumpLogs();
+  const std::string v1 = fleet.MakeSampleApp("1.0.0");
+  const std::string v2 = MakePaddedSampleApp(fleet, "1.1.0", 8 << 20);
+  ASSERT_FALSE(v1.empty());
+  ASSERT_FALSE(v2.empty());
+  ASSERT_EQ(fleet.PushRelease("app", "1.0.0", v1).exit_code, 0);
+  ASSERT_EQ(fleet.PushRelease("app", "1.1.0", v2).exit_code, 0);
+  absl::StatusOr<Digest> v1_digest = Sha256OfFile(v1);
+  absl::StatusOr<Digest> v2_digest = Sha256OfFile(v2);
+  ASSERT_TRUE(v1_digest.ok() && v2_digest.ok());
+
+  const absl::Time start = absl::Now();
+  for (int64_t i = 0; i < iterations || absl::Now() - start < soak; ++i) {
+    const int delay_ms =
+        std::uniform_int_distribution<int>(0, kMaxKillDelayMs)(rng);
+    const std::string name = absl::StrCat("r", i);
+    SCOPED_TRACE(absl::StrCat("iteration ", i, ", agent ", name,
+                              ", kill after ", delay_ms,
+                              " ms, FLEET_FAULT_SEED=", seed));
+    AgentHandle* agent = fleet.StartAgent(
+        name, "app", {"--label", absl::StrCat("iteration=", i)});
+    ASSERT_TRUE(fleet.Preinstall(agent, v1).ok());
+    ASSERT_TRUE(agent->process->Start().ok());
+    ASSERT_TRUE(WaitForAgentReporting(fleet, name, "1.0.0", absl::Seconds(30)))
+        << fleet.DumpLogs();
+
+    std::string error;
+    const std::string rollout_id =
+        CreateRollout(fleet, "1.1.0", absl::StrCat("iteration=", i), &error);
+    ASSERT_FALSE(rollout_id.empty()) << error;
+    absl::SleepFor(absl::Milliseconds(delay_ms));
+    // The agent's pid only: its program must go with it (or be adopted),
+    // not because the test killed the process group.
+    ASSERT_EQ(kill(agent->process->pid(), SIGKILL), 0);
+    ASSERT_TRUE(agent->process->Wait(absl::Seconds(10)).has_value());
+    ASSERT_TRUE(agent->process->Start().ok());
+
+    absl::StatusOr<v1::RolloutTarget> target =
+        WaitForOnlyTargetFinal(fleet, rollout_id, absl::Seconds(90));
+    ASSERT_TRUE(target.ok()) << target.status() << fleet.DumpLogs();
+    const bool on_new = target->state() == v1::TARGET_STATE_HEALTHY;
+    ASSERT_TRUE(on_new || target->state() == v1::TARGET_STATE_ROLLED_BACK ||
+                target->state() == v1::TARGET_STATE_FAILED)
+        << target->DebugString();
+    std::cerr << "iteration " << i << ": killed after " << delay_ms << " ms -> "
+              << v1::TargetState_Name(target->state()) << "\n";
+
+    EXPECT_EQ(ProgramProblems(*agent, on_new ? "1.1.0" : "1.0.0",
+                              DigestToHex(on_new ? *v2_digest : *v1_digest),
+                              absl::Seconds(30)),
+              "");
+    absl::StatusOr<std::vector<StoredEvent>> events =
+        ControllerEvents(fleet.controller_data_dir(), name);
+    ASSERT_TRUE(events.ok()) << events.status();
+    const v1::UpdatePhase final_phase =
+        on_new ? v1::UPDATE_PHASE_HEALTHY
+        : target->state() == v1::TARGET_STATE_ROLLED_BACK
+            ? v1::UPDATE_PHASE_ROLLED_BACK
+            : v1::UPDATE_PHASE_FAILED;
+    EXPECT_EQ(EventProblems(*events, target->directive_id(), final_phase), "");
+    if (HasFailure()) {
+      std::cerr << fleet.DumpLogs();
+      return;
+    }
+    agent->process->Kill();  // its program too; the next iteration is alone
+  }
+}
+
+}  // namespace
+}  // namespace fleet::testing
