@@ -1,6 +1,12 @@
 // fleet-agent: keeps one managed program up to date (docs/ARCHITECTURE.md,
-// "Agent"). Parses flags, builds the journal, supervisor, updater and
-// session, and runs until SIGTERM/SIGINT.
+// "Agent"). One binary, two roles:
+//   supervisor (default)       owns the worker and the managed program
+//                              (agent/supervisor.h); no gRPC, one thread
+//   --internal-role=worker     started by the supervisor with its socket as
+//                              fd 3: journal, session, downloads, updater
+// Both parse the same flags, so the supervisor refuses bad ones before any
+// child starts. Each runs until SIGTERM/SIGINT.
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <pthread.h>
 #include <signal.h>
@@ -20,9 +26,12 @@
 #include "absl/strings/str_cat.h"
 #include "agent/downloader.h"
 #include "agent/enrollment.h"
+#include "agent/health.h"
 #include "agent/journal.h"
 #include "agent/platform/process.h"
 #include "agent/session.h"
+#include "agent/supervisor.h"
+#include "agent/supervisor_client.h"
 #include "agent/updater.h"
 #include "agent/version.h"
 #include "common/files.h"
@@ -55,7 +64,14 @@ struct Flags {
   std::string enroll_token;
   std::string enroll_token_file;
   bool insecure = false;
+  std::string role;  // "" (supervisor) or "worker"
+  double worker_stop_grace_seconds = 10;
+  std::string health_command;
+  std::string health_url;
+  double health_timeout_seconds = 5;
 };
+
+constexpr char kWorkerRoleFlag[] = "--internal-role=worker";
 
 int Fail(const std::string& what, const absl::Status& status) {
   LogError(what, {{"error", status.ToString()}});
@@ -120,19 +136,19 @@ absl::StatusOr<AgentIdentity> EnsureIdentity(const Flags& flags,
   }
 }
 
-int Run(const Flags& flags) {
-  // Before any thread exists (gRPC's, the supervisor's): every thread
-  // inherits the mask, so only sigwait below ever sees these signals.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+// What both roles check and derive from the flags.
+struct Setup {
+  std::map<std::string, std::string> labels;
+  std::string exec_path;  // absolute
+  TrustedKeys keys;
+};
 
+// Returns 0 and fills `setup`, or the exit code after logging the problem.
+int Validate(const Flags& flags, Setup& setup) {
+  std::map<std::string, std::string>& labels = setup.labels;
   if (absl::Status s = ValidateProductName(flags.product); !s.ok()) {
     return Fail("bad --product", s);
   }
-  std::map<std::string, std::string> labels;
   for (const std::string& label : flags.labels) {
     const size_t eq = label.find('=');
     if (eq == std::string::npos) {
@@ -163,9 +179,8 @@ int Run(const Flags& flags) {
     exec_path = JoinPath(cwd, exec_path);
   }
 
-  TrustedKeys keys;
   for (const std::string& path : flags.trust_keys) {
-    if (absl::Status s = keys.AddPemFile(path); !s.ok()) {
+    if (absl::Status s = setup.keys.AddPemFile(path); !s.ok()) {
       return Fail("cannot load --trust-key", s);
     }
   }
@@ -175,6 +190,87 @@ int Run(const Flags& flags) {
   if (absl::Status s = MakeDirs(Dirname(exec_path)); !s.ok()) {
     return Fail("cannot create the directory of --exec", s);
   }
+  if (!flags.health_url.empty()) {
+    if (absl::Status s = ValidateHealthUrl(flags.health_url); !s.ok()) {
+      return Fail("bad --health-url", s);
+    }
+  }
+  if (flags.health_timeout_seconds <= 0) {
+    return Fail("bad --health-timeout-seconds",
+                absl::InvalidArgumentError("must be > 0"));
+  }
+  setup.exec_path = exec_path;
+  return 0;
+}
+
+sigset_t BlockStopSignals() {
+  // Before any thread exists (gRPC's): every thread inherits the mask, so
+  // only sigwait/signalfd ever see these signals.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  return stop_signals;
+}
+
+// The supervisor role: `argv` is the agent's own command line, which the
+// worker gets again with kWorkerRoleFlag in front.
+int RunSupervisor(const Flags& flags, int argc, char** argv) {
+  const sigset_t stop_signals = BlockStopSignals();
+  Setup setup;
+  if (int rc = Validate(flags, setup); rc != 0) return rc;
+  if (flags.worker_stop_grace_seconds < 0) {
+    return Fail("bad --worker-stop-grace-seconds",
+                absl::InvalidArgumentError("must be >= 0"));
+  }
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0)
+    return Fail("readlink /proc/self/exe",
+                absl::ErrnoToStatus(errno, "readlink"));
+  self[n] = '\0';
+
+  SupervisorOptions options;
+  options.state_dir = flags.state_dir;
+  options.program.path = setup.exec_path;
+  options.program.args = flags.program_args;
+  options.program.env = {{"FLEET_PRODUCT", flags.product},
+                         {"FLEET_VERSION", ""}};
+  options.worker.path = self;
+  options.worker.args.push_back(kWorkerRoleFlag);
+  for (int i = 1; i < argc; ++i) options.worker.args.push_back(argv[i]);
+  options.program_stop_grace = absl::Seconds(flags.stop_grace_seconds);
+  options.worker_stop_grace = absl::Seconds(flags.worker_stop_grace_seconds);
+  LogInfo("fleet-agent supervisor starting", {{"version", kAgentVersion},
+                                              {"product", flags.product},
+                                              {"exec", setup.exec_path},
+                                              {"state_dir", flags.state_dir}});
+  Supervisor supervisor(std::move(options));
+  if (absl::Status s = supervisor.Run(stop_signals); !s.ok()) {
+    return Fail("supervisor failed", s);
+  }
+  return 0;
+}
+
+// The worker role: everything that talks to the controller.
+int RunWorker(const Flags& flags) {
+  const sigset_t stop_signals = BlockStopSignals();
+  Setup setup;
+  if (int rc = Validate(flags, setup); rc != 0) return rc;
+  const std::map<std::string, std::string>& labels = setup.labels;
+  const std::string& exec_path = setup.exec_path;
+  const TrustedKeys& keys = setup.keys;
+  // The supervisor's socket; checked before anything else so a worker
+  // started by hand fails clearly.
+  if (fcntl(kWorkerSocketFd, F_GETFD) < 0) {
+    return Fail("no supervisor socket",
+                absl::FailedPreconditionError(
+                    "--internal-role=worker is started by the fleet-agent "
+                    "supervisor only; run fleet-agent without it"));
+  }
+  fcntl(kWorkerSocketFd, F_SETFD, FD_CLOEXEC);
+  SupervisorClient program(kWorkerSocketFd);
   absl::StatusOr<std::unique_ptr<UpdateJournal>> journal =
       UpdateJournal::Open(JoinPath(flags.state_dir, "journal.db"));
   if (!journal.ok()) return Fail("cannot open journal", journal.status());
@@ -203,24 +299,18 @@ int Run(const Flags& flags) {
   absl::StatusOr<std::string> agent_id = (*journal)->AgentId(preferred_id);
   if (!agent_id.ok()) return Fail("bad agent id", agent_id.status());
 
-  LogInfo("fleet-agent starting", {{"version", kAgentVersion},
-                                   {"agent_id", *agent_id},
-                                   {"controller", flags.controller},
-                                   {"product", flags.product},
-                                   {"exec", exec_path},
-                                   {"platform", HostPlatform()},
-                                   {"trusted_keys", keys.size()}});
+  LogInfo("fleet-agent worker starting", {{"version", kAgentVersion},
+                                          {"agent_id", *agent_id},
+                                          {"controller", flags.controller},
+                                          {"product", flags.product},
+                                          {"exec", exec_path},
+                                          {"platform", HostPlatform()},
+                                          {"trusted_keys", keys.size()}});
 
   std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
       flags.controller, credentials, AgentChannelArguments());
   std::unique_ptr<v1::AgentService::Stub> stub =
       v1::AgentService::NewStub(channel);
-
-  ProgramSpec spec;
-  spec.path = exec_path;
-  spec.args = flags.program_args;
-  spec.env = {{"FLEET_PRODUCT", flags.product}, {"FLEET_VERSION", ""}};
-  ProgramSupervisor program(spec);
 
   Downloader downloader(
       *stub, JoinPath(flags.state_dir, "downloads"),
@@ -232,6 +322,10 @@ int Run(const Flags& flags) {
   updater_options.exec_path = exec_path;
   updater_options.health_window = absl::Seconds(flags.health_seconds);
   updater_options.stop_grace = absl::Seconds(flags.stop_grace_seconds);
+  updater_options.stop_program_on_stop = false;
+  updater_options.health.command = flags.health_command;
+  updater_options.health.url = flags.health_url;
+  updater_options.health.timeout = absl::Seconds(flags.health_timeout_seconds);
   Updater updater(updater_options, **journal, keys, downloader, program);
   updater.Start();
 
@@ -256,17 +350,26 @@ int Run(const Flags& flags) {
                   });
   std::thread session_thread([&session] { session.Run(); });
 
-  int signal = 0;
-  sigwait(&stop_signals, &signal);
-  LogInfo("fleet-agent stopping", {{"signal", strsignal(signal)}});
+  // Until a stop signal, or until the supervisor is gone (it normally takes
+  // us along with PR_SET_PDEATHSIG; this covers the rest).
+  for (;;) {
+    const timespec tick = absl::ToTimespec(absl::Seconds(1));
+    const int signal = sigtimedwait(&stop_signals, nullptr, &tick);
+    if (signal > 0) {
+      LogInfo("fleet-agent worker stopping", {{"signal", strsignal(signal)}});
+      break;
+    }
+    if (!program.connected()) {
+      LogWarning("the supervisor is gone; worker exiting");
+      break;
+    }
+  }
   session.Shutdown();
   session_thread.join();
-  updater.Stop();  // leaves an unfinished update to the next start
-  // With the operator's grace, not the supervisor destructor's fallback.
-  if (absl::Status s = program.Stop(updater_options.stop_grace); !s.ok()) {
-    LogWarning("stopping the program", {{"error", s.ToString()}});
-  }
-  LogInfo("fleet-agent stopped");
+  // Leaves an unfinished update to the next start, and the program to the
+  // supervisor.
+  updater.Stop();
+  LogInfo("fleet-agent worker stopped");
   return 0;
 }
 
@@ -283,6 +386,18 @@ int main(int argc, char** argv) {
     }
   }
   fleet::agent::Flags flags;
+  // The worker role flag is internal: taken out before parsing, so it is no
+  // option, no config key and not in --help. Only argv[1] counts: that is
+  // where the supervisor puts it.
+  std::vector<char*> args(argv, argv + argc);
+  if (argc > 1 && std::string(argv[1]) == fleet::agent::kWorkerRoleFlag) {
+    flags.role = "worker";
+    args.erase(args.begin() + 1);
+  }
+  const int supervisor_argc = argc;
+  char** const supervisor_argv = argv;
+  argc = static_cast<int>(args.size());
+  argv = args.data();
   CLI::App app{
       "fleet-agent: keeps one program up to date.\n"
       "Usage: fleet-agent --controller HOST:PORT --state-dir DIR "
@@ -340,6 +455,19 @@ int main(int argc, char** argv) {
                "plaintext gRPC to a controller started with --insecure");
   app.add_option("--log-level", flags.log_level, "debug, info, warning, error")
       ->capture_default_str();
+  app.add_option("--health-command", flags.health_command,
+                 "a new version is healthy only once /bin/sh -c CMD exits 0 "
+                 "within the health window (retried; FLEET_VERSION is set)");
+  app.add_option("--health-url", flags.health_url,
+                 "a new version is healthy only once GET http://HOST:PORT/PATH "
+                 "answers 2xx within the health window (retried)");
+  app.add_option("--health-timeout-seconds", flags.health_timeout_seconds,
+                 "limit for one health command run or HTTP GET")
+      ->capture_default_str();
+  app.add_option("--worker-stop-grace-seconds", flags.worker_stop_grace_seconds,
+                 "SIGTERM to SIGKILL grace when the supervisor stops its "
+                 "worker")
+      ->capture_default_str();
   bool version = false;  // handled before parsing; listed for --help
   app.add_flag("--version", version, "print the version and exit");
   app.add_option("program_args", flags.program_args,
@@ -354,6 +482,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "unknown --log-level %s\n", flags.log_level.c_str());
     return 2;
   }
+  if (flags.role == "worker") {
+    fleet::InitLogging("agent-worker", level);
+    return fleet::agent::RunWorker(flags);
+  }
   fleet::InitLogging("agent", level);
-  return fleet::agent::Run(flags);
+  return fleet::agent::RunSupervisor(flags, supervisor_argc, supervisor_argv);
 }

@@ -47,7 +47,7 @@ bool Retriable(const absl::Status& status) {
 
 Updater::Updater(UpdaterOptions options, UpdateJournal& journal,
                  const TrustedKeys& keys, Downloader& downloader,
-                 ProgramSupervisor& program, const Clock& clock)
+                 ProgramControl& program, const Clock& clock)
     : options_(std::move(options)),
       journal_(journal),
       keys_(keys),
@@ -76,7 +76,7 @@ void Updater::Stop() {
   }
   program_.CancelWaits();
   if (thread_.joinable()) thread_.join();
-  (void)program_.Stop(options_.stop_grace);
+  if (options_.stop_program_on_stop) (void)program_.Stop(options_.stop_grace);
 }
 
 bool Updater::stopping() const {
@@ -689,6 +689,22 @@ void Updater::Execute(UpdateRecord record) {
         break;
       }
       case UpdateState::kRestarted: {
+        HealthCheckOptions checks = options_.health;
+        checks.env["FLEET_PRODUCT"] = options_.product;
+        checks.env["FLEET_VERSION"] = record.to_version;
+        const HealthChecker checker(std::move(checks));
+        if (checker.enabled()) {
+          absl::Time started = program_.state().started;
+          if (started == absl::UnixEpoch()) started = clock_.Now();
+          absl::Status passed = checker.WaitHealthy(
+              started + options_.health_window, [this] { return stopping(); });
+          if (!passed.ok()) {
+            if (stopping()) return;
+            RollBack(record, error_class::kHealth,
+                     absl::StrCat("health check failed: ", passed.message()));
+            return;
+          }
+        }
         absl::Status health = program_.WaitStaysUp(options_.health_window);
         if (!health.ok()) {
           if (stopping()) return;

@@ -16,7 +16,8 @@
 //   STAGED       EXEC.fleet-new written, fsync'd, 0755
 //   SWAPPED      journaled first, then the rename (old kept as backup)
 //   RESTARTED    old program stopped (SIGTERM, grace, SIGKILL), new started
-//   HEALTHY      the new process stayed up for the health window: committed
+//   HEALTHY      the new process stayed up for the health window and passed
+//                the health command / URL if configured: committed
 //   FAILED       ended before the swap; the old program kept running
 //   ROLLED_BACK  ended after the swap; backup restored, old program restarted
 //
@@ -44,8 +45,10 @@
 #include "agent/cancellation.h"
 #include "agent/directive_handler.h"
 #include "agent/downloader.h"
+#include "agent/health.h"
 #include "agent/journal.h"
 #include "agent/platform/process.h"
+#include "agent/platform/program_control.h"
 #include "agent/platform/swap.h"
 #include "common/clock.h"
 #include "common/manifest.h"
@@ -70,6 +73,13 @@ struct UpdaterOptions {
   // An update interrupted by agent restarts this many times FAILs instead of
   // resuming again (a crash loop must end).
   int max_resumes = 5;
+  // Whether Stop() stops the program too. A worker under the supervisor
+  // leaves it running: the supervisor decides when the program ends (a
+  // worker restart or an agent self-update must not restart it).
+  bool stop_program_on_stop = true;
+  // Checks the new version must pass within the health window besides
+  // staying up (agent/health.h); none by default.
+  HealthCheckOptions health;
 };
 
 class Updater : public DirectiveHandler {
@@ -78,7 +88,7 @@ class Updater : public DirectiveHandler {
   // owned by the caller except FLEET_VERSION, which the updater sets.
   Updater(UpdaterOptions options, UpdateJournal& journal,
           const TrustedKeys& keys, Downloader& downloader,
-          ProgramSupervisor& program, const Clock& clock = RealClock::Get());
+          ProgramControl& program, const Clock& clock = RealClock::Get());
   // Calls Stop().
   ~Updater() override;
   Updater(const Updater&) = delete;
@@ -88,7 +98,8 @@ class Updater : public DirectiveHandler {
   void Start();
 
   // Interrupts the update in flight (it stays journaled, to be resumed or
-  // rolled back by the next Start), joins the thread and stops the program.
+  // rolled back by the next Start), joins the thread and stops the program
+  // (unless options.stop_program_on_stop is false).
   void Stop();
 
   // Queues a directive. Returns at once; never blocks on I/O, so it is safe
@@ -147,7 +158,7 @@ class Updater : public DirectiveHandler {
   UpdateJournal& journal_;
   const TrustedKeys& keys_;
   Downloader& downloader_;
-  ProgramSupervisor& program_;
+  ProgramControl& program_;
   const Clock& clock_;
   ExecutableSwap swap_;
   // When the current update reached its last phase (for duration_ms).

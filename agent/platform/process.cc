@@ -27,19 +27,6 @@ extern char** environ;
 namespace fleet::agent {
 namespace {
 
-std::string DescribeExit(const siginfo_t& info) {
-  switch (info.si_code) {
-    case CLD_EXITED:
-      return absl::StrCat("exit status ", info.si_status);
-    case CLD_KILLED:
-    case CLD_DUMPED:
-      return absl::StrCat("signal ", info.si_status, " (",
-                          strsignal(info.si_status), ")");
-    default:
-      return absl::StrCat("ended (code ", info.si_code, ")");
-  }
-}
-
 std::vector<std::string> BuildEnvironment(
     const std::map<std::string, std::string>& overrides) {
   std::vector<std::string> env;
@@ -75,6 +62,19 @@ absl::StatusOr<std::string> ReadProcFile(const std::string& path) {
 }
 
 }  // namespace
+
+std::string DescribeExit(const siginfo_t& info) {
+  switch (info.si_code) {
+    case CLD_EXITED:
+      return absl::StrCat("exit status ", info.si_status);
+    case CLD_KILLED:
+    case CLD_DUMPED:
+      return absl::StrCat("signal ", info.si_status, " (",
+                          strsignal(info.si_status), ")");
+    default:
+      return absl::StrCat("ended (code ", info.si_code, ")");
+  }
+}
 
 ProgramSupervisor::ProgramSupervisor(ProgramSpec spec, RestartPolicy policy)
     : policy_(policy),
@@ -214,7 +214,9 @@ void ProgramSupervisor::MonitorLoop() {
     ProgramSpec spec = spec_;
     spawning_ = true;
     mu_.Unlock();
-    absl::StatusOr<pid_t> pid = Spawn(spec, policy_.die_with_agent);
+    SpawnOptions spawn;
+    spawn.die_with_parent = policy_.die_with_agent;
+    absl::StatusOr<pid_t> pid = SpawnProcess(spec, spawn);
     mu_.Lock();
     spawning_ = false;
     if (requested) {
@@ -283,8 +285,10 @@ void ProgramSupervisor::MonitorLoop() {
   }
 }
 
-absl::StatusOr<pid_t> ProgramSupervisor::Spawn(const ProgramSpec& spec,
-                                               bool die_with_agent) {
+absl::StatusOr<pid_t> SpawnProcess(const ProgramSpec& spec,
+                                   const SpawnOptions& options) {
+  const bool die_with_agent = options.die_with_parent;
+  const int pass_fd = options.pass_fd;
   // Everything the child needs is built before fork(): between fork and
   // exec a multi-threaded parent's child may only make async-signal-safe
   // calls (no malloc).
@@ -331,14 +335,26 @@ absl::StatusOr<pid_t> ProgramSupervisor::Spawn(const ProgramSpec& spec,
       sigset_t empty;
       sigemptyset(&empty);
       sigprocmask(SIG_SETMASK, &empty, nullptr);
+      int first_closed = 3;
+      if (pass_fd >= 0) {
+        // Move the report pipe out of fd 3's way, then put the passed
+        // descriptor there without close-on-exec.
+        const int moved = fcntl(report[1], F_DUPFD_CLOEXEC, 10);
+        if (moved < 0) _exit(127);
+        report[1] = moved;
+        if (pass_fd == 3) {
+          fcntl(3, F_SETFD, 0);
+        } else if (dup2(pass_fd, 3) != 3) {
+          _exit(127);
+        }
+        first_closed = 4;
+      }
 #if defined(__linux__) && defined(SYS_close_range)
       // Descriptors the agent forgot to mark close-on-exec stay with it.
-      if (report[1] > 3) {
-        syscall(SYS_close_range, 3, report[1] - 1, 0);
-        syscall(SYS_close_range, report[1] + 1, ~0U, 0);
-      } else {
-        syscall(SYS_close_range, report[1] + 1, ~0U, 0);
+      if (report[1] > first_closed) {
+        syscall(SYS_close_range, first_closed, report[1] - 1, 0);
       }
+      syscall(SYS_close_range, report[1] + 1, ~0U, 0);
 #endif
       execve(spec.path.c_str(), argv.data(), envp.data());
       const int err = errno;

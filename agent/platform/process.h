@@ -17,6 +17,7 @@
 #ifndef FLEET_AGENT_PLATFORM_PROCESS_H_
 #define FLEET_AGENT_PLATFORM_PROCESS_H_
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -30,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/platform/program_control.h"
 
 namespace fleet::agent {
 
@@ -55,24 +57,28 @@ struct RestartPolicy {
   bool die_with_agent = true;
 };
 
-// A snapshot of the supervised program.
-struct ProgramState {
-  bool wanted = false;    // Start() called and no Stop() since
-  pid_t pid = 0;          // 0 when no process is running
-  absl::Time started;     // start of the current (or last) process
-  uint64_t runs = 0;      // processes started, automatic restarts included
-  uint32_t restarts = 0;  // automatic restarts after unexpected exits
-  // How the last process ended, e.g. "exit status 3" or "signal 9"; "" if
-  // none has ended yet.
-  std::string last_exit;
-  int last_exit_signal = 0;  // the signal that ended it, 0 if it exited
+// How SpawnProcess starts a child.
+struct SpawnOptions {
+  // Linux: the child gets SIGKILL when the thread that forked it ends
+  // (PR_SET_PDEATHSIG); see RestartPolicy::die_with_agent.
+  bool die_with_parent = true;
+  // Inherited by the child as fd 3 (>= 0), for the worker's supervisor
+  // socket; every other descriptor is closed in the child.
+  int pass_fd = -1;
 };
 
-class ProgramSupervisor {
+// fork/execve of `spec` into a new process group, signal mask and handlers
+// reset; returns the child's pid once exec succeeded, or exec's errno as a
+// status naming the path. Call it from a thread that lives as long as the
+// child should when die_with_parent is set.
+absl::StatusOr<pid_t> SpawnProcess(const ProgramSpec& spec,
+                                   const SpawnOptions& options);
+
+class ProgramSupervisor : public ProgramControl {
  public:
   explicit ProgramSupervisor(ProgramSpec spec, RestartPolicy policy = {});
   // Stops the program (SIGTERM, 5 s grace, SIGKILL) and joins the monitor.
-  ~ProgramSupervisor();
+  ~ProgramSupervisor() override;
   ProgramSupervisor(const ProgramSupervisor&) = delete;
   ProgramSupervisor& operator=(const ProgramSupervisor&) = delete;
 
@@ -80,7 +86,7 @@ class ProgramSupervisor {
   // affected. Thread-safe.
   void SetSpec(ProgramSpec spec);
   // Sets one environment variable for processes started from now on.
-  void SetEnv(const std::string& name, const std::string& value);
+  void SetEnv(const std::string& name, const std::string& value) override;
   ProgramSpec spec() const;
 
   // Starts the program and keeps it running (restarting it with backoff
@@ -88,32 +94,28 @@ class ProgramSupervisor {
   // spawned. OK at once if it is already wanted and running. On a spawn
   // failure (e.g. NOT_FOUND for a missing executable, the errno status
   // naming the path) nothing runs and the program is not wanted.
-  absl::Status Start();
+  absl::Status Start() override;
 
   // Stops the program and cancels any pending restart: SIGTERM to its
   // process group, up to `grace` for it to exit, then SIGKILL to the group.
   // Returns once the process is reaped. OK if nothing was running.
-  absl::Status Stop(absl::Duration grace);
+  absl::Status Stop(absl::Duration grace) override;
 
   // Waits until the process that is running now has been up for `window`
   // since it started. OK if it stayed up; UNAVAILABLE (saying how and when it
   // ended) if it exited within the window; FAILED_PRECONDITION if nothing is
   // running; CANCELLED if CancelWaits() is called meanwhile.
-  absl::Status WaitStaysUp(absl::Duration window);
+  absl::Status WaitStaysUp(absl::Duration window) override;
 
   // Makes every WaitStaysUp in progress return CANCELLED at once (waits
   // that start later are not affected). For shutdown: the health window
   // must not delay the agent's exit.
-  void CancelWaits();
+  void CancelWaits() override;
 
-  ProgramState state() const;
+  ProgramState state() const override;
 
  private:
   void MonitorLoop();
-  // fork/exec of `spec` into a new process group; returns the child's pid
-  // once exec succeeded, or exec's errno as a status naming the path.
-  static absl::StatusOr<pid_t> Spawn(const ProgramSpec& spec,
-                                     bool die_with_agent);
 
   const RestartPolicy policy_;
   mutable absl::Mutex mu_;
@@ -143,6 +145,9 @@ class ProgramSupervisor {
 
   std::thread monitor_;
 };
+
+// How a child ended, from waitid: "exit status 3", "signal 9 (Killed)".
+std::string DescribeExit(const siginfo_t& info);
 
 // Resident set size of a process in bytes, from /proc/PID/statm (Linux).
 // NOT_FOUND if the process does not exist; UNIMPLEMENTED elsewhere.

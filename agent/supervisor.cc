@@ -1,0 +1,499 @@
+#include "agent/supervisor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "common/files.h"
+#include "common/log.h"
+
+namespace fleet::agent {
+
+absl::StatusOr<uint64_t> ProcessStartTicks(pid_t pid) {
+  absl::StatusOr<std::string> stat =
+      ReadFile(absl::StrCat("/proc/", pid, "/stat"));
+  if (!stat.ok()) {
+    return absl::NotFoundError(absl::StrCat("no process ", pid));
+  }
+  const size_t close = stat->rfind(')');
+  if (close == std::string::npos) {
+    return absl::InternalError(
+        absl::StrCat("cannot parse /proc/", pid, "/stat"));
+  }
+  std::vector<absl::string_view> fields = absl::StrSplit(
+      absl::string_view(*stat).substr(close + 1), ' ', absl::SkipEmpty());
+  // fields[0] is field 3 (state); starttime is field 22.
+  uint64_t ticks = 0;
+  if (fields.size() < 20 || !absl::SimpleAtoi(fields[19], &ticks)) {
+    return absl::InternalError(
+        absl::StrCat("cannot parse /proc/", pid, "/stat"));
+  }
+  if (fields[0] == "Z" || fields[0] == "X") {
+    return absl::FailedPreconditionError(absl::StrCat(pid, " is a zombie"));
+  }
+  return ticks;
+}
+
+Supervisor::Supervisor(SupervisorOptions options)
+    : options_(std::move(options)) {
+  worker_.name = "worker";
+  worker_.spec = options_.worker;
+  worker_.policy = options_.worker_restart;
+  worker_.backoff = worker_.policy.initial_backoff;
+  program_.name = "program";
+  program_.spec = options_.program;
+  program_.policy = options_.program_restart;
+  program_.backoff = program_.policy.initial_backoff;
+}
+
+Supervisor::~Supervisor() {
+  CloseWorkerSocket();
+  if (signal_fd_ >= 0) close(signal_fd_);
+  if (lock_fd_ >= 0) close(lock_fd_);
+}
+
+void Supervisor::WritePidFile(const Child& child) {
+  absl::StatusOr<uint64_t> ticks = ProcessStartTicks(child.pid);
+  absl::Status s = WriteFileAtomically(
+      JoinPath(options_.state_dir, child.name + ".pid"),
+      absl::StrCat(child.pid, " ", ticks.ok() ? *ticks : 0, "\n"));
+  if (!s.ok()) LogWarning("cannot write pidfile", {{"error", s.ToString()}});
+}
+
+void Supervisor::RemovePidFile(const Child& child) {
+  (void)RemoveFile(JoinPath(options_.state_dir, child.name + ".pid"));
+}
+
+void Supervisor::EndLeftover(const std::string& name) {
+  const std::string path = JoinPath(options_.state_dir, name + ".pid");
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) return;
+  std::vector<absl::string_view> parts =
+      absl::StrSplit(absl::StripAsciiWhitespace(*text), ' ');
+  int pid = 0;
+  uint64_t ticks = 0;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &pid) ||
+      !absl::SimpleAtoi(parts[1], &ticks) || pid <= 1) {
+    (void)RemoveFile(path);
+    return;
+  }
+  absl::StatusOr<uint64_t> now = ProcessStartTicks(pid);
+  if (now.ok() && *now == ticks) {
+    // Not ours to adopt (it is no child of this process, so it could not be
+    // reaped or health-watched): end it and start a fresh one, so exactly
+    // one instance runs.
+    LogWarning("ending a process an earlier supervisor left behind",
+               {{"role", name}, {"pid", pid}});
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+    const absl::Time give_up = absl::Now() + absl::Seconds(10);
+    while (absl::Now() < give_up) {
+      absl::StatusOr<uint64_t> again = ProcessStartTicks(pid);
+      if (!again.ok() || *again != ticks) break;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+  }
+  (void)RemoveFile(path);
+}
+
+absl::Status Supervisor::Run(const sigset_t& stop_signals) {
+  if (absl::Status s = MakeDirs(options_.state_dir, 0700); !s.ok()) return s;
+  const std::string lock_path = JoinPath(options_.state_dir, "supervisor.lock");
+  lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0) return absl::ErrnoToStatus(errno, "open " + lock_path);
+  if (flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(
+          "another fleet-agent supervisor runs on --state-dir " +
+          options_.state_dir + " (it holds " + lock_path +
+          "); stop it first or use another state dir");
+    }
+    return absl::ErrnoToStatus(errno, "flock " + lock_path);
+  }
+  {
+    Child self;
+    self.name = "supervisor";
+    self.pid = getpid();
+    WritePidFile(self);
+  }
+  EndLeftover("worker");
+  EndLeftover("program");
+
+  sigset_t handled = stop_signals;
+  sigaddset(&handled, SIGCHLD);
+  if (sigprocmask(SIG_BLOCK, &handled, nullptr) != 0) {
+    return absl::ErrnoToStatus(errno, "sigprocmask");
+  }
+  signal_fd_ = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (signal_fd_ < 0) return absl::ErrnoToStatus(errno, "signalfd");
+
+  worker_.wanted = true;
+  if (absl::Status s = Spawn(worker_, /*requested=*/true); !s.ok()) {
+    return s;  // the worker binary itself cannot run: nothing to supervise
+  }
+  LogInfo("supervisor running", {{"pid", getpid()},
+                                 {"worker_pid", worker_.pid},
+                                 {"state_dir", options_.state_dir}});
+
+  for (;;) {
+    RunTimers(absl::Now());
+    if (shutting_down_ && worker_.pid == 0) {
+      if (program_.pid != 0 && !program_.stopping) {
+        BeginStop(program_, options_.program_stop_grace);
+      }
+      program_.wanted = false;
+      if (program_.pid == 0) break;
+    }
+    const absl::Time next = NextTimer();
+    int timeout_ms = -1;
+    if (next != absl::InfiniteFuture()) {
+      timeout_ms = static_cast<int>(std::clamp<int64_t>(
+          absl::ToInt64Milliseconds(next - absl::Now()) + 1, 0, 60'000));
+    }
+    pollfd fds[2] = {{signal_fd_, POLLIN, 0}, {socket_fd_, POLLIN, 0}};
+    const int n = poll(fds, socket_fd_ >= 0 ? 2 : 1, timeout_ms);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::ErrnoToStatus(errno, "poll");
+    }
+    if (fds[0].revents & POLLIN) {
+      signalfd_siginfo si;
+      while (read(signal_fd_, &si, sizeof(si)) == sizeof(si)) {
+        if (si.ssi_signo == SIGCHLD) continue;  // reaped below
+        if (!shutting_down_) {
+          LogInfo("supervisor stopping", {{"signal", strsignal(si.ssi_signo)}});
+          shutting_down_ = true;
+          worker_.wanted = false;
+          worker_.next_start = absl::InfiniteFuture();
+          if (worker_.pid != 0) BeginStop(worker_, options_.worker_stop_grace);
+        }
+      }
+      ReapChildren();
+    }
+    if (socket_fd_ >= 0 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+      ReadWorker();
+    }
+  }
+  RemovePidFile(worker_);
+  RemovePidFile(program_);
+  (void)RemoveFile(JoinPath(options_.state_dir, "supervisor.pid"));
+  LogInfo("supervisor stopped");
+  return absl::OkStatus();
+}
+
+absl::Status Supervisor::Spawn(Child& child, bool requested) {
+  SpawnOptions spawn;
+  spawn.die_with_parent = child.policy.die_with_agent;
+  int pair[2] = {-1, -1};
+  if (&child == &worker_) {
+    CloseWorkerSocket();
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+      return absl::ErrnoToStatus(errno, "socketpair for the worker");
+    }
+    spawn.pass_fd = pair[1];
+  }
+  absl::StatusOr<pid_t> pid = SpawnProcess(child.spec, spawn);
+  if (pair[1] >= 0) close(pair[1]);
+  if (!pid.ok()) {
+    if (pair[0] >= 0) close(pair[0]);
+    if (requested) {
+      child.wanted = false;
+    } else {
+      LogError("restart failed",
+               {{"role", child.name},
+                {"path", child.spec.path},
+                {"error", pid.status().ToString()},
+                {"retry_in_ms", absl::ToInt64Milliseconds(child.backoff)}});
+      child.next_start = absl::Now() + child.backoff;
+      child.backoff = std::min(child.backoff * 2, child.policy.max_backoff);
+    }
+    return pid.status();
+  }
+  if (pair[0] >= 0) {
+    socket_fd_ = pair[0];
+    fcntl(socket_fd_, F_SETFL, fcntl(socket_fd_, F_GETFL) | O_NONBLOCK);
+  }
+  child.pid = *pid;
+  child.started = absl::Now();
+  child.next_start = absl::InfiniteFuture();
+  child.stopping = false;
+  child.kill_at = absl::InfiniteFuture();
+  ++child.runs;
+  if (!requested) ++child.restarts;
+  WritePidFile(child);
+  LogInfo(child.name + " started",
+          {{"pid", *pid}, {"path", child.spec.path}, {"restart", !requested}});
+  return absl::OkStatus();
+}
+
+void Supervisor::BeginStop(Child& child, absl::Duration grace) {
+  child.wanted = false;
+  child.next_start = absl::InfiniteFuture();
+  if (child.pid == 0 || child.stopping) return;
+  child.stopping = true;
+  // The program's whole group: a shell script's children go with it. The
+  // worker is not a group leader's business: just the process.
+  const pid_t target = &child == &program_ ? -child.pid : child.pid;
+  if (kill(target, SIGTERM) != 0 && errno != ESRCH) {
+    LogWarning("SIGTERM failed",
+               {{"role", child.name}, {"error", strerror(errno)}});
+  }
+  child.kill_at = absl::Now() + grace;
+}
+
+void Supervisor::ReapChildren() {
+  for (;;) {
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    // WNOWAIT first: while the zombie exists its pid and process group id
+    // cannot be reused, so killing the group's leftovers is safe.
+    if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0) return;
+    const pid_t pid = info.si_pid;
+    if (pid == 0) return;
+    if (pid == program_.pid) kill(-pid, SIGKILL);
+    int wstatus = 0;
+    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+    }
+    if (pid == program_.pid) {
+      OnExit(program_, info);
+    } else if (pid == worker_.pid) {
+      OnExit(worker_, info);
+    }
+  }
+}
+
+void Supervisor::OnExit(Child& child, const siginfo_t& info) {
+  const absl::Time now = absl::Now();
+  const pid_t pid = child.pid;
+  child.pid = 0;
+  child.last_ended = now;
+  child.last_exit = DescribeExit(info);
+  child.last_exit_signal =
+      (info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED)
+          ? info.si_status
+          : 0;
+  child.kill_at = absl::InfiniteFuture();
+  const bool was_stopping = child.stopping;
+  child.stopping = false;
+  RemovePidFile(child);
+  if (child.wanted) {
+    if (now - child.started >= child.policy.reset_after) {
+      child.backoff = child.policy.initial_backoff;
+    }
+    child.next_start = now + child.backoff;
+    LogWarning(child.name + " exited unexpectedly",
+               {{"pid", pid},
+                {"exit", child.last_exit},
+                {"restart_in_ms", absl::ToInt64Milliseconds(child.backoff)}});
+    child.backoff = std::min(child.backoff * 2, child.policy.max_backoff);
+  } else {
+    LogInfo(
+        child.name + " stopped",
+        {{"pid", pid}, {"exit", child.last_exit}, {"requested", was_stopping}});
+  }
+  if (&child == &program_) {
+    std::vector<PendingWait> waits;
+    waits.swap(waits_);
+    for (const PendingWait& w : waits) {
+      Reply(w.id,
+            absl::UnavailableError(absl::StrCat(
+                "program exited ", absl::FormatDuration(now - child.started),
+                " after start: ", child.last_exit)));
+    }
+    std::vector<uint64_t> stopped;
+    stopped.swap(stop_waiters_);
+    for (uint64_t id : stopped) Reply(id, absl::OkStatus());
+  } else {
+    // The old worker's requests die with it; the next one gets a new socket.
+    CloseWorkerSocket();
+  }
+}
+
+void Supervisor::RunTimers(absl::Time now) {
+  for (Child* child : {&worker_, &program_}) {
+    if (child->pid != 0 && child->stopping && now >= child->kill_at) {
+      LogWarning(child->name + " ignored SIGTERM, sending SIGKILL",
+                 {{"pid", child->pid}});
+      kill(child == &program_ ? -child->pid : child->pid, SIGKILL);
+      child->kill_at = absl::InfiniteFuture();
+    }
+    if (child->wanted && child->pid == 0 && now >= child->next_start &&
+        !(shutting_down_ && child == &worker_)) {
+      (void)Spawn(*child, /*requested=*/false);
+    }
+  }
+  std::vector<PendingWait> keep;
+  std::vector<uint64_t> done;
+  for (const PendingWait& w : waits_) {
+    if (now >= w.deadline && program_.pid != 0 && program_.runs == w.run) {
+      done.push_back(w.id);
+    } else {
+      keep.push_back(w);
+    }
+  }
+  waits_.swap(keep);
+  for (uint64_t id : done) Reply(id, absl::OkStatus());
+}
+
+absl::Time Supervisor::NextTimer() const {
+  absl::Time next = absl::InfiniteFuture();
+  for (const Child* child : {&worker_, &program_}) {
+    if (child->stopping) next = std::min(next, child->kill_at);
+    if (child->wanted && child->pid == 0)
+      next = std::min(next, child->next_start);
+  }
+  for (const PendingWait& w : waits_) next = std::min(next, w.deadline);
+  return next;
+}
+
+void Supervisor::CloseWorkerSocket() {
+  if (socket_fd_ >= 0) close(socket_fd_);
+  socket_fd_ = -1;
+  inbox_.Clear();
+  waits_.clear();
+  // Stops already signalled complete anyway; nobody is left to tell.
+  stop_waiters_.clear();
+}
+
+void Supervisor::ReadWorker() {
+  char buf[8192];
+  for (;;) {
+    const ssize_t n = read(socket_fd_, buf, sizeof(buf));
+    if (n > 0) {
+      inbox_.Append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    // EOF or error: the worker closed its end (it is exiting); its exit is
+    // handled when it is reaped.
+    CloseWorkerSocket();
+    return;
+  }
+  for (;;) {
+    absl::StatusOr<std::optional<std::string>> frame = inbox_.Next();
+    if (!frame.ok()) {
+      LogError("bad frame from the worker; dropping its socket",
+               {{"error", frame.status().ToString()}});
+      CloseWorkerSocket();
+      if (worker_.pid != 0) kill(worker_.pid, SIGKILL);
+      return;
+    }
+    if (!frame->has_value()) return;
+    internal::SupervisorRequest request;
+    if (!request.ParseFromString(**frame)) {
+      LogError("unparsable request from the worker");
+      continue;
+    }
+    Handle(request);
+    if (socket_fd_ < 0) return;
+  }
+}
+
+void Supervisor::FillStatus(internal::ProgramStatus* status) const {
+  status->set_wanted(program_.wanted);
+  status->set_pid(program_.pid);
+  status->set_started_unix_ms(
+      program_.runs == 0 ? 0 : absl::ToUnixMillis(program_.started));
+  status->set_runs(program_.runs);
+  status->set_restarts(program_.restarts);
+  status->set_last_exit(program_.last_exit);
+  status->set_last_exit_signal(program_.last_exit_signal);
+}
+
+void Supervisor::Reply(uint64_t id, const absl::Status& status) {
+  if (socket_fd_ < 0) return;
+  internal::SupervisorReply reply;
+  reply.set_id(id);
+  reply.set_code(static_cast<int32_t>(status.code()));
+  reply.set_message(std::string(status.message()));
+  FillStatus(reply.mutable_program());
+  // The worker reads its socket on its own thread at all times, so this
+  // blocking write of a small frame does not stall the loop.
+  const int flags = fcntl(socket_fd_, F_GETFL);
+  fcntl(socket_fd_, F_SETFL, flags & ~O_NONBLOCK);
+  absl::Status sent = WriteFrame(socket_fd_, reply);
+  fcntl(socket_fd_, F_SETFL, flags);
+  if (!sent.ok()) {
+    LogWarning("cannot answer the worker", {{"error", sent.ToString()}});
+    CloseWorkerSocket();
+  }
+}
+
+void Supervisor::Handle(const internal::SupervisorRequest& request) {
+  const uint64_t id = request.id();
+  switch (request.request_case()) {
+    case internal::SupervisorRequest::kStartProgram: {
+      program_.spec.env["FLEET_VERSION"] = request.start_program().version();
+      if (program_.pid != 0) {
+        if (!program_.wanted) {
+          // A stop is still in progress: start again once it has ended.
+          program_.wanted = true;
+          program_.next_start = absl::Now();
+        }
+        Reply(id, absl::OkStatus());
+        return;
+      }
+      program_.wanted = true;
+      program_.backoff = program_.policy.initial_backoff;
+      Reply(id, Spawn(program_, /*requested=*/true));
+      return;
+    }
+    case internal::SupervisorRequest::kStopProgram: {
+      const absl::Duration grace = absl::Milliseconds(
+          std::max<int64_t>(0, request.stop_program().grace_ms()));
+      BeginStop(program_, grace);
+      if (program_.pid == 0) {
+        Reply(id, absl::OkStatus());
+      } else {
+        stop_waiters_.push_back(id);
+      }
+      return;
+    }
+    case internal::SupervisorRequest::kWaitProgramUp: {
+      if (program_.pid == 0) {
+        Reply(id, absl::FailedPreconditionError(absl::StrCat(
+                      "program is not running",
+                      program_.last_exit.empty()
+                          ? ""
+                          : " (last: " + program_.last_exit + ")")));
+        return;
+      }
+      const absl::Duration window = absl::Milliseconds(
+          std::max<int64_t>(0, request.wait_program_up().window_ms()));
+      waits_.push_back({id, program_.runs, program_.started + window});
+      return;
+    }
+    case internal::SupervisorRequest::kProgramStatus:
+      Reply(id, absl::OkStatus());
+      return;
+    case internal::SupervisorRequest::kCancelWaits: {
+      std::vector<PendingWait> waits;
+      waits.swap(waits_);
+      for (const PendingWait& w : waits) {
+        Reply(w.id, absl::CancelledError("health wait cancelled"));
+      }
+      Reply(id, absl::OkStatus());
+      return;
+    }
+    default:
+      Reply(id, absl::InvalidArgumentError(
+                    "unknown supervisor request (a newer worker?)"));
+      return;
+  }
+}
+
+}  // namespace fleet::agent

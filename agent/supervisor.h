@@ -1,0 +1,138 @@
+// The supervisor role of fleet-agent (the default role): a small,
+// single-threaded process that owns the agent's child processes and nothing
+// else. It holds no controller stream, no journal and no gRPC.
+//
+//   supervisor ──fork/exec──▶ worker   (fleet-agent --internal-role=worker,
+//       │                              socketpair end as fd 3: the stream,
+//       │                              downloads, journal, update machine)
+//       └──────fork/exec──▶ managed program (own process group)
+//
+// The worker asks over the socket (agent/supervisor.proto) to start, stop
+// and health-wait the program. A worker that dies is restarted with backoff
+// while the program keeps running: a worker crash never restarts the
+// program. The program is restarted with backoff when it dies while wanted.
+//
+// Both children get PR_SET_PDEATHSIG(SIGKILL): a supervisor killed with
+// SIGKILL takes them along, so the next supervisor (systemd's restart)
+// starts from nothing and runs exactly one program. The signal fires when
+// the *thread* that forked ends, and this class forks only from the thread
+// that calls Run() and never starts another one — which is also what lets a
+// later execve of the supervisor keep its children. As a second line
+// (a program that cleared its death signal, or the instant between fork
+// and prctl), Run() first ends any process that STATE/program.pid or
+// STATE/worker.pid names if its kernel start time still matches.
+//
+// Files in the state dir (how tests and operators tell the roles apart):
+//   supervisor.lock  flock held while a supervisor runs (a second one fails)
+//   supervisor.pid   "PID START_TICKS\n" of this process
+//   worker.pid       of the current worker, removed when it ends
+//   program.pid      of the current program process, removed when it ends
+// START_TICKS is field 22 of /proc/PID/stat, so a recycled pid never
+// matches.
+#ifndef FLEET_AGENT_SUPERVISOR_H_
+#define FLEET_AGENT_SUPERVISOR_H_
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "agent/platform/process.h"
+#include "agent/supervisor.pb.h"
+#include "agent/supervisor_channel.h"
+
+namespace fleet::agent {
+
+struct SupervisorOptions {
+  // The managed program; FLEET_VERSION is set from each StartProgram.
+  ProgramSpec program;
+  // The worker's command line (the agent binary, --internal-role=worker and
+  // the agent's own flags). It gets the socket as fd 3.
+  ProgramSpec worker;
+  std::string state_dir;
+  RestartPolicy program_restart;
+  RestartPolicy worker_restart;
+  // SIGTERM-to-SIGKILL grace for the worker when the supervisor stops.
+  absl::Duration worker_stop_grace = absl::Seconds(10);
+  // The same for the program when the supervisor stops.
+  absl::Duration program_stop_grace = absl::Seconds(10);
+};
+
+class Supervisor {
+ public:
+  explicit Supervisor(SupervisorOptions options);
+  ~Supervisor();
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+
+  // Takes the state dir's lock, ends leftovers of an earlier supervisor,
+  // starts the worker and serves it until one of `stop_signals` arrives
+  // (the caller has blocked them, and this thread must be the only one);
+  // then stops the worker, then the program, and returns OK.
+  // FAILED_PRECONDITION if another supervisor runs on the state dir; the
+  // errno status for a failing lock, signalfd or poll.
+  absl::Status Run(const sigset_t& stop_signals);
+
+ private:
+  struct Child {
+    std::string name;  // "worker" or "program", for logs and pidfiles
+    ProgramSpec spec;
+    RestartPolicy policy;
+    bool wanted = false;
+    pid_t pid = 0;
+    absl::Time started;
+    absl::Time next_start = absl::InfiniteFuture();
+    absl::Duration backoff;
+    uint64_t runs = 0;
+    uint32_t restarts = 0;
+    std::string last_exit;
+    int last_exit_signal = 0;
+    absl::Time last_ended;
+    // While a stop is in progress: when SIGKILL follows the SIGTERM.
+    absl::Time kill_at = absl::InfiniteFuture();
+    bool stopping = false;
+  };
+  struct PendingWait {
+    uint64_t id;
+    uint64_t run;  // the program run it watches
+    absl::Time deadline;
+  };
+
+  absl::Status Spawn(Child& child, bool requested);
+  void BeginStop(Child& child, absl::Duration grace);
+  void ReapChildren();
+  void OnExit(Child& child, const siginfo_t& info);
+  void RunTimers(absl::Time now);
+  absl::Time NextTimer() const;
+  void ReadWorker();
+  void CloseWorkerSocket();
+  void Handle(const internal::SupervisorRequest& request);
+  void Reply(uint64_t id, const absl::Status& status);
+  void FillStatus(internal::ProgramStatus* status) const;
+  void WritePidFile(const Child& child);
+  void RemovePidFile(const Child& child);
+  void EndLeftover(const std::string& pidfile);
+
+  SupervisorOptions options_;
+  Child worker_;
+  Child program_;
+  int lock_fd_ = -1;
+  int signal_fd_ = -1;
+  int socket_fd_ = -1;  // the supervisor's end of the worker's socketpair
+  FrameBuffer inbox_;
+  std::vector<PendingWait> waits_;
+  std::vector<uint64_t> stop_waiters_;
+  bool shutting_down_ = false;
+};
+
+// The start time of `pid` in clock ticks since boot (/proc/PID/stat field
+// 22); NOT_FOUND if no such process, FAILED_PRECONDITION for a zombie.
+absl::StatusOr<uint64_t> ProcessStartTicks(pid_t pid);
+
+}  // namespace fleet::agent
+
+#endif  // FLEET_AGENT_SUPERVISOR_H_

@@ -1,0 +1,260 @@
+// The supervisor/worker split with the real fleet-agent binary, a real gRPC
+// controller on 127.0.0.1 and a real managed program: who restarts whom
+// when a role dies, and that exactly one program instance ever runs.
+#include <dirent.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "agent/testing/test_controller.h"
+#include "common/ed25519.h"
+#include "common/files.h"
+#include "gtest/gtest.h"
+#include "tests/testing/process.h"
+
+namespace fleet {
+namespace {
+
+using ::fleet::testing::MakeTempDir;
+using ::fleet::testing::Runfile;
+using ::fleet::testing::Subprocess;
+using ::fleet::testing::WaitFor;
+
+// The pid a role's pidfile names, 0 if there is none.
+pid_t PidOf(const std::string& state_dir, const std::string& role) {
+  absl::StatusOr<std::string> text =
+      ReadFile(JoinPath(state_dir, role + ".pid"));
+  if (!text.ok()) return 0;
+  std::vector<std::string> parts = absl::StrSplit(*text, ' ');
+  int pid = 0;
+  if (parts.empty() || !absl::SimpleAtoi(parts[0], &pid)) return 0;
+  return pid;
+}
+
+bool Alive(pid_t pid) {
+  if (pid <= 0) return false;
+  absl::StatusOr<std::string> stat =
+      ReadFile(absl::StrCat("/proc/", pid, "/stat"));
+  if (!stat.ok()) return false;
+  const size_t close = stat->rfind(')');
+  return close != std::string::npos && close + 2 < stat->size() &&
+         (*stat)[close + 2] != 'Z';
+}
+
+// Live program instances: `sleep MARKER` processes (the agents carry the
+// marker on their command lines too, after "--").
+std::vector<pid_t> ProcessesWithArg(const std::string& marker) {
+  std::vector<pid_t> found;
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return found;
+  while (dirent* e = readdir(proc)) {
+    int pid = 0;
+    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
+    absl::StatusOr<std::string> cmdline =
+        ReadFile(absl::StrCat("/proc/", pid, "/cmdline"));
+    if (!cmdline.ok()) continue;
+    std::vector<std::string> argv = absl::StrSplit(*cmdline, '\0');
+    if (argv.size() >= 2 && Basename(argv[0]) == "sleep" && argv[1] == marker &&
+        Alive(pid)) {
+      found.push_back(pid);
+    }
+  }
+  closedir(proc);
+  return found;
+}
+
+class SupervisorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir("supervisor");
+    state_dir_ = JoinPath(dir_, "state");
+    controller_ = agent::testing::TestController::Start();
+    ASSERT_NE(controller_, nullptr);
+    absl::StatusOr<Ed25519PrivateKey> key = Ed25519PrivateKey::Generate();
+    ASSERT_TRUE(key.ok());
+    key_path_ = JoinPath(dir_, "release.pub");
+    ASSERT_TRUE(key->PublicKey().WritePemFile(key_path_).ok());
+    // The program's own argument makes its instances countable: unique to
+    // this test run, so parallel runs do not see each other's programs.
+    marker_ = absl::StrCat("100000.", getpid(), rand() % 1000);
+    exec_ = JoinPath(dir_, "bin/app");
+    ASSERT_TRUE(MakeDirs(Dirname(exec_)).ok());
+    ASSERT_TRUE(
+        WriteFileAtomically(exec_, "#!/bin/sh\nexec sleep \"$1\"\n", 0755)
+            .ok());
+  }
+
+  void TearDown() override {
+    agent_.reset();  // SIGKILL: the children go with it (PR_SET_PDEATHSIG)
+    WaitFor([&] { return ProcessesWithArg(marker_).empty(); },
+            absl::Seconds(10));
+    for (pid_t pid : ProcessesWithArg(marker_)) kill(pid, SIGKILL);
+  }
+
+  std::unique_ptr<Subprocess> StartAgent() {
+    auto agent = std::make_unique<Subprocess>(
+        std::vector<std::string>{
+            Runfile("agent/fleet-agent"), "--controller",
+            controller_->address(), "--insecure", "--state-dir", state_dir_,
+            "--trust-key", key_path_, "--product", "app", "--exec", exec_,
+            "--stop-grace-seconds", "2", "--worker-stop-grace-seconds", "5",
+            "--", marker_},
+        JoinPath(dir_, "agent.log"));
+    EXPECT_TRUE(agent->Start().ok());
+    return agent;
+  }
+
+  // Waits until the program and the worker run and the worker connected.
+  void WaitRunning() {
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          return Alive(PidOf(state_dir_, "program")) &&
+                 Alive(PidOf(state_dir_, "worker")) &&
+                 ProcessesWithArg(marker_).size() == 1;
+        },
+        absl::Seconds(20)))
+        << agent_->ReadLog();
+  }
+
+  std::string dir_, state_dir_, key_path_, exec_, marker_;
+  std::unique_ptr<agent::testing::TestController> controller_;
+  std::unique_ptr<Subprocess> agent_;
+};
+
+TEST_F(SupervisorTest, PidfilesNameTheThreeRoles) {
+  agent_ = StartAgent();
+  WaitRunning();
+  EXPECT_EQ(PidOf(state_dir_, "supervisor"), agent_->pid());
+  const pid_t worker = PidOf(state_dir_, "worker");
+  absl::StatusOr<std::string> cmdline =
+      ReadFile(absl::StrCat("/proc/", worker, "/cmdline"));
+  ASSERT_TRUE(cmdline.ok());
+  EXPECT_NE(cmdline->find("--internal-role=worker"), std::string::npos);
+  EXPECT_EQ(ProcessesWithArg(marker_),
+            std::vector<pid_t>{PidOf(state_dir_, "program")});
+  ASSERT_TRUE(
+      controller_->WaitUntil([](const agent::testing::TestController& c) {
+        return c.streams() >= 1;
+      }));
+}
+
+TEST_F(SupervisorTest, KilledWorkerIsRestartedAndProgramKeepsRunning) {
+  agent_ = StartAgent();
+  WaitRunning();
+  ASSERT_TRUE(
+      controller_->WaitUntil([](const agent::testing::TestController& c) {
+        return c.streams() >= 1;
+      }));
+  const pid_t program = PidOf(state_dir_, "program");
+  for (int round = 0; round < 2; ++round) {
+    const pid_t worker = PidOf(state_dir_, "worker");
+    const int streams = controller_->streams();
+    ASSERT_EQ(kill(worker, SIGKILL), 0);
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          const pid_t now = PidOf(state_dir_, "worker");
+          return now != 0 && now != worker && Alive(now);
+        },
+        absl::Seconds(20)))
+        << agent_->ReadLog();
+    // The new worker reconnects to the controller...
+    ASSERT_TRUE(controller_->WaitUntil(
+        [streams](const agent::testing::TestController& c) {
+          return c.streams() > streams;
+        },
+        absl::Seconds(20)));
+    // ...and the program was never restarted.
+    EXPECT_EQ(PidOf(state_dir_, "program"), program);
+    EXPECT_EQ(ProcessesWithArg(marker_), std::vector<pid_t>{program});
+  }
+  EXPECT_EQ(PidOf(state_dir_, "supervisor"), agent_->pid());
+}
+
+TEST_F(SupervisorTest, KilledSupervisorTakesChildrenAndRestartRunsOneProgram) {
+  agent_ = StartAgent();
+  WaitRunning();
+  const pid_t program = PidOf(state_dir_, "program");
+  const pid_t worker = PidOf(state_dir_, "worker");
+  agent_->Kill();  // SIGKILL to the supervisor
+  // Started again at once, like systemd's Restart=always would.
+  agent_ = StartAgent();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const pid_t now = PidOf(state_dir_, "program");
+        return now != 0 && now != program && Alive(now) && !Alive(program) &&
+               !Alive(worker);
+      },
+      absl::Seconds(20)))
+      << agent_->ReadLog();
+  WaitRunning();
+  // Exactly one program, the new supervisor's child, for a while.
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(ProcessesWithArg(marker_),
+              std::vector<pid_t>{PidOf(state_dir_, "program")});
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+}
+
+TEST_F(SupervisorTest, LeftoverProgramOfEarlierSupervisorIsEnded) {
+  // A program that escaped its death signal (or one started in the instant
+  // before prctl), still named by program.pid.
+  ASSERT_TRUE(MakeDirs(state_dir_, 0700).ok());
+  Subprocess stray({exec_, marker_}, JoinPath(dir_, "stray.log"));
+  ASSERT_TRUE(stray.Start().ok());
+  ASSERT_TRUE(WaitFor([&] { return ProcessesWithArg(marker_).size() == 1; },
+                      absl::Seconds(5)));
+  const pid_t stray_pid = ProcessesWithArg(marker_)[0];
+  absl::StatusOr<std::string> stat =
+      ReadFile(absl::StrCat("/proc/", stray_pid, "/stat"));
+  ASSERT_TRUE(stat.ok());
+  std::vector<std::string> fields =
+      absl::StrSplit(stat->substr(stat->rfind(')') + 2), ' ');
+  ASSERT_GT(fields.size(), 19u);
+  ASSERT_TRUE(
+      WriteFileAtomically(JoinPath(state_dir_, "program.pid"),
+                          absl::StrCat(stray_pid, " ", fields[19], "\n"))
+          .ok());
+  agent_ = StartAgent();
+  WaitRunning();
+  EXPECT_FALSE(Alive(stray_pid));
+  EXPECT_NE(PidOf(state_dir_, "program"), stray_pid);
+}
+
+TEST_F(SupervisorTest, SecondSupervisorOnTheSameStateDirIsRefused) {
+  agent_ = StartAgent();
+  WaitRunning();
+  Subprocess second(
+      {Runfile("agent/fleet-agent"), "--controller", controller_->address(),
+       "--insecure", "--state-dir", state_dir_, "--trust-key", key_path_,
+       "--product", "app", "--exec", exec_, "--", marker_},
+      JoinPath(dir_, "second.log"));
+  ASSERT_TRUE(second.Start().ok());
+  std::optional<int> status = second.Wait(absl::Seconds(20));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1);
+  EXPECT_NE(second.ReadLog().find("another fleet-agent supervisor"),
+            std::string::npos);
+  EXPECT_EQ(ProcessesWithArg(marker_).size(), 1u);
+}
+
+TEST_F(SupervisorTest, SigtermStopsWorkerThenProgramAndExitsZero) {
+  agent_ = StartAgent();
+  WaitRunning();
+  const pid_t program = PidOf(state_dir_, "program");
+  const pid_t worker = PidOf(state_dir_, "worker");
+  const int status = agent_->Stop(absl::Seconds(20));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_FALSE(Alive(program));
+  EXPECT_FALSE(Alive(worker));
+  EXPECT_FALSE(PathExists(JoinPath(state_dir_, "program.pid")));
+}
+
+}  // namespace
+}  // namespace fleet
