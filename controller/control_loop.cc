@@ -182,8 +182,12 @@ void ControlLoop::Run() {
         mu_.AwaitWithTimeout(absl::Condition(this, &ControlLoop::HasWork),
                              options_.tick);
       }
-      while (!queue_.empty() &&
-             static_cast<int>(batch.size()) < std::max(1, options_.max_batch)) {
+      // While a rollout's directives go out chunk by chunk, the queued
+      // items (mostly the events of the agents just directed) come along in
+      // small batches, so the chunks follow each other closely.
+      const int most =
+          std::max(1, more ? options_.max_batch / 8 : options_.max_batch);
+      while (!queue_.empty() && static_cast<int>(batch.size()) < most) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
@@ -192,41 +196,96 @@ void ControlLoop::Run() {
     const absl::Time now = clock_.Now();
     const bool tick = now - last_tick_ >= options_.tick;
     if (tick) last_tick_ = now;
-    if (!batch.empty() || tick || !dirty_rollouts_.empty()) {
-      ProcessBatch(batch, tick);
+    if (!batch.empty() || tick || last || !dirty_rollouts_.empty()) {
+      ProcessBatch(batch, tick, last);
     }
     if (last) break;
   }
 }
 
-void ControlLoop::ProcessBatch(std::vector<Item>& batch, bool tick) {
+void ControlLoop::FlushLastSeen() {
+  if (last_seen_.empty()) return;
+  absl::flat_hash_map<std::string, int64_t> seen =
+      std::exchange(last_seen_, {});
+  absl::Status status = store_.RunInSavepoint([&]() -> absl::Status {
+    for (const auto& [agent_id, ms] : seen) {
+      RETURN_IF_ERROR(store_.TouchAgent(agent_id, ms));
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) {
+    // Last-seen is advisory; the next heartbeats bring it back.
+    LogWarning("writing last-seen times failed",
+               {{"error", StatusText(status)}, {"agents", seen.size()}});
+  }
+}
+
+void ControlLoop::ProcessBatch(std::vector<Item>& batch, bool tick, bool last) {
   std::vector<Output> outputs(batch.size());
   std::vector<absl::Status> results(batch.size());
   Output extra;
   const absl::Time started = absl::Now();
-  absl::Status commit = store_.RunInTransaction([&]() -> absl::Status {
-    for (size_t i = 0; i < batch.size(); ++i) {
-      results[i] =
-          store_.RunInSavepoint([&] { return Handle(batch[i], outputs[i]); });
-      if (!results[i].ok()) outputs[i] = Output();
-    }
-    absl::Status rollouts = store_.RunInSavepoint([&]() -> absl::Status {
-      if (tick) {
-        const absl::Time now = clock_.Now();
-        const bool sweep = now - last_offline_sweep_ >= options_.offline_sweep;
-        if (sweep) last_offline_sweep_ = now;
-        RETURN_IF_ERROR(MarkBakingRollouts(sweep));
+  const absl::Time now = clock_.Now();
+  const bool flush =
+      last || now - last_seen_flushed_ >= options_.last_seen_flush;
+  if (flush) last_seen_flushed_ = now;
+  // Hellos and admin writes can fail on their own (a precondition, a
+  // missing release) and get a savepoint so that a failure undoes only
+  // their writes. Events and heartbeats fail only when SQLite does: they
+  // run without one, and if one fails the whole batch is rolled
+  // back and run again with every item isolated. (The loop's in-memory
+  // state touched by the first run is idempotent to redo.)
+  bool item_failed = false;
+  auto run = [&](bool isolate) -> absl::Status {
+    return store_.RunInTransaction([&]() -> absl::Status {
+      for (size_t i = 0; i < batch.size(); ++i) {
+        outputs[i] = Output();
+        // A disconnect forgets its session when handled: it could not be
+        // run a second time, so it is isolated from the start.
+        const bool own = isolate || std::holds_alternative<Task*>(batch[i]) ||
+                         std::holds_alternative<HelloItem>(batch[i]) ||
+                         std::holds_alternative<DisconnectItem>(batch[i]);
+        if (own) {
+          results[i] = store_.RunInSavepoint(
+              [&] { return Handle(batch[i], outputs[i]); });
+        } else {
+          results[i] = Handle(batch[i], outputs[i]);
+          if (!results[i].ok()) {
+            item_failed = true;
+            return results[i];
+          }
+        }
+        if (!results[i].ok()) outputs[i] = Output();
       }
-      return ReconcileDirty(extra);
-    });
-    if (!rollouts.ok()) {
-      // Kept dirty: retried with the next batch or tick.
+      if (flush) FlushLastSeen();
       extra = Output();
-      LogError("reconciling rollouts failed",
-               {{"error", StatusText(rollouts)}});
-    }
-    return absl::OkStatus();
-  });
+      absl::Status rollouts = store_.RunInSavepoint([&]() -> absl::Status {
+        if (tick) {
+          const absl::Time now = clock_.Now();
+          const bool sweep =
+              now - last_offline_sweep_ >= options_.offline_sweep;
+          if (sweep) last_offline_sweep_ = now;
+          RETURN_IF_ERROR(MarkBakingRollouts(sweep));
+        }
+        return ReconcileDirty(extra);
+      });
+      if (!rollouts.ok()) {
+        // Kept dirty: retried with the next batch or tick.
+        extra = Output();
+        LogError("reconciling rollouts failed",
+                 {{"error", StatusText(rollouts)}});
+      }
+      return absl::OkStatus();
+    });
+  };
+  absl::Status commit = run(/*isolate=*/false);
+  if (item_failed) {
+    LogWarning(
+        "an agent message failed; running its batch again with each "
+        "item isolated",
+        {{"error", StatusText(commit)}, {"items", batch.size()}});
+    commit = run(/*isolate=*/true);
+  }
   if (options_.on_commit) {
     options_.on_commit(absl::ToDoubleSeconds(absl::Now() - started));
   }
@@ -300,10 +359,10 @@ absl::Status ControlLoop::Handle(Item& item, Output& out) {
           [&](const HelloItem& hello) { return HandleHello(hello, out); },
           [&](const EventItem& event) { return HandleEvent(event, out); },
           [&](const HeartbeatItem& beat) -> absl::Status {
-            if (SessionOf(beat.agent_id) != beat.session) {
-              return absl::OkStatus();
+            if (SessionOf(beat.agent_id) == beat.session) {
+              last_seen_[beat.agent_id] = NowMs();
             }
-            return store_.TouchAgent(beat.agent_id, NowMs());
+            return absl::OkStatus();
           },
           [&](const DisconnectItem& gone) { return HandleDisconnect(gone); },
           [&](Task* task) { return task->fn(out); },
@@ -357,6 +416,7 @@ absl::Status ControlLoop::HandleHello(const HelloItem& item, Output& out) {
                    BlacklistOf(agent));
   out.messages.push_back({item.agent_id, item.session, std::move(welcome)});
   sessions_[item.agent_id] = Connected{item.session, hello.platform()};
+  last_seen_.erase(item.agent_id);  // stored above, newer
   LogDebug("agent connected", {{"agent_id", item.agent_id},
                                {"session", item.session},
                                {"acked_event_seq", acked}});
@@ -618,7 +678,7 @@ absl::Status ControlLoop::HandleEvent(const EventItem& item, Output& out) {
   ASSIGN_OR_RETURN(bool stored_now,
                    store_.InsertEvent(item.agent_id, event, now));
   out.acked_seq = event.seq();
-  RETURN_IF_ERROR(store_.TouchAgent(item.agent_id, now));
+  if (SessionOf(item.agent_id) == item.session) last_seen_[item.agent_id] = now;
   if (!stored_now) return absl::OkStatus();  // a resend after a reconnect
 
   if (event.phase() == v1::UPDATE_PHASE_HEALTHY && !event.product().empty() &&
@@ -689,6 +749,7 @@ absl::Status ControlLoop::HandleDisconnect(const DisconnectItem& item) {
     return absl::OkStatus();
   }
   sessions_.erase(it);
+  last_seen_.erase(item.agent_id);  // written below, newer
   LogDebug("agent disconnected", {{"agent_id", item.agent_id}});
   absl::Status status =
       store_.SetAgentConnected(item.agent_id, /*connected=*/false, NowMs());

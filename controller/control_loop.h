@@ -3,10 +3,14 @@
 // and never touch the disk themselves.
 //
 // The thread drains its queue in batches. Each batch is one SQLite
-// transaction (each item in its own savepoint, so one bad item does not undo
-// the others); only after the commit are Welcomes, directives and event acks
+// transaction; only after the commit are Welcomes, directives and event acks
 // handed to the agents' streams and admin callers told the outcome. An ack
-// therefore always means "stored".
+// therefore always means "stored". Hellos and admin writes run in their own
+// savepoint (one failing does not undo the others), and so do disconnects;
+// events, which fail only when SQLite does, run without one, and if one fails
+// the batch is rolled back and run again with every item in its own savepoint.
+// Heartbeats write nothing at once: last-seen is kept in memory and written
+// every ControlLoopOptions::last_seen_flush.
 //
 //   ControlLoop loop(store, RealClock::Get(), {});
 //   loop.Start(hub);
@@ -80,6 +84,12 @@ struct ControlLoopOptions {
   // How often running rollouts are checked for targets past their offline
   // timeout.
   absl::Duration offline_sweep = absl::Seconds(5);
+  // How often the last-seen times of heartbeats and events, kept in memory,
+  // are written (one UPDATE per agent seen since the last write). A crash
+  // loses at most this much of last-seen; connects and disconnects write
+  // theirs at once, and the offline timeout of rollouts reads only those of
+  // disconnected agents.
+  absl::Duration last_seen_flush = absl::Seconds(5);
   // Told, on the loop's thread, how long each batch transaction took
   // (seconds, commit included), for /metrics. Optional; must not block.
   std::function<void(double)> on_commit;
@@ -195,7 +205,9 @@ class ControlLoop {
   absl::Status RunTask(std::function<absl::Status(Output&)> fn);
   bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Run();
-  void ProcessBatch(std::vector<Item>& batch, bool tick);
+  void ProcessBatch(std::vector<Item>& batch, bool tick, bool last);
+  // Writes the last-seen times gathered since the last flush.
+  void FlushLastSeen();
   absl::Status Handle(Item& item, Output& out);
   void Deliver(const std::vector<Item>& batch, std::vector<Output>& outputs,
                const std::vector<absl::Status>& results, Output& extra);
@@ -330,6 +342,10 @@ class ControlLoop {
   // Owned by the loop thread: a reconciliation stopped at directive_chunk;
   // the next batch starts at once instead of waiting for work or a tick.
   bool more_directives_ = false;
+  // Owned by the loop thread: last-seen (unix ms) of agents heard from
+  // since the last flush, written every options_.last_seen_flush.
+  absl::flat_hash_map<std::string, int64_t> last_seen_;
+  absl::Time last_seen_flushed_ = absl::InfinitePast();
   absl::Time last_tick_ = absl::InfinitePast();
   absl::Time last_offline_sweep_ = absl::InfinitePast();
   // Agents offline longer than this count only from here: none could reach

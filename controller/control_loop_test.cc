@@ -1233,5 +1233,42 @@ TEST_F(ControlLoopTest, ChunkedDirectivesSurviveACrashBetweenChunks) {
   }
 }
 
+TEST_F(ControlLoopTest, HeartbeatsAreKeptInMemoryAndWrittenEveryFlushInterval) {
+  // The fixture's loop uses the default flush interval of 5 s.
+  const absl::Time t0 = clock_.Now();
+  auto stored = [&] {
+    absl::StatusOr<v1::Agent> agent = reads_->GetAgent("a1");
+    return agent.ok() ? absl::FromUnixMillis(agent->last_seen_unix_ms())
+                      : absl::InfinitePast();
+  };
+  loop_->PostHello("a1", 1, HelloOf("a1", "1.0.0"));
+  ASSERT_EQ(sender_.WaitFor(v1::ControllerMessage::kWelcome, 1).size(), 1u);
+  clock_.Advance(absl::Seconds(1));
+  loop_->PostHeartbeat("a1", 1);
+  // Admin writes are queued behind it: once committed, the heartbeat was
+  // handled too.
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.1.0")).ok());
+  EXPECT_EQ(stored(), t0);  // not written yet
+
+  clock_.Advance(absl::Seconds(5));
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (absl::Now() < deadline && stored() != t0 + absl::Seconds(1)) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(stored(), t0 + absl::Seconds(1));
+
+  // A heartbeat of an old stream does not count; Stop writes what is held.
+  clock_.Advance(absl::Seconds(1));
+  loop_->PostHeartbeat("a1", 2);
+  loop_->PostHeartbeat("a1", 1);
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.2.0")).ok());
+  clock_.Advance(absl::Seconds(1));
+  loop_->PostHeartbeat("a1", 2);
+  ASSERT_TRUE(loop_->AddRelease(ReleaseOf("1.3.0")).ok());
+  EXPECT_EQ(stored(), t0 + absl::Seconds(1));
+  loop_->Stop();
+  EXPECT_EQ(stored(), t0 + absl::Seconds(7));
+}
+
 }  // namespace
 }  // namespace fleet::controller
