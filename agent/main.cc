@@ -32,6 +32,7 @@
 #include "agent/session.h"
 #include "agent/supervisor.h"
 #include "agent/supervisor_client.h"
+#include "agent/trust.h"
 #include "agent/updater.h"
 #include "agent/version.h"
 #include "common/files.h"
@@ -48,6 +49,7 @@ struct Flags {
   std::string controller;
   std::string state_dir;
   std::vector<std::string> trust_keys;
+  std::string trust_root;
   std::string product;
   std::string exec_path;
   std::vector<std::string> program_args;
@@ -56,6 +58,7 @@ struct Flags {
   uint64_t download_min_rate = 1024;
   double download_rate_window_seconds = 30;
   double download_deadline_seconds = 3600;
+  int keep_versions = 3;  // agent/artifact_cache.h
   double stop_grace_seconds = 10;
   std::string agent_id;
   std::vector<std::string> labels;
@@ -258,6 +261,9 @@ int RunWorker(const Flags& flags) {
   const sigset_t stop_signals = BlockStopSignals();
   Setup setup;
   if (int rc = Validate(flags, setup); rc != 0) return rc;
+  absl::StatusOr<std::unique_ptr<AgentTrust>> trust =
+      UseTrustRoot(flags.trust_root, flags.state_dir, setup.keys);
+  if (!trust.ok()) return Fail("no release trust", trust.status());
   const std::map<std::string, std::string>& labels = setup.labels;
   const std::string& exec_path = setup.exec_path;
   const TrustedKeys& keys = setup.keys;
@@ -312,11 +318,14 @@ int RunWorker(const Flags& flags) {
   std::unique_ptr<v1::AgentService::Stub> stub =
       v1::AgentService::NewStub(channel);
 
+  ArtifactCache version_cache(JoinPath(flags.state_dir, "versions"),
+                              flags.keep_versions);
   Downloader downloader(
       *stub, JoinPath(flags.state_dir, "downloads"),
       {.min_bytes_per_second = flags.download_min_rate,
        .rate_window = absl::Seconds(flags.download_rate_window_seconds),
-       .transfer_deadline = absl::Seconds(flags.download_deadline_seconds)});
+       .transfer_deadline = absl::Seconds(flags.download_deadline_seconds)},
+      &version_cache);
   UpdaterOptions updater_options;
   updater_options.product = flags.product;
   updater_options.exec_path = exec_path;
@@ -348,6 +357,7 @@ int RunWorker(const Flags& flags) {
                       hb.set_program_cpu_ms(*cpu);
                     }
                   });
+  session.SetTrust(trust->get());
   std::thread session_thread([&session] { session.Run(); });
 
   // Until a stop signal, or until the supervisor is gone (it normally takes
@@ -410,8 +420,12 @@ int main(int argc, char** argv) {
       ->required();
   app.add_option("--trust-key", flags.trust_keys,
                  "release public key (PEM); repeatable")
-      ->required()
       ->allow_extra_args(false);
+  app.add_option("--trust-root", flags.trust_root,
+                 "root metadata pinned at install (fleetctl keys root init); "
+                 "wins over --trust-key; newer roots from the controller are "
+                 "kept in STATE/root.json")
+      ->check(CLI::ExistingFile);
   app.add_option("--product", flags.product, "the product this agent manages")
       ->required();
   app.add_option("--exec", flags.exec_path,
@@ -429,6 +443,11 @@ int main(int argc, char** argv) {
   app.add_option("--download-deadline-seconds", flags.download_deadline_seconds,
                  "one transfer attempt is cut and retried after this long "
                  "(0: no deadline)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--keep-versions", flags.keep_versions,
+                 "verified downloads kept in STATE_DIR/versions for rollback "
+                 "without a transfer (0: none)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app.add_option("--health-seconds", flags.health_seconds,

@@ -152,6 +152,7 @@ v1::Hello Session::BuildHello() {
   if (active.ok() && active->has_value()) {
     hello.set_active_directive_id((*active)->directive_id);
   }
+  if (trust_ != nullptr) hello.set_root_version(trust_->version());
   return hello;
 }
 
@@ -169,6 +170,11 @@ v1::Heartbeat Session::BuildHeartbeat() {
     hb.set_state_dir_free_bytes(*free);
   }
   if (program_stats_) program_stats_(hb);
+  if (trust_ != nullptr) {
+    trust_->NoteExpiry();
+    hb.set_root_version(trust_->version());
+    hb.set_root_expires_unix_seconds(absl::ToUnixSeconds(trust_->expires()));
+  }
   return hb;
 }
 
@@ -226,6 +232,11 @@ absl::Status Session::Serve() {
   }
   handler_.SetBlacklist(
       {welcome.blacklist().begin(), welcome.blacklist().end()});
+  // A refused root is logged by Apply and the current one stays: the
+  // stream goes on (trust only ever moves forward through Update).
+  if (trust_ != nullptr && !welcome.roots().empty()) {
+    (void)trust_->Apply(welcome.roots());
+  }
   const absl::Duration interval =
       welcome.heartbeat_interval_seconds() > 0
           ? absl::Seconds(welcome.heartbeat_interval_seconds())
@@ -268,6 +279,10 @@ absl::Status Session::Serve() {
                   {{"entries", msg.blacklist().entries_size()}});
           handler_.SetBlacklist({msg.blacklist().entries().begin(),
                                  msg.blacklist().entries().end()});
+          break;
+        case v1::ControllerMessage::kRoot:
+          LogInfo("root update received", {{"roots", msg.root().roots_size()}});
+          if (trust_ != nullptr) (void)trust_->Apply(msg.root().roots());
           break;
         case v1::ControllerMessage::kWelcome:
           LogWarning("unexpected Welcome on an open stream");

@@ -11,6 +11,10 @@
 // and new ones as they are journaled, and a Heartbeat every
 // Welcome.heartbeat_interval_seconds.
 //
+// With SetTrust, the Hello names the agent's root version, the roots a
+// Welcome or RootUpdate brings are applied in order (AgentTrust::Apply), and
+// heartbeats carry the root's version and expiry.
+//
 // The session never touches the program or the executable; it reads the
 // journal and the executable's digest only.
 #ifndef FLEET_AGENT_SESSION_H_
@@ -31,6 +35,7 @@
 #include "absl/time/time.h"
 #include "agent/directive_handler.h"
 #include "agent/journal.h"
+#include "agent/trust.h"
 #include "common/clock.h"
 #include "proto/fleet/v1/agent.grpc.pb.h"
 
@@ -71,6 +76,9 @@ class Session {
   void Run();
   // Ends the current stream and makes Run() return. Thread-safe.
   void Shutdown();
+  // The root of trust to report and rotate (nullptr: a flat key list).
+  // Call before Run(); `trust` must outlive the Session.
+  void SetTrust(AgentTrust* trust) { trust_ = trust; }
 
   // Streams that got a Welcome so far.
   uint64_t welcomes() const;
@@ -92,6 +100,7 @@ class Session {
   const ProgramStatsFn program_stats_;
   const Clock& clock_;
   const absl::Time started_;
+  AgentTrust* trust_ = nullptr;
 
   mutable absl::Mutex mu_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
