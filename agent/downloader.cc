@@ -149,8 +149,8 @@ class TransferWatchdog {
 }  // namespace
 
 Downloader::Downloader(v1::AgentService::StubInterface& stub, std::string dir,
-                       DownloadLimits limits)
-    : stub_(stub), dir_(std::move(dir)), limits_(limits) {}
+                       DownloadLimits limits, ArtifactCache* cache)
+    : stub_(stub), dir_(std::move(dir)), limits_(limits), cache_(cache) {}
 
 std::string Downloader::PartPath(const Digest& digest) const {
   return JoinPath(dir_, DigestToHex(digest) + ".part");
@@ -198,6 +198,12 @@ absl::StatusOr<DownloadResult> Downloader::Fetch(const Digest& digest,
                 {"error", result.status().ToString()}});
     result = FetchOnce(digest, size, cancel);
   }
+  if (result.ok() && cache_ != nullptr) {
+    // Kept for a later rollback or re-install; the download itself is done.
+    if (absl::Status kept = cache_->Add(digest, result->path); !kept.ok()) {
+      LogWarning("caching the artifact failed", {{"error", kept.ToString()}});
+    }
+  }
   return result;
 }
 
@@ -210,6 +216,18 @@ absl::StatusOr<DownloadResult> Downloader::FetchOnce(const Digest& digest,
   DownloadResult result;
   result.path = PartPath(digest);
   const std::string& path = result.path;
+  if (cache_ != nullptr && !PathExists(path) &&
+      cache_->Contains(digest, size)) {
+    absl::Status copied = cache_->CopyOut(digest, path);
+    if (copied.ok()) {
+      result.from_cache = true;
+      LogInfo("artifact taken from the version cache",
+              {{"sha256", DigestToHex(digest)}});
+    } else {
+      LogWarning("version cache unreadable; downloading",
+                 {{"error", copied.ToString()}});
+    }
+  }
 
   int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return absl::ErrnoToStatus(errno, "open " + path);
@@ -317,6 +335,7 @@ absl::StatusOr<DownloadResult> Downloader::FetchOnce(const Digest& digest,
   result.size = have;
   result.digest = hasher.Finish();
   if (result.digest != digest) {
+    if (result.from_cache) (void)cache_->Remove(digest);
     return discard(absl::DataLossError(absl::StrCat(
         "downloaded artifact has sha256 ", DigestToHex(result.digest),
         ", manifest says ", DigestToHex(digest))));

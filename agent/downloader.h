@@ -29,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "agent/artifact_cache.h"
 #include "agent/cancellation.h"
 #include "common/sha256.h"
 #include "proto/fleet/v1/agent.grpc.pb.h"
@@ -41,6 +42,7 @@ struct DownloadResult {
   Digest digest{};            // its sha256
   uint64_t resumed_from = 0;  // bytes already on disk before this call
   uint64_t fetched = 0;       // bytes transferred by this call
+  bool from_cache = false;    // copied from the ArtifactCache, not fetched
 };
 
 // Limits on one transfer (one Fetch call). Zero turns a limit off.
@@ -56,8 +58,10 @@ struct DownloadLimits {
 class Downloader {
  public:
   // `stub` must outlive the Downloader. `dir` is created if missing.
+  // With a `cache` (borrowed, may be null), an artifact found there is
+  // copied instead of fetched, and every verified artifact is added to it.
   Downloader(v1::AgentService::StubInterface& stub, std::string dir,
-             DownloadLimits limits = {});
+             DownloadLimits limits = {}, ArtifactCache* cache = nullptr);
 
   const std::string& dir() const { return dir_; }
   std::string PartPath(const Digest& digest) const;
@@ -94,6 +98,7 @@ class Downloader {
   v1::AgentService::StubInterface& stub_;
   const std::string dir_;
   const DownloadLimits limits_;
+  ArtifactCache* const cache_;
   // Bytes the last FetchOnce found on disk before its transfer.
   uint64_t resumed_from_last_ = 0;
 };

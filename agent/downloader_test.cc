@@ -337,5 +337,47 @@ TEST_F(DownloaderTest, EndlessDataStopsAtTheManifestSize) {
   EXPECT_EQ(Read(r->path), artifact);
 }
 
+TEST_F(DownloaderTest, CachedVersionNeedsNoTransfer) {
+  ArtifactCache cache(dir_ + "/versions", 3);
+  Downloader cached(*stub_, dir_ + "/downloads", {}, &cache);
+  const std::string artifact = RandomBytes(300 * 1000, 16);
+  const Digest digest = server_->Add(artifact);
+  absl::StatusOr<DownloadResult> r =
+      cached.Fetch(digest, artifact.size(), cancel_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->from_cache);
+  EXPECT_TRUE(cache.Contains(digest, artifact.size()));
+  // The update ends (its download is discarded); later a rollback to this
+  // version needs it again.
+  ASSERT_TRUE(cached.Discard(digest).ok());
+  r = cached.Fetch(digest, artifact.size(), cancel_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->from_cache);
+  EXPECT_EQ(r->fetched, 0u);
+  EXPECT_EQ(Read(r->path), artifact);
+  EXPECT_EQ(server_->requested_offsets(), (std::vector<uint64_t>{0}));
+}
+
+TEST_F(DownloaderTest, DamagedCacheEntryIsDroppedAndFetchedAgain) {
+  ArtifactCache cache(dir_ + "/versions", 3);
+  Downloader cached(*stub_, dir_ + "/downloads", {}, &cache);
+  const std::string artifact = RandomBytes(100 * 1000, 17);
+  const Digest digest = server_->Add(artifact);
+  ASSERT_TRUE(cached.Fetch(digest, artifact.size(), cancel_).ok());
+  ASSERT_TRUE(cached.Discard(digest).ok());
+  std::string damaged = artifact;
+  damaged[5] ^= 1;
+  ASSERT_TRUE(WriteFileAtomically(cache.EntryPath(digest), damaged).ok());
+
+  absl::StatusOr<DownloadResult> r =
+      cached.Fetch(digest, artifact.size(), cancel_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->from_cache);
+  EXPECT_EQ(Read(r->path), artifact);
+  EXPECT_EQ(server_->requested_offsets(), (std::vector<uint64_t>{0, 0}));
+  // The good bytes replaced the damaged entry.
+  EXPECT_EQ(Read(cache.EntryPath(digest)), artifact);
+}
+
 }  // namespace
 }  // namespace fleet::agent

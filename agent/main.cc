@@ -58,6 +58,7 @@ struct Flags {
   uint64_t download_min_rate = 1024;
   double download_rate_window_seconds = 30;
   double download_deadline_seconds = 3600;
+  int keep_versions = 3;  // agent/artifact_cache.h
   double stop_grace_seconds = 10;
   std::string agent_id;
   std::vector<std::string> labels;
@@ -317,11 +318,14 @@ int RunWorker(const Flags& flags) {
   std::unique_ptr<v1::AgentService::Stub> stub =
       v1::AgentService::NewStub(channel);
 
+  ArtifactCache version_cache(JoinPath(flags.state_dir, "versions"),
+                              flags.keep_versions);
   Downloader downloader(
       *stub, JoinPath(flags.state_dir, "downloads"),
       {.min_bytes_per_second = flags.download_min_rate,
        .rate_window = absl::Seconds(flags.download_rate_window_seconds),
-       .transfer_deadline = absl::Seconds(flags.download_deadline_seconds)});
+       .transfer_deadline = absl::Seconds(flags.download_deadline_seconds)},
+      &version_cache);
   UpdaterOptions updater_options;
   updater_options.product = flags.product;
   updater_options.exec_path = exec_path;
@@ -439,6 +443,11 @@ int main(int argc, char** argv) {
   app.add_option("--download-deadline-seconds", flags.download_deadline_seconds,
                  "one transfer attempt is cut and retried after this long "
                  "(0: no deadline)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--keep-versions", flags.keep_versions,
+                 "verified downloads kept in STATE_DIR/versions for rollback "
+                 "without a transfer (0: none)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app.add_option("--health-seconds", flags.health_seconds,

@@ -33,8 +33,8 @@ constexpr P kHealthy = v1::UPDATE_PHASE_HEALTHY;
 constexpr P kRolledBack = v1::UPDATE_PHASE_ROLLED_BACK;
 
 // The new release is a padded sample program of this size, so a transfer
-// takes many 64 KiB chunks.
-constexpr size_t kNewReleaseSize = 2 << 20;
+// takes several chunks (64 KiB to 1 MiB each, as the controller sends).
+constexpr size_t kNewReleaseSize = 4 << 20;
 
 struct PhaseCase {
   const char* name;       // the name of the phase
@@ -51,7 +51,7 @@ const std::vector<P> kAllPhases = {kReceived,  kDownloading, kDownloaded,
 std::vector<PhaseCase> Cases() {
   return {
       {"downloading_start", "journaled.DOWNLOADING", false, true, kAllPhases},
-      {"downloading_mid", "download.chunk:5", false, true, kAllPhases},
+      {"downloading_mid", "download.chunk:2", false, true, kAllPhases},
       {"downloaded", "journaled.DOWNLOADED", false, true, kAllPhases},
       {"verified", "journaled.VERIFIED", false, true, kAllPhases},
       {"staged", "journaled.STAGED", false, true, kAllPhases},
