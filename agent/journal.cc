@@ -59,6 +59,17 @@ CREATE TABLE blacklist (
   PRIMARY KEY (product, version)
 ) WITHOUT ROWID;
 )sql"},
+      {"executables that ran here, for the rollback downgrade rule",
+       R"sql(
+CREATE TABLE ran_here (
+  product TEXT NOT NULL,
+  sha256 BLOB NOT NULL,
+  first_ms INTEGER NOT NULL,
+  PRIMARY KEY (product, sha256)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO ran_here (product, sha256, first_ms)
+  SELECT product, sha256, updated_ms FROM installed;
+)sql"},
   };
   return *migrations;
 }
@@ -111,6 +122,12 @@ constexpr char kSelectBlacklistedSql[] =
     "SELECT 1 FROM blacklist WHERE product = ? AND version = ?";
 constexpr char kListBlacklistSql[] =
     "SELECT product, version FROM blacklist ORDER BY product, version";
+
+constexpr char kInsertRanHereSql[] =
+    "INSERT OR IGNORE INTO ran_here (product, sha256, first_ms) "
+    "VALUES (?, ?, ?)";
+constexpr char kSelectRanHereSql[] =
+    "SELECT 1 FROM ran_here WHERE product = ? AND sha256 = ?";
 
 constexpr int kMaxPreviousVersions = 8;
 
@@ -236,7 +253,34 @@ absl::Status UpdateJournal::WriteInstalledLocked(
   upsert->BindBlob(3, installed.sha256);
   upsert->BindText(4, installed.path);
   upsert->BindInt64(5, NowMs());
-  return upsert->Run();
+  RETURN_IF_ERROR(upsert->Run());
+  return RecordRanHereLocked(installed.product, installed.sha256);
+}
+
+absl::Status UpdateJournal::RecordRanHereLocked(absl::string_view product,
+                                                absl::string_view sha256) {
+  ASSIGN_OR_RETURN(sqlite::Statement * insert, db_->Cached(kInsertRanHereSql));
+  insert->BindText(1, product);
+  insert->BindBlob(2, sha256);
+  insert->BindInt64(3, NowMs());
+  return insert->Run();
+}
+
+absl::Status UpdateJournal::RecordRanHere(absl::string_view product,
+                                          absl::string_view sha256) {
+  absl::MutexLock lock(&db_mu_);
+  return RecordRanHereLocked(product, sha256);
+}
+
+absl::StatusOr<bool> UpdateJournal::RanHere(absl::string_view product,
+                                            absl::string_view sha256) {
+  absl::MutexLock lock(&db_mu_);
+  ASSIGN_OR_RETURN(sqlite::Statement * select, db_->Cached(kSelectRanHereSql));
+  select->BindText(1, product);
+  select->BindBlob(2, sha256);
+  absl::StatusOr<bool> row = select->Step();
+  select->Reset();
+  return row;
 }
 
 absl::StatusOr<uint64_t> UpdateJournal::InsertUpdate(

@@ -114,6 +114,17 @@ class UpdateJournal {
   absl::StatusOr<std::vector<std::string>> PreviousVersions(
       absl::string_view product, absl::string_view current);
 
+  // Remembers that the executable with digest `sha256` (32 raw bytes) ran
+  // here as `product` (what EXEC held when a directive arrived; every
+  // committed install is recorded too). Idempotent.
+  absl::Status RecordRanHere(absl::string_view product,
+                             absl::string_view sha256);
+  // True if RecordRanHere (or a committed install) recorded that digest for
+  // `product`: a ROLLBACK may go down to such a release without the
+  // manifest's allows_downgrade.
+  absl::StatusOr<bool> RanHere(absl::string_view product,
+                               absl::string_view sha256);
+
   // Replaces the stored blacklist with `entries` (the controller's complete
   // list for this agent's products), in one transaction.
   absl::Status ReplaceBlacklist(
@@ -150,6 +161,9 @@ class UpdateJournal {
   absl::StatusOr<uint64_t> AppendEventLocked(const v1::UpdateEvent& event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
   absl::Status WriteInstalledLocked(const InstalledRecord& installed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
+  absl::Status RecordRanHereLocked(absl::string_view product,
+                                   absl::string_view sha256)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
   absl::StatusOr<std::optional<UpdateRecord>> QueryOneUpdateLocked(
       const char* sql, absl::string_view arg)

@@ -291,5 +291,24 @@ TEST_F(UpdateJournalTest, PreviousVersionsComeFromCommittedUpdatesNewestFirst) {
             std::vector<std::string>{"5.0.0"});
 }
 
+TEST_F(UpdateJournalTest, ExecutablesThatRanHereAreRememberedPerProduct) {
+  const std::string a(32, 'a'), b(32, 'b');
+  {
+    std::unique_ptr<UpdateJournal> journal = OpenJournal();
+    ASSERT_TRUE(journal->RecordRanHere("app", a).ok());
+    ASSERT_TRUE(journal->RecordRanHere("app", a).ok());  // idempotent
+    UpdateRecord r = Record("d-1");
+    ASSERT_TRUE(journal->InsertUpdate(r, nullptr).ok());
+    r.state = UpdateState::kHealthy;
+    InstalledRecord installed{"app", "1.1.0", b, "/opt/app", 0};
+    ASSERT_TRUE(journal->SaveUpdate(r, nullptr, &installed).ok());
+  }
+  std::unique_ptr<UpdateJournal> journal = OpenJournal();
+  EXPECT_TRUE(*journal->RanHere("app", a));
+  EXPECT_TRUE(*journal->RanHere("app", b));  // a committed install
+  EXPECT_FALSE(*journal->RanHere("other", a));
+  EXPECT_FALSE(*journal->RanHere("app", std::string(32, 'c')));
+}
+
 }  // namespace
 }  // namespace fleet::agent

@@ -329,13 +329,32 @@ absl::StatusOr<v1::ReleaseManifest> Updater::CheckManifest(
         "version ", manifest->version(), " of ", manifest->product(),
         " is blacklisted; refusing to install it"));
   }
-  if (!rollback && !record.from_version.empty() &&
-      SemVer::Parse(record.from_version).ok() &&
+  if (!record.from_version.empty() && SemVer::Parse(record.from_version).ok() &&
       CompareVersions(manifest->version(), record.from_version) < 0) {
     *error_class = error_class::kDowngrade;
-    return absl::FailedPreconditionError(
-        absl::StrCat("refusing downgrade from ", record.from_version, " to ",
-                     manifest->version(), " without a rollback directive"));
+    if (!rollback) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("refusing downgrade from ", record.from_version, " to ",
+                       manifest->version(), " without a rollback directive"));
+    }
+    // A rollback goes back to what ran here before, or to a release whose
+    // signed manifest allows downgrades: a controller alone cannot walk an
+    // agent down to any old signed release with known holes.
+    if (!manifest->allows_downgrade()) {
+      absl::StatusOr<bool> ran =
+          journal_.RanHere(manifest->product(), manifest->sha256());
+      if (!ran.ok()) return ran.status();
+      if (!*ran) {
+        absl::StatusOr<Digest> digest = DigestFromBytes(manifest->sha256());
+        return absl::FailedPreconditionError(absl::StrCat(
+            "refusing rollback from ", record.from_version, " to ",
+            manifest->version(), ": that release (sha256 ",
+            digest.ok() ? DigestToHex(*digest) : "?",
+            ") never ran here and its manifest does not allow downgrades; "
+            "sign it with allows_downgrade to permit this"));
+      }
+    }
+    error_class->clear();
   }
   return manifest;
 }
@@ -549,6 +568,14 @@ void Updater::Execute(UpdateRecord record) {
     switch (record.state) {
       case UpdateState::kReceived: {
         absl::StatusOr<Digest> current = Sha256OfFile(options_.exec_path);
+        if (current.ok()) {
+          // What runs now is a release a later rollback may return to.
+          absl::Status noted =
+              journal_.RecordRanHere(options_.product, DigestToBytes(*current));
+          if (!noted.ok()) {
+            LogWarning("journal write failed", {{"error", noted.ToString()}});
+          }
+        }
         if (current.ok() && *current == digest) {
           InstalledRecord installed{options_.product, manifest->version(),
                                     DigestToBytes(digest), options_.exec_path,

@@ -90,6 +90,7 @@ class UpdaterTest : public ::testing::Test {
     options.stop_grace = absl::Seconds(3);
     options.download_retry_initial = absl::Milliseconds(20);
     options.download_retry_max = absl::Milliseconds(100);
+    options.health = health_;
     updater_ = std::make_unique<Updater>(options, *journal_, keys_,
                                          *downloader_, *program_);
     updater_->Start();
@@ -132,8 +133,10 @@ class UpdaterTest : public ::testing::Test {
                                 const std::string& bytes,
                                 const std::string& platform = "",
                                 const std::string& product = "app",
-                                const Ed25519PrivateKey* key = nullptr) {
+                                const Ed25519PrivateKey* key = nullptr,
+                                bool allows_downgrade = false) {
     v1::ReleaseManifest m;
+    m.set_allows_downgrade(allows_downgrade);
     m.set_product(product);
     m.set_version(version);
     m.set_platform(platform.empty() ? HostPlatform() : platform);
@@ -204,6 +207,7 @@ class UpdaterTest : public ::testing::Test {
   std::unique_ptr<UpdateJournal> journal_;
   std::unique_ptr<ProgramSupervisor> program_;
   std::unique_ptr<Updater> updater_;
+  HealthCheckOptions health_;
 };
 
 const std::vector<std::string> kHappyPath = {
@@ -360,6 +364,24 @@ TEST_F(UpdaterTest, ProgramThatExitsAtOnceIsRolledBack) {
   EXPECT_EQ((*journal_->FindInstalled("app"))->version, "1.0.0");
 }
 
+TEST_F(UpdaterTest, FailingHealthCommandRollsBack) {
+  // Healthy for every version but 2.0.0 (FLEET_VERSION is the new one's).
+  health_.command = "test \"$FLEET_VERSION\" != 2.0.0";
+  health_.retry_interval = absl::Milliseconds(100);
+  StartUpdater();
+  InstallVersion("d-1", "1.0.0");
+  const std::string v2 = AppBytes("2.0.0");
+  server_->Add(v2);
+  Submit(Directive("d-2", "2.0.0", v2));
+  EXPECT_EQ(StateOf("d-2"), UpdateState::kRolledBack);
+  const v1::UpdateEvent last = Events("d-2").back();
+  EXPECT_EQ(last.error_class(), "health");
+  EXPECT_NE(last.error().find("health command exited with status 1"),
+            std::string::npos)
+      << last.error();
+  ASSERT_TRUE(WaitFor([&] { return Runs("1.0.0"); }));
+}
+
 TEST_F(UpdaterTest, FailedFirstInstallLeavesNothingInstalled) {
   StartUpdater();
   const std::string bad = AppBytes("1.0.0", /*crash=*/true);
@@ -381,11 +403,56 @@ TEST_F(UpdaterTest, DowngradeNeedsARollbackDirective) {
   EXPECT_EQ(Events("d-down").back().error_class(), "downgrade");
   EXPECT_TRUE(Runs("2.0.0"));
 
+  // 1.0.0 never ran here and its manifest does not allow downgrades: even
+  // a ROLLBACK may not install it.
   v1::UpdateDirective rollback = Directive("d-rollback", "1.0.0", v1);
   rollback.set_kind(v1::DIRECTIVE_KIND_ROLLBACK);
   Submit(rollback);
-  EXPECT_EQ(StateOf("d-rollback"), UpdateState::kHealthy);
+  EXPECT_EQ(StateOf("d-rollback"), UpdateState::kFailed);
+  EXPECT_EQ(Events("d-rollback").back().error_class(), "downgrade");
+  EXPECT_NE(Events("d-rollback").back().error().find("never ran here"),
+            std::string::npos);
+  EXPECT_TRUE(Runs("2.0.0"));
+
+  // Signed with allows_downgrade, it may.
+  v1::UpdateDirective allowed =
+      Directive("d-allowed", "1.0.0", v1, "", "app", nullptr,
+                /*allows_downgrade=*/true);
+  allowed.set_kind(v1::DIRECTIVE_KIND_ROLLBACK);
+  Submit(allowed);
+  EXPECT_EQ(StateOf("d-allowed"), UpdateState::kHealthy);
   EXPECT_TRUE(WaitFor([&] { return Runs("1.0.0"); }));
+}
+
+TEST_F(UpdaterTest, RollbackMayReturnToAReleaseThatRanHere) {
+  // 1.0.0 installed by hand (not through fleet): it ran here when 2.0.0
+  // arrived, so a rollback to its exact bytes is allowed...
+  const std::string v1 = AppBytes("1.0.0");
+  ASSERT_TRUE(WriteFileAtomically(exec_, v1, 0755).ok());
+  StartUpdater();
+  InstallVersion("d-2", "2.0.0");
+  server_->Add(v1);
+  v1::UpdateDirective back = Directive("d-back", "1.0.0", v1);
+  back.set_kind(v1::DIRECTIVE_KIND_ROLLBACK);
+  Submit(back);
+  EXPECT_EQ(StateOf("d-back"), UpdateState::kHealthy);
+  EXPECT_TRUE(WaitFor([&] { return Runs("1.0.0"); }));
+
+  // ...while other bytes signed as 1.0.0 (same version, another digest) are
+  // not, and an UPDATE never goes lower whatever the manifest allows.
+  InstallVersion("d-3", "3.0.0");
+  const std::string other = AppBytes("1.0.0") + "# rebuilt\n";
+  server_->Add(other);
+  v1::UpdateDirective rebuilt = Directive("d-rebuilt", "1.0.0", other);
+  rebuilt.set_kind(v1::DIRECTIVE_KIND_ROLLBACK);
+  Submit(rebuilt);
+  EXPECT_EQ(StateOf("d-rebuilt"), UpdateState::kFailed);
+  EXPECT_EQ(Events("d-rebuilt").back().error_class(), "downgrade");
+  Submit(Directive("d-update-down", "1.0.0", other, "", "app", nullptr,
+                   /*allows_downgrade=*/true));
+  EXPECT_EQ(StateOf("d-update-down"), UpdateState::kFailed);
+  EXPECT_EQ(Events("d-update-down").back().error_class(), "downgrade");
+  EXPECT_TRUE(Runs("3.0.0"));
 }
 
 v1::BlacklistedVersion Banned(const std::string& version) {
