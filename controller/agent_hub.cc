@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/names.h"
 #include "common/sha256.h"
+#include "controller/artifact_stream.h"
 
 namespace fleet::controller {
 namespace {
@@ -378,83 +379,6 @@ class AgentStream
   std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
 };
 
-// --------------------------------------------------------- ArtifactStream
-
-// One FetchArtifact call: pread a chunk, write it, repeat from OnWriteDone.
-// Only one write is ever in flight, so no lock is needed.
-class ArtifactStream : public grpc::ServerWriteReactor<v1::ArtifactChunk> {
- public:
-  // `admitted`: whether the caller may fetch artifacts at all.
-  ArtifactStream(const BlobStore& blobs,
-                 const v1::FetchArtifactRequest& request,
-                 const absl::Status& admitted) {
-    absl::Status status = admitted.ok() ? Open(blobs, request) : admitted;
-    if (!status.ok()) {
-      Finish(ToGrpcStatus(status));
-      return;
-    }
-    NextChunk();
-  }
-
-  void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
-      return;
-    }
-    NextChunk();
-  }
-
-  void OnDone() override { delete this; }
-
- private:
-  absl::Status Open(const BlobStore& blobs,
-                    const v1::FetchArtifactRequest& request) {
-    absl::StatusOr<Digest> digest = DigestFromBytes(request.sha256());
-    if (!digest.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sha256 must be 32 raw bytes, got ", request.sha256().size()));
-    }
-    absl::StatusOr<BlobReader> reader = blobs.OpenForRead(*digest);
-    if (!reader.ok()) return reader.status();
-    if (request.offset() > reader->size()) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "offset ", request.offset(), " is past the end of artifact ",
-          DigestToHex(*digest), " (", reader->size(), " bytes)"));
-    }
-    reader_.emplace(*std::move(reader));
-    offset_ = request.offset();
-    return absl::OkStatus();
-  }
-
-  void NextChunk() {
-    const uint64_t size = reader_->size();
-    if (offset_ >= size) {
-      Finish(grpc::Status::OK);
-      return;
-    }
-    absl::StatusOr<std::string> data =
-        reader_->ReadAt(offset_, kArtifactChunkSize);
-    if (!data.ok()) {
-      Finish(ToGrpcStatus(data.status()));
-      return;
-    }
-    if (data->empty()) {
-      Finish(grpc::Status(grpc::StatusCode::DATA_LOSS,
-                          "artifact is shorter than when it was opened"));
-      return;
-    }
-    chunk_.set_offset(offset_);
-    chunk_.set_total_size(size);
-    offset_ += data->size();
-    chunk_.set_data(*std::move(data));
-    StartWrite(&chunk_);
-  }
-
-  std::optional<BlobReader> reader_;
-  uint64_t offset_ = 0;
-  v1::ArtifactChunk chunk_;
-};
-
 // --------------------------------------------------------------- AgentHub
 
 AgentHub::AgentHub(ControlLoop& loop, const BlobStore& blobs)
@@ -486,7 +410,7 @@ grpc::ServerWriteReactor<v1::ArtifactChunk>* AgentHub::FetchArtifact(
           "artifacts are served to agents and admins only");
     }
   }
-  return new ArtifactStream(blobs_, *request, admitted);
+  return NewArtifactStream(blobs_, *request, admitted);
 }
 
 bool AgentHub::Send(absl::string_view agent_id, uint64_t session,

@@ -16,7 +16,7 @@
 // that sends messages faster has its stream ended with RESOURCE_EXHAUSTED
 // (it reconnects after its backoff).
 //
-// FetchArtifact streams a stored blob in 64 KiB chunks read with pread.
+// FetchArtifact streams a stored blob (controller/artifact_stream.h).
 #ifndef FLEET_CONTROLLER_AGENT_HUB_H_
 #define FLEET_CONTROLLER_AGENT_HUB_H_
 
@@ -44,9 +44,6 @@
 namespace fleet::controller {
 
 class AgentStream;
-
-// Bytes of artifact data per ArtifactChunk.
-inline constexpr size_t kArtifactChunkSize = 64 * 1024;
 
 // INVALID_ARGUMENT naming the first bad field of a Hello: agent id,
 // platform, hostname, agent version, labels, installed products (names,

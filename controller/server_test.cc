@@ -21,6 +21,7 @@
 #include "common/files.h"
 #include "common/manifest.h"
 #include "common/sha256.h"
+#include "controller/artifact_stream.h"
 #include "controller/store/store.h"
 #include "controller/testing/temp_dir.h"
 #include "gtest/gtest.h"
@@ -222,7 +223,7 @@ class ServerTest : public ::testing::Test {
     uint64_t expected_offset = offset;
     while (reader->Read(&chunk)) {
       EXPECT_EQ(chunk.offset(), expected_offset);
-      EXPECT_LE(chunk.data().size(), 64u * 1024);
+      EXPECT_LE(chunk.data().size(), kArtifactChunkSize);
       expected_offset += chunk.data().size();
       data->append(chunk.data());
       if (total != nullptr) *total = chunk.total_size();
