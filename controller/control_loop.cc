@@ -738,7 +738,7 @@ absl::Status ControlLoop::HandleEvent(const EventItem& item, Output& out) {
              {"rollout_id", event.rollout_id()},
              {"state", TargetStateName(target->state())},
              {"error", target->error()}});
-    dirty_rollouts_.insert(event.rollout_id());
+    finished_in_rollouts_.insert(event.rollout_id());
   }
   return absl::OkStatus();
 }
@@ -1016,6 +1016,8 @@ absl::Status ControlLoop::MarkBakingRollouts(bool all_running) {
 absl::Status ControlLoop::ReconcileDirty(Output& out) {
   // Reconciling may mark rollouts dirty again; those wait for the next pass.
   absl::flat_hash_set<std::string> dirty = std::exchange(dirty_rollouts_, {});
+  absl::flat_hash_set<std::string> finished =
+      std::exchange(finished_in_rollouts_, {});
   for (const std::string& rollout_id : dirty) {
     absl::Status status = [&]() -> absl::Status {
       ASSIGN_OR_RETURN(RolloutRecord record, store_.GetRollout(rollout_id));
@@ -1023,9 +1025,54 @@ absl::Status ControlLoop::ReconcileDirty(Output& out) {
     }();
     if (!status.ok()) {
       dirty_rollouts_.insert(dirty.begin(), dirty.end());
+      finished_in_rollouts_.insert(finished.begin(), finished.end());
       return status;
     }
   }
+  for (const std::string& rollout_id : finished) {
+    if (dirty.contains(rollout_id)) continue;
+    absl::Status status = ReconcileAfterEvents(rollout_id, out);
+    if (!status.ok()) {
+      // Retried in full with the next batch or tick.
+      dirty_rollouts_.insert(finished.begin(), finished.end());
+      return status;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ControlLoop::ReconcileAfterEvents(const std::string& rollout_id,
+                                               Output& out) {
+  ASSIGN_OR_RETURN(RolloutRecord record, store_.GetRollout(rollout_id));
+  // Only a RUNNING rollout evaluates its gate, advances or directs.
+  if (record.rollout.state() != v1::ROLLOUT_STATE_RUNNING) {
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(auto by_stage,
+                   store_.CountTargetsByStageAndState(rollout_id));
+  std::map<v1::TargetState, uint32_t> by_state;
+  uint32_t unsettled = 0;  // not final in a started stage
+  for (const auto& [key, n] : by_stage) {
+    const auto& [stage, state] = key;
+    by_state[state] += n;
+    if (stage <= record.rollout.current_stage() && !IsFinal(state)) {
+      unsettled += n;
+    }
+  }
+  const v1::TargetCounts counts = CountTargets(by_state);
+  RETURN_IF_ERROR(CheckGate(record, counts, out));
+  if (record.rollout.state() != v1::ROLLOUT_STATE_RUNNING) {
+    return absl::OkStatus();
+  }
+  // Without a max_in_flight every PENDING target of a started stage was
+  // directed when the stage started or its agent said Hello; with one, a
+  // finished target frees a slot for the next.
+  const bool slot_freed =
+      record.rollout.max_in_flight().limit_case() !=
+          v1::MaxInFlight::LIMIT_NOT_SET &&
+      counts.pending() > 0 &&
+      DirectiveBudget(record.rollout.max_in_flight(), counts) > 0;
+  if (unsettled == 0 || slot_freed) return Reconcile(record, out);
   return absl::OkStatus();
 }
 

@@ -280,6 +280,11 @@ class ControlLoop {
   absl::Status MarkBakingRollouts(bool all_running);
   // Reconciles every rollout marked dirty during the batch, once each.
   absl::Status ReconcileDirty(Output& out);
+  // For a rollout whose targets only finished (events): evaluates the gate
+  // from counts and runs the full Reconcile only when a stage may have
+  // settled or a max_in_flight slot was freed. Keeps a batch of events
+  // O(events) instead of reading every target of the rollout.
+  absl::Status ReconcileAfterEvents(const std::string& rollout_id, Output& out);
 
   // Joins `agent` to the running rollouts of the products it runs and sends
   // it the directives it is owed.
@@ -339,6 +344,9 @@ class ControlLoop {
   // Owned by the loop thread: rollouts whose targets moved in this batch,
   // reconciled once at its end.
   absl::flat_hash_set<std::string> dirty_rollouts_;
+  // Owned by the loop thread: rollouts whose targets became final in this
+  // batch (ReconcileAfterEvents), unless also in dirty_rollouts_.
+  absl::flat_hash_set<std::string> finished_in_rollouts_;
   // Owned by the loop thread: a reconciliation stopped at directive_chunk;
   // the next batch starts at once instead of waiting for work or a tick.
   bool more_directives_ = false;

@@ -316,6 +316,9 @@ constexpr char kListTargetsSql[] =
 constexpr char kCountTargetsSql[] =
     "SELECT state, COUNT(*) FROM rollout_targets WHERE rollout_id = ? "
     "GROUP BY state";
+constexpr char kCountTargetsByStageSql[] =
+    "SELECT stage, state, COUNT(*) FROM rollout_targets WHERE rollout_id = ? "
+    "GROUP BY stage, state";
 constexpr char kCountRevertsSql[] =
     "SELECT revert_state, COUNT(*) FROM rollout_targets WHERE rollout_id = ? "
     "AND revert_state != 0 GROUP BY revert_state";
@@ -962,6 +965,22 @@ absl::StatusOr<std::vector<v1::RolloutTarget>> Store::ListTargets(
 absl::StatusOr<std::map<v1::TargetState, uint32_t>> Store::CountTargetsByState(
     absl::string_view rollout_id) {
   return CountByState(kCountTargetsSql, rollout_id);
+}
+
+absl::StatusOr<std::map<std::pair<uint32_t, v1::TargetState>, uint32_t>>
+Store::CountTargetsByStageAndState(absl::string_view rollout_id) {
+  ASSIGN_OR_RETURN(Statement * raw, db_->Cached(kCountTargetsByStageSql));
+  ScopedStatement s(raw);
+  s->BindText(1, rollout_id);
+  std::map<std::pair<uint32_t, v1::TargetState>, uint32_t> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, s->Step());
+    if (!row) break;
+    out[{static_cast<uint32_t>(s->ColumnInt64(0)),
+         static_cast<v1::TargetState>(s->ColumnInt64(1))}] =
+        static_cast<uint32_t>(s->ColumnInt64(2));
+  }
+  return out;
 }
 
 absl::StatusOr<std::map<v1::TargetState, uint32_t>> Store::CountRevertsByState(

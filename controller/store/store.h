@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -164,6 +165,12 @@ class Store {
   // How many targets of the rollout are in each state (absent: none).
   absl::StatusOr<std::map<v1::TargetState, uint32_t>> CountTargetsByState(
       absl::string_view rollout_id);
+
+  // How many targets of the rollout are in each (stage, state): enough to
+  // evaluate the failure gate and whether the current stage is settled
+  // without reading every target row.
+  absl::StatusOr<std::map<std::pair<uint32_t, v1::TargetState>, uint32_t>>
+  CountTargetsByStageAndState(absl::string_view rollout_id);
 
   // How many targets of the rollout are in each revert_state, without
   // targets never directed back.

@@ -260,6 +260,18 @@ TEST_F(StoreTest, RolloutsAndTargetsRoundTripNewestFirst) {
   EXPECT_EQ((*counts)[v1::TARGET_STATE_HEALTHY], 1u);
   EXPECT_EQ((*counts)[v1::TARGET_STATE_PENDING], 1u);
   EXPECT_FALSE(store_->GetTarget("ro-0", "a1")->has_value());
+
+  t.set_agent_id("a3");
+  t.set_stage(1);
+  ASSERT_TRUE(store_->UpsertTarget("ro-1", t).ok());
+  auto by_stage = store_->CountTargetsByStageAndState("ro-1");
+  ASSERT_TRUE(by_stage.ok()) << by_stage.status();
+  using Key = std::pair<uint32_t, v1::TargetState>;
+  EXPECT_EQ(*by_stage,
+            (std::map<Key, uint32_t>{{{0, v1::TARGET_STATE_PENDING}, 1},
+                                     {{0, v1::TARGET_STATE_HEALTHY}, 1},
+                                     {{1, v1::TARGET_STATE_PENDING}, 1}}));
+  EXPECT_TRUE(store_->CountTargetsByStageAndState("ro-0")->empty());
 }
 
 TEST_F(StoreTest, FailedSavepointUndoesOnlyItsOwnWrites) {
