@@ -33,6 +33,31 @@ int64_t EnvInt(const char* name, int64_t fallback) {
   return n;
 }
 
+// The pid in an agent pidfile ("PID START_TICKS", agent/supervisor.h), or 0.
+pid_t ReadPidFile(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) return 0;
+  int pid = 0;
+  const std::string first = text->substr(0, text->find(' '));
+  return absl::SimpleAtoi(first, &pid) ? pid : 0;
+}
+
+// Which processes of the agent a kill hits: the supervisor (the pid the
+// test started; with it go its children), its worker alone (restarted by the
+// supervisor, the program keeps running), or both.
+enum class Victim { kSupervisor, kWorker, kBoth };
+const char* VictimName(Victim v) {
+  switch (v) {
+    case Victim::kSupervisor:
+      return "supervisor";
+    case Victim::kWorker:
+      return "worker";
+    case Victim::kBoth:
+      return "supervisor+worker";
+  }
+  return "?";
+}
+
 // An update takes about 1.5 s here (download, swap, 1 s health window):
 // kills are spread over a little more than that.
 constexpr int kMaxKillDelayMs = 2500;
@@ -63,9 +88,11 @@ TEST(RandomKillTest, UpdateSurvivesAKillAtARandomMoment) {
   for (int64_t i = 0; i < iterations || absl::Now() - start < soak; ++i) {
     const int delay_ms =
         std::uniform_int_distribution<int>(0, kMaxKillDelayMs)(rng);
+    const Victim victim =
+        static_cast<Victim>(std::uniform_int_distribution<int>(0, 2)(rng));
     const std::string name = absl::StrCat("r", i);
-    SCOPED_TRACE(absl::StrCat("iteration ", i, ", agent ", name,
-                              ", kill after ", delay_ms,
+    SCOPED_TRACE(absl::StrCat("iteration ", i, ", agent ", name, ", kill ",
+                              VictimName(victim), " after ", delay_ms,
                               " ms, FLEET_FAULT_SEED=", seed));
     AgentHandle* agent = fleet.StartAgent(
         name, "app", {"--label", absl::StrCat("iteration=", i)});
@@ -79,11 +106,18 @@ TEST(RandomKillTest, UpdateSurvivesAKillAtARandomMoment) {
         CreateRollout(fleet, "1.1.0", absl::StrCat("iteration=", i), &error);
     ASSERT_FALSE(rollout_id.empty()) << error;
     absl::SleepFor(absl::Milliseconds(delay_ms));
-    // The agent's pid only: its program must go with it (or be adopted),
-    // not because the test killed the process group.
-    ASSERT_EQ(kill(agent->process->pid(), SIGKILL), 0);
-    ASSERT_TRUE(agent->process->Wait(absl::Seconds(10)).has_value());
-    ASSERT_TRUE(agent->process->Start().ok());
+    // Single pids, never the process group: the program must go with the
+    // supervisor (or be ended by the next one) on the agent's own account.
+    const pid_t worker = ReadPidFile(agent->state_dir + "/worker.pid");
+    if (victim != Victim::kSupervisor) {
+      ASSERT_NE(worker, 0) << "no worker.pid: not a supervisor/worker agent";
+      ASSERT_EQ(kill(worker, SIGKILL), 0);
+    }
+    if (victim != Victim::kWorker) {
+      ASSERT_EQ(kill(agent->process->pid(), SIGKILL), 0);
+      ASSERT_TRUE(agent->process->Wait(absl::Seconds(10)).has_value());
+      ASSERT_TRUE(agent->process->Start().ok());
+    }
 
     absl::StatusOr<v1::RolloutTarget> target =
         WaitForOnlyTargetFinal(fleet, rollout_id, absl::Seconds(90));
@@ -92,7 +126,8 @@ TEST(RandomKillTest, UpdateSurvivesAKillAtARandomMoment) {
     ASSERT_TRUE(on_new || target->state() == v1::TARGET_STATE_ROLLED_BACK ||
                 target->state() == v1::TARGET_STATE_FAILED)
         << target->DebugString();
-    std::cerr << "iteration " << i << ": killed after " << delay_ms << " ms -> "
+    std::cerr << "iteration " << i << ": killed " << VictimName(victim)
+              << " after " << delay_ms << " ms -> "
               << v1::TargetState_Name(target->state()) << "\n";
 
     EXPECT_EQ(ProgramProblems(*agent, on_new ? "1.1.0" : "1.0.0",
