@@ -1,5 +1,8 @@
 #include "agent/updater.h"
 
+#include <sys/statvfs.h>
+#include <unistd.h>
+
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -28,6 +31,25 @@ std::optional<Digest> ManifestDigest(const UpdateRecord& record) {
   absl::StatusOr<Digest> digest = DigestFromBytes(manifest.sha256());
   if (!digest.ok()) return std::nullopt;
   return *digest;
+}
+
+// FAILED_PRECONDITION naming `path` if the kernel would refuse to execute
+// it: its file system is mounted noexec, or it has no execute bit.
+absl::Status CheckRunnable(const std::string& path) {
+  struct statvfs fs;
+  if (statvfs(path.c_str(), &fs) != 0) {
+    return absl::ErrnoToStatus(errno, "statvfs " + path);
+  }
+  if (fs.f_flag & ST_NOEXEC) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot run ", path,
+                     ": its file system is mounted "
+                     "noexec; remount it with exec or move --exec elsewhere"));
+  }
+  if (access(path.c_str(), X_OK) != 0) {
+    return absl::ErrnoToStatus(errno, "not executable: " + path);
+  }
+  return absl::OkStatus();
 }
 
 bool Retriable(const absl::Status& status) {
@@ -658,6 +680,15 @@ void Updater::Execute(UpdateRecord record) {
                  staged);
             return;
           }
+        }
+        // A staged file that could never run (a noexec mount, a mode the
+        // file system refuses) must fail here, while the old program still
+        // runs, not after the swap.
+        if (absl::Status runnable = CheckRunnable(swap_.staged_path());
+            !runnable.ok()) {
+          (void)RemoveFile(swap_.staged_path());
+          Fail(record, error_class::kDisk, runnable);
+          return;
         }
         if (!Advance(record, UpdateState::kStaged).ok()) return;
         break;
