@@ -23,6 +23,18 @@ std::string Products(const v1::Agent& agent) {
   return absl::StrJoin(products, ",");
 }
 
+// The root of trust the agent reported: "-" without root metadata, "v3",
+// or "v3 EXPIRED" (it refuses new installs until operators push a re-signed
+// root).
+std::string Root(const v1::Agent& agent, absl::Time now) {
+  if (agent.root_version() == 0) return "-";
+  std::string root = absl::StrCat("v", agent.root_version());
+  if (absl::FromUnixSeconds(agent.root_expires_unix_seconds()) < now) {
+    absl::StrAppend(&root, " EXPIRED");
+  }
+  return root;
+}
+
 }  // namespace
 
 absl::Status AgentsList(const AgentsListOptions& options, CommandContext& ctx) {
@@ -51,12 +63,14 @@ absl::Status AgentsList(const AgentsListOptions& options, CommandContext& ctx) {
                {"PLATFORM"},
                {"PRODUCTS"},
                {"CONNECTED"},
-               {"LAST SEEN"}});
+               {"LAST SEEN"},
+               {"ROOT"}});
   const absl::Time now = ctx.Now();
   for (const v1::Agent& a : response.agents()) {
     table.AddRow({a.agent_id(), a.hostname(), a.platform(), Products(a),
                   a.connected() ? "yes" : "no",
-                  HumanAgo(absl::FromUnixMillis(a.last_seen_unix_ms()), now)});
+                  HumanAgo(absl::FromUnixMillis(a.last_seen_unix_ms()), now),
+                  Root(a, now)});
   }
   table.Print(ctx.out());
   return absl::OkStatus();

@@ -50,18 +50,28 @@ TEST_F(AgentsListTest, PrintsProductsConnectionAndLastSeen) {
   web->set_product("web");
   web->set_version("1.2.0");
   a->add_installed()->set_product("api");  // version not known yet
-  AddAgent(response, "agent-22", "db-01.example.com", absl::Minutes(3));
+  a->set_root_version(3);
+  a->set_root_expires_unix_seconds(
+      absl::ToUnixSeconds(clock_.Now() - absl::Hours(1)));
+  v1::Agent* b =
+      AddAgent(response, "agent-22", "db-01.example.com", absl::Minutes(3));
+  b->set_root_version(2);
+  b->set_root_expires_unix_seconds(
+      absl::ToUnixSeconds(clock_.Now() + absl::Hours(1)));
+  AddAgent(response, "agent-3", "old", absl::Minutes(4));
   server_.service().SetAgents(response);
 
   ASSERT_TRUE(List({}).ok()) << err_.str();
   EXPECT_EQ(
       out_.str(),
       "AGENT      HOSTNAME            PLATFORM      PRODUCTS                "
-      "CONNECTED   LAST SEEN\n"
+      "CONNECTED   LAST SEEN   ROOT\n"
       "agent-1    web-01              linux/amd64   web@1.2.0,api@unknown   "
-      "yes         12s ago\n"
+      "yes         12s ago     v3 EXPIRED\n"
       "agent-22   db-01.example.com   linux/amd64   -                       "
-      "no          3m ago\n");
+      "no          3m ago      v2\n"
+      "agent-3    old                 linux/amd64   -                       "
+      "no          4m ago      -\n");
 }
 
 TEST_F(AgentsListTest, SendsTheProductFilter) {

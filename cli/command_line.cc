@@ -255,6 +255,12 @@ class CommandLine {
     Add(root_show,
         [this](CommandContext& ctx) { return RootShow(root_show_path_, ctx); });
 
+    CLI::App* root_push = root->add_subcommand(
+        "push", "Send a new root to the controller and its agents");
+    root_push->add_option("FILE", root_push_path_, "root file")->required();
+    Add(root_push,
+        [this](CommandContext& ctx) { return RootPush(root_push_path_, ctx); });
+
     CLI::App* release_key = keys->add_subcommand(
         "release-key", "Trust or distrust a release key (a root rotation)");
     release_key->require_subcommand(1);
@@ -624,6 +630,7 @@ class CommandLine {
   RootRotateOptions root_rotate_;
   RootSignOptions root_sign_;
   std::string root_show_path_;
+  std::string root_push_path_;
   RootRotateOptions release_key_add_;
   RootRotateOptions release_key_remove_;
   ReleasePushOptions push_;

@@ -14,6 +14,7 @@
 #include "common/ed25519.h"
 #include "common/files.h"
 #include "common/root.h"
+#include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace fleet::cli {
@@ -348,6 +349,46 @@ absl::Status RootShow(const std::string& path, CommandContext& ctx) {
   absl::StatusOr<v1::RootMetadata> root = ParseRootUnverified(*signed_root);
   if (!root.ok()) return InvalidFlag("FILE", path, root.status().message());
   PrintRoot(ctx, path, *root, *signed_root, PinnedVerdict(*signed_root));
+  return absl::OkStatus();
+}
+
+absl::Status RootPush(const std::string& path, CommandContext& ctx) {
+  absl::StatusOr<v1::SignedRoot> signed_root = LoadRoot("FILE", path);
+  if (!signed_root.ok()) return signed_root.status();
+  absl::StatusOr<v1::RootMetadata> root = ParseRootUnverified(*signed_root);
+  if (!root.ok()) return InvalidFlag("FILE", path, root.status().message());
+  // The keys subtree runs without credentials; this one talks to the
+  // controller.
+  RETURN_IF_ERROR(ctx.LoadCredentials());
+  const std::string what = absl::StrCat("push root v", root->version());
+  const RpcCall call = ctx.Call(
+      what,
+      {{grpc::StatusCode::PERMISSION_DENIED,
+        absl::StrCat("root v", root->version(),
+                     " lacks signatures the controller needs"),
+        absl::StrCat("add them with fleetctl keys root sign --root ", path,
+                     " --key ROOT_KEY (fleetctl keys root show ", path,
+                     " lists who signed)")},
+       {grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrCat("the controller cannot take root v", root->version()),
+        "push each version in order, from the controller's current version "
+        "plus one (fleetctl keys root show on its --trust-root file); a "
+        "controller without --trust-root must be restarted with it"}});
+  v1::PushRootRequest request;
+  *request.mutable_root() = *std::move(signed_root);
+  v1::PushRootResponse response;
+  grpc::ClientContext rpc;
+  ctx.SetDeadline(rpc);
+  grpc::Status status = ctx.admin().PushRoot(&rpc, request, &response);
+  if (!status.ok()) return ExplainRpcError(status, call);
+  if (ctx.json()) return ctx.PrintJson(response);
+  ctx.out() << "root v" << response.version() << " accepted, expires "
+            << absl::FormatTime(
+                   "%Y-%m-%dT%H:%M:%SZ",
+                   absl::FromUnixSeconds(response.expires_unix_seconds()),
+                   absl::UTCTimeZone())
+            << "; sent to " << response.agents_notified()
+            << " connected agent(s), the others get it when they connect\n";
   return absl::OkStatus();
 }
 

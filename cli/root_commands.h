@@ -71,6 +71,15 @@ absl::Status RootSign(const RootSignOptions& options, CommandContext& ctx);
 // `keys root show FILE`: version, expiry, keys, thresholds and who signed.
 absl::Status RootShow(const std::string& path, CommandContext& ctx);
 
+// `keys root push FILE`: hands a new root to the controller (AdminService.
+// PushRoot, admin credentials), which accepts it only as the next version
+// cross-signed by a threshold of the current and of its own root keys,
+// stores it and sends it to every connected agent. Prints the version, the
+// expiry and how many agents were sent it. Errors: UsageError for a missing
+// or unreadable file; the controller's refusal explained (which signatures
+// are missing, which version it expected).
+absl::Status RootPush(const std::string& path, CommandContext& ctx);
+
 }  // namespace fleet::cli
 
 #endif  // FLEET_CLI_ROOT_COMMANDS_H_

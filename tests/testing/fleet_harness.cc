@@ -118,18 +118,19 @@ std::string FleetHarness::controller_address() const {
   return absl::StrCat("127.0.0.1:", grpc_port_);
 }
 
-absl::Status FleetHarness::StartController() {
+absl::Status FleetHarness::StartController(
+    std::vector<std::string> extra_flags) {
   if (grpc_port_ == 0) grpc_port_ = PickFreePort();
   RETURN_IF_ERROR(MakeDirs(controller_data_dir()));
-  controller_ = std::make_unique<Subprocess>(
-      std::vector<std::string>{Runfile("controller/fleet-controller"),
-                               "--data-dir", controller_data_dir(), "--listen",
-                               controller_address(), "--http-listen",
-                               absl::StrCat("127.0.0.1:", PickFreePort()),
-                               "--trust-key", public_key_path_,
-                               // TLS has its own test (tests/mtls_e2e_test).
-                               "--insecure"},
-      dir_ + "/controller.log");
+  std::vector<std::string> argv = {
+      Runfile("controller/fleet-controller"), "--data-dir",
+      controller_data_dir(), "--listen", controller_address(), "--http-listen",
+      absl::StrCat("127.0.0.1:", PickFreePort()), "--trust-key",
+      public_key_path_,
+      // TLS has its own test (tests/mtls_e2e_test).
+      "--insecure"};
+  argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+  controller_ = std::make_unique<Subprocess>(argv, dir_ + "/controller.log");
   RETURN_IF_ERROR(controller_->Start());
   auto channel = grpc::CreateChannel(controller_address(),
                                      grpc::InsecureChannelCredentials());

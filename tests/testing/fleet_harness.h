@@ -82,8 +82,9 @@ class FleetHarness {
   std::string controller_data_dir() const { return dir_ + "/controller"; }
 
   // Starts fleet-controller on 127.0.0.1 with a free port (the same port
-  // again on a restart) and waits until it accepts RPCs.
-  absl::Status StartController();
+  // again on a restart) and waits until it accepts RPCs. `extra_flags` are
+  // appended (e.g. --trust-root FILE).
+  absl::Status StartController(std::vector<std::string> extra_flags = {});
 
   // Starts a fleet-agent managing product `product` whose program lives at
   // DIR/<name>/bin/<product>. `trust_key` defaults to the release key.
