@@ -33,7 +33,9 @@
 // right after the new executable was renamed into place (before its event),
 // "rollback.restored" right after a rollback renamed the backup back (before
 // ROLLED_BACK is journaled), "download.chunk" after each chunk of a transfer
-// was written to the partial file.
+// was written to the partial file, "supervisor.spawned.<worker|program>"
+// in the supervisor right after it started that child and before the
+// child's pidfile names it.
 #ifndef FLEET_AGENT_FAILPOINT_H_
 #define FLEET_AGENT_FAILPOINT_H_
 

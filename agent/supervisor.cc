@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "agent/failpoint.h"
 #include "common/files.h"
 #include "common/log.h"
 
@@ -233,6 +234,7 @@ absl::Status Supervisor::Spawn(Child& child, bool requested) {
   child.kill_at = absl::InfiniteFuture();
   ++child.runs;
   if (!requested) ++child.restarts;
+  Failpoint("supervisor.spawned." + child.name);  // before its pidfile
   WritePidFile(child);
   LogInfo(child.name + " started",
           {{"pid", *pid}, {"path", child.spec.path}, {"restart", !requested}});

@@ -76,6 +76,15 @@ std::vector<PhaseCase> Cases() {
         kRestarted, kRolledBack}},
       // HEALTHY journaled, the backup not yet removed.
       {"committing", "journaled.HEALTHY", false, true, kAllPhases},
+      // The supervisor dies the instant it started the new version (before
+      // its pidfile names it): the program dies with it, the worker too;
+      // the next supervisor rolls back and starts the old one, once.
+      {"supervisor_starting_new_program",
+       "supervisor.spawned.program:2",
+       false,
+       false,
+       {kReceived, kDownloading, kDownloaded, kVerified, kStaged, kSwapped,
+        kRolledBack}},
       {"bad_release_rolls_back",
        "",
        true,
