@@ -240,6 +240,8 @@ int RunSupervisor(const Flags& flags, int argc, char** argv) {
   options.program.args = flags.program_args;
   options.program.env = {{"FLEET_PRODUCT", flags.product},
                          {"FLEET_VERSION", ""}};
+  options.self_path = self;
+  for (int i = 0; i < argc; ++i) options.self_argv.push_back(argv[i]);
   options.worker.path = self;
   options.worker.args.push_back(kWorkerRoleFlag);
   for (int i = 1; i < argc; ++i) options.worker.args.push_back(argv[i]);

@@ -130,11 +130,15 @@ absl::Status Supervisor::Run(const sigset_t& stop_signals) {
     self.pid = getpid();
     WritePidFile(self);
   }
-  EndLeftover("worker");
-  EndLeftover("program");
+  const bool adopted = AdoptFromHandover();
+  if (!adopted) {
+    EndLeftover("worker");
+    EndLeftover("program");
+  }
 
   sigset_t handled = stop_signals;
   sigaddset(&handled, SIGCHLD);
+  sigaddset(&handled, SIGHUP);
   if (sigprocmask(SIG_BLOCK, &handled, nullptr) != 0) {
     return absl::ErrnoToStatus(errno, "sigprocmask");
   }
@@ -142,15 +146,31 @@ absl::Status Supervisor::Run(const sigset_t& stop_signals) {
   if (signal_fd_ < 0) return absl::ErrnoToStatus(errno, "signalfd");
 
   worker_.wanted = true;
-  if (absl::Status s = Spawn(worker_, /*requested=*/true); !s.ok()) {
+  if (adopted) {
+    // Children that ended during the exec are reaped here (their SIGCHLD
+    // may have been consumed before the exec).
+    ReapChildren();
+    // The worker still runs the old image's code: replace it, so a reload
+    // after a package upgrade runs the new binary in both roles.
+    if (worker_.pid != 0) {
+      BeginStop(worker_, options_.worker_stop_grace);
+      worker_.wanted = true;
+    }
+  } else if (absl::Status s = Spawn(worker_, /*requested=*/true); !s.ok()) {
     return s;  // the worker binary itself cannot run: nothing to supervise
   }
   LogInfo("supervisor running", {{"pid", getpid()},
                                  {"worker_pid", worker_.pid},
+                                 {"program_pid", program_.pid},
+                                 {"reexecuted", adopted},
                                  {"state_dir", options_.state_dir}});
 
   for (;;) {
     RunTimers(absl::Now());
+    if (reexec_requested_ && !shutting_down_ && Quiet()) {
+      reexec_requested_ = false;
+      ReExec();  // returns only if execve failed
+    }
     if (shutting_down_ && worker_.pid == 0) {
       if (program_.pid != 0 && !program_.stopping) {
         BeginStop(program_, options_.program_stop_grace);
@@ -174,6 +194,11 @@ absl::Status Supervisor::Run(const sigset_t& stop_signals) {
       signalfd_siginfo si;
       while (read(signal_fd_, &si, sizeof(si)) == sizeof(si)) {
         if (si.ssi_signo == SIGCHLD) continue;  // reaped below
+        if (si.ssi_signo == SIGHUP) {
+          LogInfo("supervisor reload requested (SIGHUP)");
+          reexec_requested_ = true;
+          continue;
+        }
         if (!shutting_down_) {
           LogInfo("supervisor stopping", {{"signal", strsignal(si.ssi_signo)}});
           shutting_down_ = true;
@@ -193,6 +218,83 @@ absl::Status Supervisor::Run(const sigset_t& stop_signals) {
   (void)RemoveFile(JoinPath(options_.state_dir, "supervisor.pid"));
   LogInfo("supervisor stopped");
   return absl::OkStatus();
+}
+
+bool Supervisor::Quiet() const {
+  return waits_.empty() && stop_waiters_.empty() && !worker_.stopping &&
+         !program_.stopping && inbox_.empty();
+}
+
+namespace {
+constexpr char kHandoverEnv[] = "FLEET_SUPERVISOR_HANDOVER";
+}  // namespace
+
+void Supervisor::ReExec() {
+  // Everything the next image needs to take the children over; the pids
+  // stay its children because execve keeps the pid.
+  const std::string handover = absl::StrCat(
+      "1 ", worker_.pid, " ", absl::ToUnixMillis(worker_.started), " ",
+      worker_.runs, " ", worker_.restarts, " ", socket_fd_, " ", program_.pid,
+      " ", absl::ToUnixMillis(program_.started), " ", program_.runs, " ",
+      program_.restarts, " ", program_.wanted ? 1 : 0, " ",
+      program_.spec.env["FLEET_VERSION"]);
+  if (socket_fd_ >= 0) fcntl(socket_fd_, F_SETFD, 0);
+  std::vector<std::string> argv_strings = options_.self_argv;
+  std::vector<char*> argv;
+  for (std::string& a : argv_strings) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  setenv(kHandoverEnv, handover.c_str(), 1);
+  LogInfo("supervisor re-executing", {{"path", options_.self_path},
+                                      {"worker_pid", worker_.pid},
+                                      {"program_pid", program_.pid}});
+  execv(options_.self_path.c_str(), argv.data());
+  const int err = errno;
+  unsetenv(kHandoverEnv);
+  if (socket_fd_ >= 0) fcntl(socket_fd_, F_SETFD, FD_CLOEXEC);
+  LogError("supervisor re-exec failed; keeps running",
+           {{"path", options_.self_path}, {"error", strerror(err)}});
+}
+
+bool Supervisor::AdoptFromHandover() {
+  const char* raw = getenv(kHandoverEnv);
+  if (raw == nullptr) return false;
+  const std::string text = raw;
+  unsetenv(kHandoverEnv);  // not for the children
+  std::vector<std::string> f = absl::StrSplit(text, ' ');
+  // "1", ten numbers, then the program's FLEET_VERSION (may be empty).
+  int64_t v[10] = {0};
+  bool ok = f.size() == 12 && f[0] == "1";
+  for (int i = 0; ok && i < 10; ++i) ok = absl::SimpleAtoi(f[i + 1], &v[i]);
+  if (!ok) {
+    LogError("unreadable supervisor handover; starting fresh",
+             {{"handover", text}});
+    return false;
+  }
+  auto is_child = [](pid_t pid) {
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    return pid > 0 &&
+           waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0;
+  };
+  worker_.pid = is_child(v[0]) ? static_cast<pid_t>(v[0]) : 0;
+  worker_.started = absl::FromUnixMillis(v[1]);
+  worker_.runs = v[2];
+  worker_.restarts = static_cast<uint32_t>(v[3]);
+  const int fd = static_cast<int>(v[4]);
+  if (fd >= 0 && fcntl(fd, F_SETFD, FD_CLOEXEC) == 0) {
+    socket_fd_ = fd;
+    fcntl(socket_fd_, F_SETFL, fcntl(socket_fd_, F_GETFL) | O_NONBLOCK);
+  }
+  program_.pid = is_child(v[5]) ? static_cast<pid_t>(v[5]) : 0;
+  program_.started = absl::FromUnixMillis(v[6]);
+  program_.runs = v[7];
+  program_.restarts = static_cast<uint32_t>(v[8]);
+  program_.wanted = v[9] != 0;
+  program_.spec.env["FLEET_VERSION"] = f[11];
+  if (program_.wanted && program_.pid == 0) program_.next_start = absl::Now();
+  LogInfo("supervisor took over its children after re-exec",
+          {{"worker_pid", worker_.pid}, {"program_pid", program_.pid}});
+  return true;
 }
 
 absl::Status Supervisor::Spawn(Child& child, bool requested) {

@@ -22,6 +22,13 @@
 // and prctl), Run() first ends any process that STATE/program.pid or
 // STATE/worker.pid names if its kernel start time still matches.
 //
+// SIGHUP (systemctl reload) makes the supervisor execve its own binary
+// again once no worker request is in flight — same pid, the program and the
+// worker stay its children (the program is not restarted), their state and
+// the worker's socket pass in FLEET_SUPERVISOR_HANDOVER — and then replace
+// the worker, so a package upgrade takes effect in both roles. The same
+// step is what an agent self-update will use after its trial commits.
+//
 // Files in the state dir (how tests and operators tell the roles apart):
 //   supervisor.lock  flock held while a supervisor runs (a second one fails)
 //   supervisor.pid   "PID START_TICKS\n" of this process
@@ -56,6 +63,10 @@ struct SupervisorOptions {
   std::string state_dir;
   RestartPolicy program_restart;
   RestartPolicy worker_restart;
+  // This binary and its command line, for a reload (SIGHUP): the supervisor
+  // execve()s them, keeping its pid and its children.
+  std::string self_path;
+  std::vector<std::string> self_argv;
   // SIGTERM-to-SIGKILL grace for the worker when the supervisor stops.
   absl::Duration worker_stop_grace = absl::Seconds(10);
   // The same for the program when the supervisor stops.
@@ -116,6 +127,15 @@ class Supervisor {
   void WritePidFile(const Child& child);
   void RemovePidFile(const Child& child);
   void EndLeftover(const std::string& pidfile);
+  // No request in flight and no stop in progress: nothing a re-exec would
+  // lose.
+  bool Quiet() const;
+  // execve of options_.self_path with the children's state in the
+  // environment; returns only if it failed (logged; the loop goes on).
+  void ReExec();
+  // After a ReExec: takes the children and the worker's socket over from
+  // the environment. False (nothing adopted) on a normal start.
+  bool AdoptFromHandover();
 
   SupervisorOptions options_;
   Child worker_;
@@ -127,6 +147,7 @@ class Supervisor {
   std::vector<PendingWait> waits_;
   std::vector<uint64_t> stop_waiters_;
   bool shutting_down_ = false;
+  bool reexec_requested_ = false;
 };
 
 // The start time of `pid` in clock ticks since boot (/proc/PID/stat field

@@ -35,6 +35,7 @@ class FrameBuffer {
   // DATA_LOSS if the length prefix is above kMaxFrameBytes.
   absl::StatusOr<std::optional<std::string>> Next();
   void Clear() { buffer_.clear(); }
+  bool empty() const { return buffer_.empty(); }
 
  private:
   std::string buffer_;

@@ -244,6 +244,46 @@ TEST_F(SupervisorTest, SecondSupervisorOnTheSameStateDirIsRefused) {
   EXPECT_EQ(ProcessesWithArg(marker_).size(), 1u);
 }
 
+TEST_F(SupervisorTest, SighupReExecsSupervisorKeepingPidAndProgram) {
+  agent_ = StartAgent();
+  WaitRunning();
+  ASSERT_TRUE(
+      controller_->WaitUntil([](const agent::testing::TestController& c) {
+        return c.streams() >= 1;
+      }));
+  const pid_t program = PidOf(state_dir_, "program");
+  const pid_t worker = PidOf(state_dir_, "worker");
+  const int streams = controller_->streams();
+  ASSERT_EQ(kill(agent_->pid(), SIGHUP), 0);
+  // The new image took the children over and replaced the worker...
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const pid_t now = PidOf(state_dir_, "worker");
+        return now != 0 && now != worker && Alive(now) &&
+               agent_->ReadLog().find("took over its children") !=
+                   std::string::npos;
+      },
+      absl::Seconds(20)))
+      << agent_->ReadLog();
+  ASSERT_TRUE(controller_->WaitUntil(
+      [streams](const agent::testing::TestController& c) {
+        return c.streams() > streams;
+      },
+      absl::Seconds(20)));
+  // ...with the same pid, and the program never restarted.
+  EXPECT_TRUE(agent_->running());
+  EXPECT_EQ(PidOf(state_dir_, "supervisor"), agent_->pid());
+  EXPECT_EQ(PidOf(state_dir_, "program"), program);
+  EXPECT_EQ(ProcessesWithArg(marker_), std::vector<pid_t>{program});
+  // The adopted program is still the supervisor's: a stop ends it, reaped.
+  const int status = agent_->Stop(absl::Seconds(20));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_FALSE(Alive(program));
+  EXPECT_NE(agent_->ReadLog().find("\"msg\":\"program stopped\""),
+            std::string::npos)
+      << agent_->ReadLog();
+}
+
 TEST_F(SupervisorTest, SigtermStopsWorkerThenProgramAndExitsZero) {
   agent_ = StartAgent();
   WaitRunning();
