@@ -20,6 +20,7 @@
 #include "common/ed25519.h"
 #include "common/files.h"
 #include "common/manifest.h"
+#include "common/root.h"
 #include "common/sha256.h"
 #include "controller/artifact_stream.h"
 #include "controller/store/store.h"
@@ -44,6 +45,16 @@ std::string Artifact(size_t size, int seed) {
 
 std::chrono::system_clock::time_point Deadline(int seconds = 10) {
   return std::chrono::system_clock::now() + std::chrono::seconds(seconds);
+}
+
+// Polls `done` every 20 ms for up to 10 s.
+bool WaitUntil(const std::function<bool()>& done) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return true;
 }
 
 // A raw Connect stream, as an agent would hold it.
@@ -80,6 +91,11 @@ class FakeAgent {
   bool SendHello(const v1::Hello& hello) {
     v1::AgentMessage m;
     *m.mutable_hello() = hello;
+    return Send(m);
+  }
+  bool SendHeartbeat(const v1::Heartbeat& heartbeat) {
+    v1::AgentMessage m;
+    *m.mutable_heartbeat() = heartbeat;
     return Send(m);
   }
   bool SendEvent(const v1::UpdateEvent& event) {
@@ -129,6 +145,7 @@ class ServerTest : public ::testing::Test {
     options.listen_address = "127.0.0.1:0";
     options.http_address = "127.0.0.1:0";
     options.trust_key_paths = {dir_.Join("release.pub")};
+    options.trust_root_path = trust_root_path_;
     options.insecure = true;  // TLS is tested in controller/identity and tests/
     server_ = std::make_unique<ControllerServer>(options);
     absl::StatusOr<int> port = server_->Start();
@@ -287,6 +304,7 @@ class ServerTest : public ::testing::Test {
   testing::TempDir dir_;
   std::optional<Ed25519PrivateKey> key_;
   std::unique_ptr<ControllerServer> server_;
+  std::string trust_root_path_;  // --trust-root of StartServer, if set
   std::unique_ptr<v1::AdminService::Stub> admin_;
   std::unique_ptr<v1::AgentService::Stub> agents_;
 };
@@ -1138,6 +1156,167 @@ TEST_F(ServerTest, StartWithoutTrustKeysIsInvalidArgument) {
   options.trust_key_paths = {dir_.Join("missing.pub")};
   ControllerServer missing(options);
   EXPECT_EQ(missing.Start().status().code(), absl::StatusCode::kNotFound);
+}
+
+// ------------------------------------------------------ hardening and roots
+
+TEST_F(ServerTest, AgentFloodingItsStreamIsResourceExhausted) {
+  FakeAgent calm(*agents_, "calm");
+  ASSERT_TRUE(calm.SendHello(calm.MakeHello("1.0.0")));
+  ASSERT_TRUE(calm.Next().has_welcome());
+  FakeAgent flood(*agents_, "flood");
+  ASSERT_TRUE(flood.SendHello(flood.MakeHello("1.0.0")));
+  ASSERT_TRUE(flood.Next().has_welcome());
+  // Far beyond the default burst of 200 at 50 messages/s.
+  v1::Heartbeat heartbeat;
+  for (int i = 0; i < 2000 && flood.SendHeartbeat(heartbeat); ++i) {
+  }
+  grpc::Status status = flood.Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << status.error_message();
+  EXPECT_NE(status.error_message().find("messages/s"), std::string::npos)
+      << status.error_message();
+  // The well-behaved agent is untouched.
+  EXPECT_TRUE(calm.SendHeartbeat(heartbeat));
+  ASSERT_TRUE(WaitUntil([&] { return server_->ConnectedAgents() == 1; }));
+}
+
+class TrustRootServerTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(dir_.path().empty());
+    key_.emplace(*Ed25519PrivateKey::Generate());
+    ASSERT_TRUE(key_->PublicKey().WritePemFile(dir_.Join("release.pub")).ok());
+    v1_ = MakeRoot(1, root_a_, *key_, {&root_a_});
+    trust_root_path_ = dir_.Join("root.json");
+    ASSERT_TRUE(WriteRootFile(trust_root_path_, v1_).ok());
+    StartServer();
+  }
+
+  static v1::SignedRoot MakeRoot(
+      uint64_t version, const Ed25519PrivateKey& root_key,
+      const Ed25519PrivateKey& release_key,
+      const std::vector<const Ed25519PrivateKey*>& by) {
+    v1::RootMetadata root;
+    root.set_version(version);
+    root.set_created_unix_seconds(absl::ToUnixSeconds(absl::Now()));
+    root.set_expires_unix_seconds(
+        absl::ToUnixSeconds(absl::Now() + absl::Hours(24)));
+    root.add_root_keys(root_key.PublicKey().raw());
+    root.set_root_threshold(1);
+    root.add_release_keys(release_key.PublicKey().raw());
+    root.set_release_threshold(1);
+    return *SignRoot(root, by);
+  }
+
+  grpc::Status PushRoot(const v1::SignedRoot& root,
+                        v1::PushRootResponse* response) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    v1::PushRootRequest request;
+    *request.mutable_root() = root;
+    return admin_->PushRoot(&ctx, request, response);
+  }
+
+  Ed25519PrivateKey root_a_ = *Ed25519PrivateKey::Generate();
+  Ed25519PrivateKey root_b_ = *Ed25519PrivateKey::Generate();
+  v1::SignedRoot v1_;
+};
+
+TEST_F(TrustRootServerTest, PushedRootsReachAgentsOnceAndInOrder) {
+  // An agent on v1 (connected), one without root metadata.
+  FakeAgent current(*agents_, "current");
+  v1::Hello hello = current.MakeHello("1.0.0");
+  hello.set_root_version(1);
+  ASSERT_TRUE(current.SendHello(hello));
+  v1::ControllerMessage welcome = current.Next();
+  ASSERT_TRUE(welcome.has_welcome());
+  EXPECT_EQ(welcome.welcome().roots_size(), 0);
+  FakeAgent flat(*agents_, "flat");
+  ASSERT_TRUE(flat.SendHello(flat.MakeHello("1.0.0")));
+  ASSERT_TRUE(flat.Next().has_welcome());
+
+  Ed25519PrivateKey release_2 = *Ed25519PrivateKey::Generate();
+  const v1::SignedRoot v2 =
+      MakeRoot(2, root_b_, release_2, {&root_a_, &root_b_});
+  v1::PushRootResponse pushed;
+  grpc::Status status = PushRoot(v2, &pushed);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(pushed.version(), 2u);
+  EXPECT_EQ(pushed.agents_notified(), 1u);  // not the agent without roots
+  v1::ControllerMessage update = current.Next();
+  ASSERT_TRUE(update.has_root());
+  ASSERT_EQ(update.root().roots_size(), 1);
+  EXPECT_EQ(update.root().roots(0).root(), v2.root());
+
+  // Refused: not approved by v2's root key, and a version skipped.
+  EXPECT_EQ(
+      PushRoot(MakeRoot(3, root_a_, *key_, {&root_a_}), &pushed).error_code(),
+      grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(
+      PushRoot(MakeRoot(4, root_b_, *key_, {&root_b_}), &pushed).error_code(),
+      grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(PushRoot(v1::SignedRoot(), &pushed).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // An agent still pinned at v1 gets the chain in its Welcome.
+  FakeAgent late(*agents_, "late");
+  v1::Hello late_hello = late.MakeHello("1.0.0");
+  late_hello.set_root_version(1);
+  ASSERT_TRUE(late.SendHello(late_hello));
+  v1::ControllerMessage late_welcome = late.Next();
+  ASSERT_TRUE(late_welcome.has_welcome());
+  ASSERT_EQ(late_welcome.welcome().roots_size(), 1);
+  EXPECT_EQ(late_welcome.welcome().roots(0).root(), v2.root());
+
+  // Releases now need release key 2.
+  const std::string bytes = Artifact(100, 7);
+  EXPECT_EQ(Push(Sign(ManifestFor(bytes, "1.1.0")), bytes).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(Push(Sign(ManifestFor(bytes, "1.1.0"), &release_2), bytes).ok());
+
+  // Heartbeats report the agent's root: ListAgents and /metrics show it.
+  v1::Heartbeat heartbeat;
+  heartbeat.set_root_version(2);
+  heartbeat.set_root_expires_unix_seconds(
+      absl::ToUnixSeconds(absl::Now() - absl::Minutes(1)));
+  ASSERT_TRUE(current.SendHeartbeat(heartbeat));
+  ASSERT_TRUE(WaitUntil([&] {
+    grpc::ClientContext ctx;
+    v1::ListAgentsResponse agents;
+    if (!admin_->ListAgents(&ctx, v1::ListAgentsRequest(), &agents).ok()) {
+      return false;
+    }
+    for (const v1::Agent& a : agents.agents()) {
+      if (a.agent_id() == "current" && a.root_version() == 2) return true;
+    }
+    return false;
+  }));
+  httplib::Client http("127.0.0.1", server_->http_port());
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find(
+                "fleet_agents_root{root_version=\"2\",expired=\"true\"} 1"),
+            std::string::npos)
+      << metrics->body;
+  EXPECT_NE(metrics->body.find("fleet_root_version 2"), std::string::npos);
+
+  // The chain survives a restart.
+  server_.reset();
+  StartServer();
+  grpc::ClientContext ctx;
+  v1::GetRootResponse root;
+  ASSERT_TRUE(admin_->GetRoot(&ctx, v1::GetRootRequest(), &root).ok());
+  EXPECT_EQ(root.version(), 2u);
+}
+
+TEST_F(ServerTest, PushRootWithoutTrustRootIsFailedPrecondition) {
+  grpc::ClientContext ctx;
+  v1::PushRootRequest request;
+  request.mutable_root()->set_root("bytes");
+  v1::PushRootResponse response;
+  EXPECT_EQ(admin_->PushRoot(&ctx, request, &response).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
 }
 
 }  // namespace
