@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -62,6 +63,27 @@ std::vector<pid_t> ProgramInstances(const std::string& exec_path) {
   }
   closedir(proc);
   return pids;
+}
+
+pid_t ControllerPid(const std::string& data_dir) {
+  pid_t found = 0;
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return 0;
+  while (dirent* e = readdir(proc)) {
+    int pid = 0;
+    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
+    const std::vector<std::string> argv = absl::StrSplit(
+        ReadProcFile(absl::StrCat("/proc/", pid, "/cmdline")), '\0');
+    if (argv.empty() || !absl::EndsWith(argv[0], "fleet-controller")) continue;
+    for (size_t i = 0; i + 1 < argv.size(); ++i) {
+      if (argv[i] == "--data-dir" && argv[i + 1] == data_dir &&
+          ProcessState(pid) != 'Z') {
+        found = pid;
+      }
+    }
+  }
+  closedir(proc);
+  return found;
 }
 
 bool IsStopped(pid_t pid) { return ProcessState(pid) == 'T'; }

@@ -23,6 +23,10 @@ namespace fleet::testing {
 // Zombies are not counted.
 std::vector<pid_t> ProgramInstances(const std::string& exec_path);
 
+// The pid of the live fleet-controller serving `data_dir` (its
+// `--data-dir` argument), or 0.
+pid_t ControllerPid(const std::string& data_dir);
+
 // True if `pid` is stopped (SIGSTOP): state T in /proc/PID/stat.
 bool IsStopped(pid_t pid);
 
