@@ -505,7 +505,10 @@ int main(int argc, char** argv) {
   }
   if (flags.role == "worker") {
     fleet::InitLogging("agent-worker", level);
-    return fleet::agent::RunWorker(flags);
+    // RunWorker fails (1) only on errors found while starting, which a
+    // restart cannot fix: tell the supervisor so it does not retry.
+    const int rc = fleet::agent::RunWorker(flags);
+    return rc == 1 ? fleet::agent::kWorkerConfigErrorExit : rc;
   }
   fleet::InitLogging("agent", level);
   return fleet::agent::RunSupervisor(flags, supervisor_argc, supervisor_argv);

@@ -217,6 +217,10 @@ absl::Status Supervisor::Run(const sigset_t& stop_signals) {
   RemovePidFile(program_);
   (void)RemoveFile(JoinPath(options_.state_dir, "supervisor.pid"));
   LogInfo("supervisor stopped");
+  if (worker_config_error_) {
+    return absl::FailedPreconditionError(
+        "the worker refused its configuration (see its error above)");
+  }
   return absl::OkStatus();
 }
 
@@ -393,6 +397,17 @@ void Supervisor::OnExit(Child& child, const siginfo_t& info) {
   const bool was_stopping = child.stopping;
   child.stopping = false;
   RemovePidFile(child);
+  if (&child == &worker_ && !shutting_down_ && info.si_code == CLD_EXITED &&
+      info.si_status == kWorkerConfigErrorExit) {
+    LogError(
+        "the worker cannot start with this configuration (its error is "
+        "logged above); fix it and start fleet-agent again",
+        {{"pid", pid}});
+    worker_config_error_ = true;
+    shutting_down_ = true;
+    child.wanted = false;
+    child.next_start = absl::InfiniteFuture();
+  }
   if (child.wanted) {
     if (now - child.started >= child.policy.reset_after) {
       child.backoff = child.policy.initial_backoff;

@@ -54,6 +54,12 @@
 
 namespace fleet::agent {
 
+// The worker's exit status for an error only the operator can fix (bad
+// flags, no identity and no usable enrollment token, ...): restarting it
+// cannot help, so the supervisor stops the program and exits with an
+// error too, as the single-process agent did (EX_CONFIG).
+inline constexpr int kWorkerConfigErrorExit = 78;
+
 struct SupervisorOptions {
   // The managed program; FLEET_VERSION is set from each StartProgram.
   ProgramSpec program;
@@ -83,7 +89,9 @@ class Supervisor {
   // Takes the state dir's lock, ends leftovers of an earlier supervisor,
   // starts the worker and serves it until one of `stop_signals` arrives
   // (the caller has blocked them, and this thread must be the only one);
-  // then stops the worker, then the program, and returns OK.
+  // then stops the worker, then the program, and returns OK. If the worker
+  // exits with kWorkerConfigErrorExit, stops the program and returns
+  // FAILED_PRECONDITION.
   // FAILED_PRECONDITION if another supervisor runs on the state dir; the
   // errno status for a failing lock, signalfd or poll.
   absl::Status Run(const sigset_t& stop_signals);
@@ -148,6 +156,8 @@ class Supervisor {
   std::vector<uint64_t> stop_waiters_;
   bool shutting_down_ = false;
   bool reexec_requested_ = false;
+  // Set when the worker exited with kWorkerConfigErrorExit.
+  bool worker_config_error_ = false;
 };
 
 // The start time of `pid` in clock ticks since boot (/proc/PID/stat field

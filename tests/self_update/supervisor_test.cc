@@ -284,6 +284,25 @@ TEST_F(SupervisorTest, SighupReExecsSupervisorKeepingPidAndProgram) {
       << agent_->ReadLog();
 }
 
+TEST_F(SupervisorTest, WorkerConfigurationErrorEndsTheAgentInsteadOfLooping) {
+  // Neither --insecure nor --tls-ca: the worker cannot talk to anyone, and
+  // restarting it would not change that.
+  Subprocess agent(
+      {Runfile("agent/fleet-agent"), "--controller", controller_->address(),
+       "--state-dir", state_dir_, "--trust-key", key_path_, "--product", "app",
+       "--exec", exec_, "--", marker_},
+      JoinPath(dir_, "misconfigured.log"));
+  ASSERT_TRUE(agent.Start().ok());
+  std::optional<int> status = agent.Wait(absl::Seconds(30));
+  ASSERT_TRUE(status.has_value()) << agent.ReadLog();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << *status;
+  const std::string log = agent.ReadLog();
+  EXPECT_NE(log.find("--tls-ca is required"), std::string::npos) << log;
+  EXPECT_NE(log.find("cannot start with this configuration"), std::string::npos)
+      << log;
+  EXPECT_TRUE(ProcessesWithArg(marker_).empty());
+}
+
 TEST_F(SupervisorTest, SigtermStopsWorkerThenProgramAndExitsZero) {
   agent_ = StartAgent();
   WaitRunning();
