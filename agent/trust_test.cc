@@ -11,6 +11,7 @@
 #include "common/manifest.h"
 #include "common/root.h"
 #include "common/testing/fake_clock.h"
+#include "common/testing/test_roots.h"
 
 namespace fleet::agent {
 namespace {
@@ -33,18 +34,8 @@ class AgentTrustTest : public ::testing::Test {
                       const Ed25519PrivateKey& release_key,
                       const std::vector<const Ed25519PrivateKey*>& by,
                       absl::Duration valid = absl::Hours(24)) {
-    v1::RootMetadata root;
-    root.set_version(version);
-    root.set_created_unix_seconds(
-        absl::ToUnixSeconds(clock_.Now() - absl::Hours(1)));
-    root.set_expires_unix_seconds(absl::ToUnixSeconds(clock_.Now() + valid));
-    root.add_root_keys(root_key.PublicKey().raw());
-    root.set_root_threshold(1);
-    root.add_release_keys(release_key.PublicKey().raw());
-    root.set_release_threshold(1);
-    absl::StatusOr<v1::SignedRoot> signed_root = SignRoot(root, by);
-    EXPECT_TRUE(signed_root.ok()) << signed_root.status();
-    return *signed_root;
+    return MakeTestRoot(version, root_key, release_key, by,
+                        clock_.Now() + valid);
   }
 
   v1::SignedManifest Release(const Ed25519PrivateKey& key) {

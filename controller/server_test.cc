@@ -22,6 +22,7 @@
 #include "common/manifest.h"
 #include "common/root.h"
 #include "common/sha256.h"
+#include "common/testing/test_roots.h"
 #include "controller/artifact_stream.h"
 #include "controller/store/store.h"
 #include "controller/testing/temp_dir.h"
@@ -1187,26 +1188,10 @@ class TrustRootServerTest : public ServerTest {
     ASSERT_FALSE(dir_.path().empty());
     key_.emplace(*Ed25519PrivateKey::Generate());
     ASSERT_TRUE(key_->PublicKey().WritePemFile(dir_.Join("release.pub")).ok());
-    v1_ = MakeRoot(1, root_a_, *key_, {&root_a_});
+    v1_ = MakeTestRoot(1, root_a_, *key_, {&root_a_});
     trust_root_path_ = dir_.Join("root.json");
     ASSERT_TRUE(WriteRootFile(trust_root_path_, v1_).ok());
     StartServer();
-  }
-
-  static v1::SignedRoot MakeRoot(
-      uint64_t version, const Ed25519PrivateKey& root_key,
-      const Ed25519PrivateKey& release_key,
-      const std::vector<const Ed25519PrivateKey*>& by) {
-    v1::RootMetadata root;
-    root.set_version(version);
-    root.set_created_unix_seconds(absl::ToUnixSeconds(absl::Now()));
-    root.set_expires_unix_seconds(
-        absl::ToUnixSeconds(absl::Now() + absl::Hours(24)));
-    root.add_root_keys(root_key.PublicKey().raw());
-    root.set_root_threshold(1);
-    root.add_release_keys(release_key.PublicKey().raw());
-    root.set_release_threshold(1);
-    return *SignRoot(root, by);
   }
 
   grpc::Status PushRoot(const v1::SignedRoot& root,
@@ -1238,7 +1223,7 @@ TEST_F(TrustRootServerTest, PushedRootsReachAgentsOnceAndInOrder) {
 
   Ed25519PrivateKey release_2 = *Ed25519PrivateKey::Generate();
   const v1::SignedRoot v2 =
-      MakeRoot(2, root_b_, release_2, {&root_a_, &root_b_});
+      MakeTestRoot(2, root_b_, release_2, {&root_a_, &root_b_});
   v1::PushRootResponse pushed;
   grpc::Status status = PushRoot(v2, &pushed);
   ASSERT_TRUE(status.ok()) << status.error_message();
@@ -1250,12 +1235,12 @@ TEST_F(TrustRootServerTest, PushedRootsReachAgentsOnceAndInOrder) {
   EXPECT_EQ(update.root().roots(0).root(), v2.root());
 
   // Refused: not approved by v2's root key, and a version skipped.
-  EXPECT_EQ(
-      PushRoot(MakeRoot(3, root_a_, *key_, {&root_a_}), &pushed).error_code(),
-      grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_EQ(
-      PushRoot(MakeRoot(4, root_b_, *key_, {&root_b_}), &pushed).error_code(),
-      grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(PushRoot(MakeTestRoot(3, root_a_, *key_, {&root_a_}), &pushed)
+                .error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(PushRoot(MakeTestRoot(4, root_b_, *key_, {&root_b_}), &pushed)
+                .error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_EQ(PushRoot(v1::SignedRoot(), &pushed).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
 

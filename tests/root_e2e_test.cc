@@ -22,6 +22,7 @@
 #include "common/ed25519.h"
 #include "common/files.h"
 #include "common/root.h"
+#include "common/testing/test_roots.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fleet_harness.h"
 
@@ -29,26 +30,6 @@ namespace fleet::testing {
 namespace {
 
 Ed25519PrivateKey NewKey() { return *Ed25519PrivateKey::Generate(); }
-
-// Root `version` trusting `root_key` and `release_key`, valid from an hour
-// ago to `expires`, signed by `by`.
-v1::SignedRoot MakeRoot(uint64_t version, const Ed25519PrivateKey& root_key,
-                        const Ed25519PrivateKey& release_key,
-                        const std::vector<const Ed25519PrivateKey*>& by,
-                        absl::Time expires = absl::Now() + absl::Hours(24)) {
-  v1::RootMetadata root;
-  root.set_version(version);
-  root.set_created_unix_seconds(
-      absl::ToUnixSeconds(absl::Now() - absl::Hours(2)));
-  root.set_expires_unix_seconds(absl::ToUnixSeconds(expires));
-  root.add_root_keys(root_key.PublicKey().raw());
-  root.set_root_threshold(1);
-  root.add_release_keys(release_key.PublicKey().raw());
-  root.set_release_threshold(1);
-  absl::StatusOr<v1::SignedRoot> signed_root = SignRoot(root, by);
-  EXPECT_TRUE(signed_root.ok()) << signed_root.status();
-  return *signed_root;
-}
 
 class RootE2eTest : public ::testing::Test {
  protected:
@@ -103,7 +84,7 @@ TEST_F(RootE2eTest, RotationsReachConnectedAndOfflineAgentsInOrder) {
   Ed25519PrivateKey root_a = NewKey(), root_b = NewKey(), release_2 = NewKey();
   const Ed25519PrivateKey& release_1 = fleet_.release_key();
   const std::string v1_path =
-      WriteRoot("root-v1.json", MakeRoot(1, root_a, release_1, {&root_a}));
+      WriteRoot("root-v1.json", MakeTestRoot(1, root_a, release_1, {&root_a}));
   ASSERT_TRUE(fleet_
                   .StartController(
                       {"--trust-root", v1_path, "--heartbeat-seconds", "1"})
@@ -118,7 +99,7 @@ TEST_F(RootE2eTest, RotationsReachConnectedAndOfflineAgentsInOrder) {
 
   // v2: root key a hands over to b (both sign), release key 1 -> 2.
   const std::string v2_path = WriteRoot(
-      "root-v2.json", MakeRoot(2, root_b, release_2, {&root_a, &root_b}));
+      "root-v2.json", MakeTestRoot(2, root_b, release_2, {&root_a, &root_b}));
   RunResult pushed = fleet_.Fleetctl({"keys", "root", "push", v2_path});
   ASSERT_EQ(pushed.exit_code, 0) << pushed.err;
   EXPECT_TRUE(absl::StrContains(pushed.out, "root v2 accepted")) << pushed.out;
@@ -128,20 +109,20 @@ TEST_F(RootE2eTest, RotationsReachConnectedAndOfflineAgentsInOrder) {
 
   // A v3 signed by the old root key only: v2's key b never approved it.
   const std::string forged_path = WriteRoot(
-      "root-v3-forged.json", MakeRoot(3, root_a, release_1, {&root_a}));
+      "root-v3-forged.json", MakeTestRoot(3, root_a, release_1, {&root_a}));
   RunResult forged = fleet_.Fleetctl({"keys", "root", "push", forged_path});
   EXPECT_NE(forged.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(forged.err, "lacks signatures")) << forged.err;
 
   const std::string v3_path =
-      WriteRoot("root-v3.json", MakeRoot(3, root_b, release_2, {&root_b}));
+      WriteRoot("root-v3.json", MakeTestRoot(3, root_b, release_2, {&root_b}));
   pushed = fleet_.Fleetctl({"keys", "root", "push", v3_path});
   ASSERT_EQ(pushed.exit_code, 0) << pushed.err;
   ASSERT_TRUE(WaitFor([&] { return StoredRootVersion(online) == 3; },
                       absl::Seconds(30)));
   // Skipping ahead is refused too.
   const std::string v5_path =
-      WriteRoot("root-v5.json", MakeRoot(5, root_b, release_2, {&root_b}));
+      WriteRoot("root-v5.json", MakeTestRoot(5, root_b, release_2, {&root_b}));
   RunResult skipped = fleet_.Fleetctl({"keys", "root", "push", v5_path});
   EXPECT_NE(skipped.exit_code, 0);
 
@@ -189,7 +170,7 @@ TEST_F(RootE2eTest, ExpiredRootRefusesInstallsButTheAgentStaysAndReports) {
   const absl::Time expired_at = absl::Now() - absl::Hours(1);
   const std::string expired_path = WriteRoot(
       "root-expired.json",
-      MakeRoot(1, root_a, fleet_.release_key(), {&root_a}, expired_at));
+      MakeTestRoot(1, root_a, fleet_.release_key(), {&root_a}, expired_at));
   const std::string old_app = fleet_.MakeSampleApp("1.0.0");
   const std::string new_app = fleet_.MakeSampleApp("1.1.0");
   ASSERT_EQ(fleet_.PushRelease("app", "1.0.0", old_app).exit_code, 0);

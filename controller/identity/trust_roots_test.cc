@@ -9,6 +9,7 @@
 #include "common/ed25519.h"
 #include "common/root.h"
 #include "common/testing/fake_clock.h"
+#include "common/testing/test_roots.h"
 #include "controller/store/store.h"
 #include "controller/testing/temp_dir.h"
 
@@ -16,22 +17,6 @@ namespace fleet::controller {
 namespace {
 
 Ed25519PrivateKey NewKey() { return *Ed25519PrivateKey::Generate(); }
-
-v1::SignedRoot MakeRoot(uint64_t version, const Ed25519PrivateKey& root_key,
-                        const Ed25519PrivateKey& release_key, absl::Time now,
-                        const std::vector<const Ed25519PrivateKey*>& by) {
-  v1::RootMetadata root;
-  root.set_version(version);
-  root.set_created_unix_seconds(absl::ToUnixSeconds(now));
-  root.set_expires_unix_seconds(absl::ToUnixSeconds(now + absl::Hours(24)));
-  root.add_root_keys(root_key.PublicKey().raw());
-  root.set_root_threshold(1);
-  root.add_release_keys(release_key.PublicKey().raw());
-  root.set_release_threshold(1);
-  absl::StatusOr<v1::SignedRoot> signed_root = SignRoot(root, by);
-  EXPECT_TRUE(signed_root.ok()) << signed_root.status();
-  return *signed_root;
-}
 
 class TrustRootsTest : public ::testing::Test {
  protected:
@@ -49,7 +34,7 @@ class TrustRootsTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
-  FakeClock clock_;
+  FakeClock clock_{absl::Now()};
   std::unique_ptr<Store> store_;
   std::unique_ptr<IdentityStore> identities_;
   Ed25519PrivateKey root_a_ = NewKey(), root_b_ = NewKey();
@@ -59,22 +44,22 @@ class TrustRootsTest : public ::testing::Test {
 TEST_F(TrustRootsTest, PushAcceptsOnlyTheCrossSignedNextVersion) {
   const absl::Time now = clock_.Now();
   auto roots = TrustRoots::Open(
-      MakeRoot(1, root_a_, release_a_, now, {&root_a_}), *identities_, clock_);
+      MakeTestRoot(1, root_a_, release_a_, {&root_a_}), *identities_, clock_);
   ASSERT_TRUE(roots.ok()) << roots.status();
 
   // Signed by the new key only: the old root never approved it.
   absl::StatusOr<TrustedRoot> unapproved = (*roots)->Push(
-      MakeRoot(2, root_b_, release_b_, now, {&root_b_}), "admin:alice");
+      MakeTestRoot(2, root_b_, release_b_, {&root_b_}), "admin:alice");
   EXPECT_EQ(unapproved.status().code(), absl::StatusCode::kPermissionDenied);
   // Skips a version.
-  absl::StatusOr<TrustedRoot> skipping = (*roots)->Push(
-      MakeRoot(3, root_b_, release_b_, now, {&root_a_, &root_b_}),
-      "admin:alice");
+  absl::StatusOr<TrustedRoot> skipping =
+      (*roots)->Push(MakeTestRoot(3, root_b_, release_b_, {&root_a_, &root_b_}),
+                     "admin:alice");
   EXPECT_EQ(skipping.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ((*roots)->chain().version(), 1u);
 
   const v1::SignedRoot v2 =
-      MakeRoot(2, root_b_, release_b_, now, {&root_a_, &root_b_});
+      MakeTestRoot(2, root_b_, release_b_, {&root_a_, &root_b_});
   absl::StatusOr<TrustedRoot> accepted = (*roots)->Push(v2, "admin:alice");
   ASSERT_TRUE(accepted.ok()) << accepted.status();
   EXPECT_EQ(accepted->version(), 2u);
@@ -95,9 +80,9 @@ TEST_F(TrustRootsTest, PushAcceptsOnlyTheCrossSignedNextVersion) {
 TEST_F(TrustRootsTest, RestartReplaysThePushedChainAboveThePinnedRoot) {
   const absl::Time now = clock_.Now();
   const v1::SignedRoot v1_root =
-      MakeRoot(1, root_a_, release_a_, now, {&root_a_});
+      MakeTestRoot(1, root_a_, release_a_, {&root_a_});
   const v1::SignedRoot v2 =
-      MakeRoot(2, root_b_, release_b_, now, {&root_a_, &root_b_});
+      MakeTestRoot(2, root_b_, release_b_, {&root_a_, &root_b_});
   {
     auto roots = TrustRoots::Open(v1_root, *identities_, clock_);
     ASSERT_TRUE(roots.ok()) << roots.status();
@@ -124,26 +109,25 @@ TEST_F(TrustRootsTest, RestartReplaysThePushedChainAboveThePinnedRoot) {
                 .status()
                 .code(),
             absl::StatusCode::kPermissionDenied);
-  EXPECT_TRUE(VerifyManifest(*SignManifest(manifest, release_b_), live, now)
-                  .ok());
+  EXPECT_TRUE(
+      VerifyManifest(*SignManifest(manifest, release_b_), live, now).ok());
 }
 
 TEST_F(TrustRootsTest, APinnedRootOfAnotherLineageIsRefusedAtOpen) {
   const absl::Time now = clock_.Now();
   {
     auto roots = TrustRoots::Open(
-        MakeRoot(1, root_a_, release_a_, now, {&root_a_}), *identities_,
-        clock_);
+        MakeTestRoot(1, root_a_, release_a_, {&root_a_}), *identities_, clock_);
     ASSERT_TRUE(roots.ok()) << roots.status();
     ASSERT_TRUE((*roots)
-                    ->Push(MakeRoot(2, root_a_, release_b_, now, {&root_a_}),
+                    ->Push(MakeTestRoot(2, root_a_, release_b_, {&root_a_}),
                            "admin:alice")
                     .ok());
   }
   Reopen();
   // A different v1 (root key b) cannot have approved the stored v2.
   auto other = TrustRoots::Open(
-      MakeRoot(1, root_b_, release_a_, now, {&root_b_}), *identities_, clock_);
+      MakeTestRoot(1, root_b_, release_a_, {&root_b_}), *identities_, clock_);
   EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(other.status().message().find("stored root v2"), std::string::npos)
       << other.status();
