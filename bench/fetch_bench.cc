@@ -78,6 +78,12 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   app.add_flag("--hash", hash, "also sha256 each stream and check it");
+  int window_bytes = 0;
+  app.add_option("--window-bytes", window_bytes,
+                 "HTTP/2 receive window per stream to start with "
+                 "(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES); 0: gRPC's default")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 30));
   CLI11_PARSE(app, argc, argv);
 
   absl::StatusOr<fleet::Digest> digest = fleet::DigestFromHex(digest_hex);
@@ -91,6 +97,9 @@ int main(int argc, char** argv) {
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetMaxReceiveMessageSize(16 << 20);
+    if (window_bytes > 0) {
+      args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, window_bytes);
+    }
     auto channel = grpc::CreateCustomChannel(
         controller, grpc::InsecureChannelCredentials(), args);
     // Connect first so connection setup is not timed.

@@ -558,7 +558,10 @@ http {{
                     r = subprocess.run(
                         [self.bin("fetch_bench"), "--controller", c.address,
                          "--sha256", digest, "--size", str(size),
-                         "--concurrency", str(n)],
+                         "--concurrency", str(n),
+                         # For experiments with flow control windows.
+                         *(["--window-bytes", os.environ["FETCH_WINDOW_BYTES"]]
+                           if os.environ.get("FETCH_WINDOW_BYTES") else [])],
                         capture_output=True, text=True, timeout=600)
                     if r.returncode != 0:
                         raise RuntimeError("fetch_bench: " + r.stdout +
