@@ -285,7 +285,10 @@ absl::Status ReleasePush(const ReleasePushOptions& options,
         absl::StrCat("the controller does not trust key ", key_id, " (",
                      options.key_file, ") that signed ", what),
         absl::StrCat("start fleet-controller with --trust-key ",
-                     MatchingPublicKeyPath(options.key_file))},
+                     MatchingPublicKeyPath(options.key_file),
+                     ", or under --trust-root add it to the root (fleetctl "
+                     "keys release-key add) and push that (fleetctl keys "
+                     "root push)")},
        {grpc::StatusCode::ALREADY_EXISTS,
         absl::StrCat("release ", what, " already exists on the controller"),
         absl::StrCat("releases are immutable: ",

@@ -311,7 +311,10 @@ TEST_F(ReleaseCommandsTest, UntrustedKeyNamesKeyIdAndTrustKeyFix) {
                          ") that signed web 1.2.0 (linux/amd64) (no trusted "
                          "signature); start fleet-controller with "
                          "--trust-key ",
-                         dir_, "/keys/release.pub"));
+                         dir_,
+                         "/keys/release.pub, or under --trust-root add it to "
+                         "the root (fleetctl keys release-key add) and push "
+                         "that (fleetctl keys root push)"));
 }
 
 TEST_F(ReleaseCommandsTest, ExistingReleaseSaysToBumpTheVersion) {
