@@ -46,7 +46,7 @@ absl::Status BlacklistAdd(const BlacklistOptions& options,
                            absl::StrCat(release, " is already blacklisted"),
                            kListHint, /*with_detail=*/false}}));
   }
-  if (ctx.json()) return ctx.PrintJson(response);
+  if (ctx.structured()) return ctx.PrintResult(response);
   ctx.out() << "blacklisted " << release << '\n';
   for (const std::string& id : response.aborted_rollout_ids()) {
     ctx.out() << "aborted rollout " << id << '\n';
@@ -74,7 +74,7 @@ absl::Status BlacklistRemove(const BlacklistOptions& options,
                    absl::StrCat(release, " is not blacklisted"), kListHint,
                    /*with_detail=*/false}}));
   }
-  if (ctx.json()) return ctx.PrintJson(response);
+  if (ctx.structured()) return ctx.PrintResult(response);
   ctx.out() << "removed " << release << " from the blacklist\n";
   return absl::OkStatus();
 }
@@ -92,7 +92,7 @@ absl::Status BlacklistList(const std::string& product, CommandContext& ctx) {
   grpc::Status status = ctx.admin().ListBlacklist(&rpc, request, &response);
   if (!status.ok()) return ExplainRpcError(status, ctx.Call("list blacklist"));
 
-  if (ctx.json()) return ctx.PrintJson(response);
+  if (ctx.structured()) return ctx.PrintResult(response);
   if (response.entries().empty()) {
     ctx.err() << "no blacklisted versions\n";
     return absl::OkStatus();

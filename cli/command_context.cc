@@ -6,10 +6,13 @@
 
 #include <chrono>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
+#include "yaml-cpp/yaml.h"
 
 namespace fleet::cli {
 
@@ -18,7 +21,82 @@ namespace {
 // Listing thousands of agents or releases exceeds gRPC's 4 MiB default.
 constexpr int kMaxReceiveBytes = 64 << 20;
 
+void EmitYaml(const nlohmann::json& node, YAML::Emitter& out) {
+  switch (node.type()) {
+    case nlohmann::json::value_t::object:
+      out << YAML::BeginMap;
+      for (const auto& [key, value] : node.items()) {
+        out << YAML::Key << key << YAML::Value;
+        EmitYaml(value, out);
+      }
+      out << YAML::EndMap;
+      break;
+    case nlohmann::json::value_t::array:
+      out << YAML::BeginSeq;
+      for (const auto& item : node) EmitYaml(item, out);
+      out << YAML::EndSeq;
+      break;
+    case nlohmann::json::value_t::string: {
+      // A string that a YAML reader would take for a number, a bool or
+      // null is quoted: "123" (a proto int64) and "true" stay strings.
+      // yaml-cpp 0.7 leaves these plain.
+      const std::string& text = node.get_ref<const std::string&>();
+      bool needs_quotes = !text.empty();
+      for (char c : text) {
+        if (!absl::ascii_isdigit(static_cast<unsigned char>(c)) && c != '.' &&
+            c != '-' && c != '+' && c != 'e' && c != 'E') {
+          needs_quotes = false;
+          break;
+        }
+      }
+      static const absl::flat_hash_set<std::string>* const kReserved =
+          new absl::flat_hash_set<std::string>(
+              {"", "~", "null", "true", "false", "yes", "no", "on", "off", "y",
+               "n", ".inf", "-.inf", ".nan"});
+      if (kReserved->contains(absl::AsciiStrToLower(text))) {
+        needs_quotes = true;
+      }
+      if (needs_quotes) out << YAML::DoubleQuoted;
+      out << text;
+      break;
+    }
+    case nlohmann::json::value_t::boolean:
+      out << node.get<bool>();
+      break;
+    case nlohmann::json::value_t::number_integer:
+      out << node.get<int64_t>();
+      break;
+    case nlohmann::json::value_t::number_unsigned:
+      out << node.get<uint64_t>();
+      break;
+    case nlohmann::json::value_t::number_float:
+      out << node.get<double>();
+      break;
+    default:
+      out << YAML::Null;
+      break;
+  }
+}
+
 }  // namespace
+
+bool WantsColor(bool out_is_terminal, const char* no_color_env,
+                const char* term_env) {
+  if (!out_is_terminal) return false;
+  if (no_color_env != nullptr && no_color_env[0] != '\0') return false;
+  return term_env == nullptr || std::string(term_env) != "dumb";
+}
+
+std::string RenderYaml(const nlohmann::json& doc) {
+  YAML::Emitter out;
+  out.SetIndent(2);
+  out.SetSeqFormat(YAML::Block);
+  out.SetMapFormat(YAML::Block);
+  EmitYaml(doc, out);
+  std::string text = out.c_str();
+  if (text.empty() || text.back() != '\n') text += '\n';
+  return text;
+}
 
 absl::Status ValidateControllerTarget(absl::string_view target) {
   // URI forms are gRPC's business; only check the plain host:port form.
@@ -110,10 +188,29 @@ RpcCall CommandContext::Call(std::string action, absl::Duration timeout,
                  std::move(hints)};
 }
 
-absl::Status CommandContext::PrintJson(
-    const google::protobuf::Message& message) const {
+std::string CommandContext::Paint(absl::string_view text, Color color) const {
+  if (!options_.color) return std::string(text);
+  const char* code = "";
+  switch (color) {
+    case Color::kGreen:
+      code = "32";
+      break;
+    case Color::kYellow:
+      code = "33";
+      break;
+    case Color::kRed:
+      code = "1;31";
+      break;
+    case Color::kDim:
+      code = "2";
+      break;
+  }
+  return absl::StrCat("\x1b[", code, "m", text, "\x1b[0m");
+}
+
+absl::StatusOr<nlohmann::json> CommandContext::MessageDocument(
+    const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions json_options;
-  json_options.add_whitespace = true;
   json_options.always_print_primitive_fields = true;
   json_options.preserve_proto_field_names = true;
   std::string json;
@@ -124,8 +221,38 @@ absl::Status CommandContext::PrintJson(
                                             message.GetTypeName(),
                                             " as JSON: ", status.ToString()));
   }
-  io_.out << json;
-  if (json.empty() || json.back() != '\n') io_.out << '\n';
+  return nlohmann::json::parse(json);
+}
+
+absl::Status CommandContext::PrintResult(
+    const google::protobuf::Message& message) const {
+  absl::StatusOr<nlohmann::json> doc = MessageDocument(message);
+  if (!doc.ok()) return doc.status();
+  PrintDocument(*doc);
+  return absl::OkStatus();
+}
+
+void CommandContext::PrintDocument(const nlohmann::json& doc) const {
+  if (options_.output == OutputFormat::kYaml) {
+    io_.out << RenderYaml(doc);
+    return;
+  }
+  io_.out << doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
+          << '\n';
+}
+
+absl::Status CommandContext::PrintStreamItem(
+    const google::protobuf::Message& message) const {
+  absl::StatusOr<nlohmann::json> doc = MessageDocument(message);
+  if (!doc.ok()) return doc.status();
+  if (options_.output == OutputFormat::kYaml) {
+    io_.out << "---\n" << RenderYaml(*doc);
+  } else {
+    io_.out << doc->dump(-1, ' ', false,
+                         nlohmann::json::error_handler_t::replace)
+            << '\n';
+  }
+  io_.out.flush();
   return absl::OkStatus();
 }
 

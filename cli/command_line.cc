@@ -31,12 +31,17 @@ namespace {
 constexpr char kFooter[] =
     "Environment:\n"
     "  FLEET_CONTROLLER   default for --controller\n"
+    "  FLEET_PKI, FLEET_TLS_CA, FLEET_TLS_CERT, FLEET_TLS_KEY\n"
+    "                     defaults for --pki, --tls-ca, --tls-cert, --tls-key\n"
+    "  NO_COLOR           set and not empty: no colours (--color auto)\n"
     "\n"
     "Exit codes:\n"
     "  0  success\n"
     "  1  the operation failed (controller error or unreachable, file "
-    "error)\n"
-    "  2  usage error (unknown command or flag, missing or invalid value)\n"
+    "error,\n"
+    "     a failed doctor check)\n"
+    "  2  usage error (unknown command or flag, missing or invalid value,\n"
+    "     missing credentials)\n"
     "  3  rollout status --watch: the rollout was aborted\n"
     "  4  rollout status --watch: the rollout was paused by its failure gate";
 
@@ -111,6 +116,8 @@ class CommandLine {
   // Runs the command the parsed arguments chose.
   absl::Status Run(const Io& io) {
     if (output_ == "json") global_.output = OutputFormat::kJson;
+    if (output_ == "yaml") global_.output = OutputFormat::kYaml;
+    global_.color = color_ == "always" || (color_ == "auto" && io.color);
     absl::StatusOr<absl::Duration> timeout = ParseHumanDuration(timeout_);
     if (!timeout.ok() || *timeout <= absl::ZeroDuration()) {
       return UsageError(
@@ -148,8 +155,14 @@ class CommandLine {
     app_.add_option("--controller", global_.controller,
                     "controller address HOST:PORT ($FLEET_CONTROLLER)")
         ->capture_default_str();
-    app_.add_option("-o,--output", output_, "output format: table or json")
-        ->check(CLI::IsMember({"table", "json"}))
+    app_.add_option("-o,--output", output_,
+                    "output format: table, json or yaml")
+        ->check(CLI::IsMember({"table", "json", "yaml"}))
+        ->capture_default_str();
+    app_.add_option("--color", color_,
+                    "colours: auto (only on a terminal, not with $NO_COLOR), "
+                    "always or never")
+        ->check(CLI::IsMember({"auto", "always", "never"}))
         ->capture_default_str();
     app_.add_option("--timeout", timeout_,
                     "deadline of each request, e.g. 30s, 2m (a push adds 1s "
@@ -489,8 +502,8 @@ class CommandLine {
         ->capture_default_str();
     query
         ->add_option("-o,--output", telemetry_query_.format,
-                     "table (with sparklines), json or csv")
-        ->check(CLI::IsMember({"table", "json", "csv"}));
+                     "table (with sparklines), json, yaml or csv")
+        ->check(CLI::IsMember({"table", "json", "yaml", "csv"}));
     Add(query, [this](CommandContext& ctx) {
       return TelemetryQuery(telemetry_query_, ctx);
     });
@@ -562,8 +575,9 @@ class CommandLine {
   static bool NeedsCredentials(const CLI::App* command) {
     for (const CLI::App* c = command; c != nullptr; c = c->get_parent()) {
       const std::string& name = c->get_name();
+      // doctor loads them itself, to report a bad file as a failed check.
       if (name == "keys" || name == "pki" || name == "completion" ||
-          name == "version") {
+          name == "version" || name == "doctor") {
         return false;
       }
     }
@@ -621,6 +635,7 @@ class CommandLine {
   CLI::App app_;
   GlobalOptions global_;
   std::string output_ = "table";
+  std::string color_ = "auto";
   TelemetryQueryOptions telemetry_query_;
   std::string timeout_ = "30s";
   KeysGenerateOptions keys_generate_;

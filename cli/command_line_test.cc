@@ -55,7 +55,7 @@ TEST_F(FleetctlTest, UsageErrorsExit2WithOneFleetctlLineAndAHelpPointer) {
       {"release", "push", "--version", "1.0.0"},  // --product etc. missing
       {"release", "list", "--bogus"},
       {"release", "list", "extra"},
-      {"-o", "yaml", "release", "list"},
+      {"-o", "xml", "release", "list"},
       {"rollout", "status"},  // no id
   };
   for (const auto& args : cases) {

@@ -69,7 +69,7 @@ absl::Status EnrollTokenCreate(const EnrollTokenCreateOptions& options,
   if (!status.ok()) {
     return ExplainRpcError(status, ctx.Call("create an enrollment token"));
   }
-  if (ctx.json()) return ctx.PrintJson(response);
+  if (ctx.structured()) return ctx.PrintResult(response);
   ctx.out() << response.token() << '\n';
   ctx.err() << "token " << response.info().token_id() << ": "
             << response.info().uses_left() << " use(s), expires in "
@@ -91,7 +91,7 @@ absl::Status EnrollTokenList(CommandContext& ctx) {
   if (!status.ok()) {
     return ExplainRpcError(status, ctx.Call("list enrollment tokens"));
   }
-  if (ctx.json()) return ctx.PrintJson(response);
+  if (ctx.structured()) return ctx.PrintResult(response);
   if (response.tokens().empty()) {
     ctx.err() << "no usable enrollment tokens\n";
     return absl::OkStatus();
@@ -130,7 +130,7 @@ absl::Status EnrollTokenDelete(const std::string& token_id,
                            absl::StrCat("no usable token ", token_id),
                            kTokensHint, /*with_detail=*/false}}));
   }
-  if (ctx.json()) return ctx.PrintJson(response);
+  if (ctx.structured()) return ctx.PrintResult(response);
   ctx.out() << "deleted enrollment token " << token_id << '\n';
   return absl::OkStatus();
 }
@@ -150,7 +150,7 @@ absl::Status AgentsRevoke(const std::string& agent_id,
     return ExplainRpcError(status,
                            ctx.Call(absl::StrCat("revoke agent ", agent_id)));
   }
-  if (ctx.json()) return ctx.PrintJson(response);
+  if (ctx.structured()) return ctx.PrintResult(response);
   ctx.out() << "revoked agent " << agent_id
             << (response.stream_closed() ? " (its stream was cut)" : "")
             << '\n';
@@ -169,7 +169,7 @@ absl::Status AuditList(int limit, CommandContext& ctx) {
   grpc::Status status = ctx.identity().ListAudit(&rpc, request, &response);
   if (!status.ok())
     return ExplainRpcError(status, ctx.Call("list the audit log"));
-  if (ctx.json()) return ctx.PrintJson(response);
+  if (ctx.structured()) return ctx.PrintResult(response);
   if (response.records().empty()) {
     ctx.err() << "the audit log is empty\n";
     return absl::OkStatus();

@@ -14,9 +14,9 @@
 namespace fleet::cli {
 
 // `version`: prints "fleetctl V" and, from AdminService.GetServerInfo,
-// "fleet-controller V (schema N) at HOST:PORT" (JSON: {"client": {...},
-// "server": ServerInfo}). The client line is printed even when the
-// controller cannot be reached; that failure is returned (exit 1) through
+// "fleet-controller V (schema N) at HOST:PORT" (-o json|yaml: {"client":
+// {...}, "server": ServerInfo or null}). The client line is printed even when
+// the controller cannot be reached; that failure is returned (exit 1) through
 // ExplainRpcError.
 absl::Status Version(absl::string_view client_version, CommandContext& ctx);
 
@@ -29,6 +29,13 @@ struct DoctorOptions {
 
 // `doctor`: runs every check and prints one line each, "ok", "warn" or
 // "FAIL" with what was found and, for a failure, the fix:
+//   tls          --insecure (warn) or no TLS files at all (FAIL)
+//   ca           the --tls-ca file is a CA certificate; days to expiry
+//   client cert  matches its key, verifies against the CA, has the admin
+//                role; days to expiry (warn under 30)
+//   server cert  the certificate the controller presents (plain TLS
+//                handshake) verifies against the CA and names the host of
+//                --controller; days to expiry
 //   controller   reachable, with the round trip time
 //   version      controller and client versions (warn if they differ)
 //   clock        skew against the controller's clock

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # fleetctl version, doctor and completion against a real fleet-controller on
-# 127.0.0.1 (and against none), with the real fleetctl binary and bash.
+# 127.0.0.1 (and against none), with the real fleetctl binary and bash;
+# doctor's TLS checks against controllers with real certificates; colours
+# on a real pty (script(1)) and not in a pipe or with NO_COLOR; -o yaml.
 #
 # Usage: info_commands_test.sh FLEETCTL CONTROLLER_BIN
 set -euo pipefail
@@ -8,8 +10,10 @@ set -euo pipefail
 fleetctl=$1 controller_bin=$2
 tmp=$(mktemp -d "${TEST_TMPDIR:-/tmp}/info.XXXXXX")
 controller_pid=
+tls_pids=()
 cleanup() {
   [[ -n $controller_pid ]] && kill -KILL "$controller_pid" 2>/dev/null
+  ((${#tls_pids[@]} == 0)) || kill -KILL "${tls_pids[@]}" 2>/dev/null
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -85,6 +89,94 @@ run completion_zsh completion zsh
 has completion_zsh "bashcompinit"
 run completion_fish completion fish
 ((rc == 2)) || fail "completion fish exited $rc, want 2"
+
+# Colours: never in a pipe; on a terminal (a pty from script(1)) unless
+# NO_COLOR is set; --color always/never override.
+grep -q $'\x1b' "$tmp/doctor.out" && fail "piped doctor output has escape codes"
+run doctor_always doctor --color always
+has doctor_always $'^\x1b\\[32mok\x1b\\[0m +controller'
+pty() {  # pty NAME [ENV=VALUE...] -- ARGS: fleetctl on a terminal
+  local name=$1
+  shift
+  local env=()
+  while [[ $1 != -- ]]; do env+=("$1"); shift; done
+  shift
+  env TERM=xterm "${env[@]}" script -qefc "$(printf '%q ' "$fleetctl" --insecure "$@")" /dev/null \
+    >"$tmp/$name.out" 2>&1 </dev/null || true
+}
+pty doctor_tty -- doctor
+grep -q $'\x1b\\[32mok' "$tmp/doctor_tty.out" || fail "doctor on a terminal has no colour: $(cat -v "$tmp/doctor_tty.out")"
+pty doctor_no_color NO_COLOR=1 -- doctor
+grep -q $'\x1b' "$tmp/doctor_no_color.out" && fail "NO_COLOR=1 still coloured: $(cat -v "$tmp/doctor_no_color.out")"
+grep -q '^ok' "$tmp/doctor_no_color.out" || fail "doctor under NO_COLOR printed: $(cat -v "$tmp/doctor_no_color.out")"
+pty doctor_never -- doctor --color never
+grep -q $'\x1b' "$tmp/doctor_never.out" && fail "--color never still coloured"
+
+# -o yaml: the same document as -o json.
+run version_yaml version -o yaml
+python3 - "$tmp/version_json.out" "$tmp/version_yaml.out" <<'PY' || fail "version -o yaml: $(cat "$tmp/version_yaml.out")"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+text = open(sys.argv[2]).read()
+assert text.startswith("client:\n  version: "), text
+assert "server:\n" in text and "schema_version: " in text, text
+assert doc["client"]["version"] in text, text
+PY
+
+# doctor's TLS checks against controllers with real certificates: one
+# whose certificate names 127.0.0.1, one from another CA naming only
+# only.example.
+"$fleetctl" pki init --out "$tmp/pki" >/dev/null
+"$fleetctl" pki init --out "$tmp/pki2" --host only.example >/dev/null
+tls_pids=()
+start_tls_controller() {  # start_tls_controller PKI_DIR: sets $tls_port
+  "$controller_bin" --data-dir "$tmp/data-$(basename "$1")" --listen 127.0.0.1:0 \
+    --http-listen "" --pki "$1" --trust-key "$tmp/release.pub" \
+    >/dev/null 2>"$tmp/controller-$(basename "$1").log" &
+  tls_pids+=($!)
+  tls_port=
+  for _ in $(seq 1 100); do
+    tls_port=$(grep -o '"grpc_port":[0-9]*' "$tmp/controller-$(basename "$1").log" | head -1 | cut -d: -f2 || true)
+    [[ -n $tls_port ]] && return
+    sleep 0.1
+  done
+  cat "$tmp/controller-$(basename "$1").log" >&2
+  fail "TLS controller with $1 did not start"
+}
+run_tls() {  # like run, without --insecure
+  local name=$1
+  shift
+  rc=0
+  "$fleetctl" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" || rc=$?
+}
+start_tls_controller "$tmp/pki"
+port1=$tls_port
+start_tls_controller "$tmp/pki2"
+port2=$tls_port
+run_tls tls_ok doctor --pki "$tmp/pki" --controller "127.0.0.1:$port1"
+((rc == 0)) || fail "doctor over TLS exited $rc: $(cat "$tmp/tls_ok.out" "$tmp/tls_ok.err")"
+has tls_ok "^ok +ca +.*ca.crt \(.*\) expires in "
+has tls_ok "^ok +client cert +.*admin.crt \(admin, fleet-admin\) matches its key, issued by the CA, expires in "
+has tls_ok "^ok +server cert +the controller's certificate names 127.0.0.1, issued by the CA"
+has tls_ok "^ok +controller +reached 127.0.0.1:$port1"
+run_tls tls_wrong_key doctor --controller "127.0.0.1:$port1" --tls-ca "$tmp/pki/ca.crt" \
+  --tls-cert "$tmp/pki/admin.crt" --tls-key "$tmp/pki2/admin.key"
+((rc == 1)) || fail "doctor with a foreign key exited $rc, want 1"
+has tls_wrong_key "^FAIL +client cert +.*pki2/admin.key is not the key of .*pki/admin.crt; give the pair written together; issue a new one: fleetctl pki issue"
+run_tls tls_other_ca doctor --controller "127.0.0.1:$port1" --tls-ca "$tmp/pki/ca.crt" \
+  --tls-cert "$tmp/pki2/admin.crt" --tls-key "$tmp/pki2/admin.key"
+has tls_other_ca "^FAIL +client cert +.*pki2/admin.crt does not verify against .*pki/ca.crt"
+run_tls tls_host doctor --pki "$tmp/pki2" --controller "127.0.0.1:$port2"
+((rc == 1)) || fail "doctor against a certificate for another host exited $rc, want 1"
+has tls_host "^FAIL +server cert +the controller's certificate names only.example, not 127.0.0.1; connect with --controller to one of those names"
+run_tls tls_server_ca doctor --pki "$tmp/pki" --controller "127.0.0.1:$port2"
+has tls_server_ca "^FAIL +server cert +the controller's certificate \(fleet-controller\) does not verify against .*pki/ca.crt"
+run_tls tls_none doctor --controller "127.0.0.1:$port1"
+((rc == 1)) || fail "doctor without TLS files exited $rc, want 1"
+has tls_none "^FAIL +tls +no TLS files: give --pki DIR"
+kill -TERM "${tls_pids[@]}" 2>/dev/null || true
+wait "${tls_pids[@]}" 2>/dev/null || true
+tls_pids=()
 
 # Without a controller: version still shows the client, then fails (1).
 kill -TERM "$controller_pid"

@@ -108,12 +108,6 @@ absl::StatusOr<pki::CertificateRole> ParseRole(const std::string& role) {
       absl::StrCat("--role \"", role, "\" is not admin, server or agent"));
 }
 
-void PrintJson(CommandContext& ctx, const nlohmann::json& result) {
-  ctx.out() << result.dump(2, ' ', false,
-                           nlohmann::json::error_handler_t::replace)
-            << '\n';
-}
-
 }  // namespace
 
 absl::Status PkiInit(const PkiInitOptions& options, CommandContext& ctx) {
@@ -149,12 +143,12 @@ absl::Status PkiInit(const PkiInitOptions& options, CommandContext& ctx) {
   };
   if (absl::Status s = WriteAll(dir, files); !s.ok()) return s;
 
-  if (ctx.json()) {
+  if (ctx.structured()) {
     nlohmann::json result = nlohmann::json::object();
     for (const PemFile& file : files) {
       result[file.path.substr(dir.size() + 1)] = file.path;
     }
-    PrintJson(ctx, result);
+    ctx.PrintDocument(result);
     return absl::OkStatus();
   }
   ctx.out() << "fleet CA and certificates in " << dir << "\n"
@@ -227,8 +221,8 @@ absl::Status PkiIssue(const PkiIssueOptions& options, CommandContext& ctx) {
       !s.ok()) {
     return s;
   }
-  if (ctx.json()) {
-    PrintJson(ctx, {{"certificate", cert_path}, {"key", key_path}});
+  if (ctx.structured()) {
+    ctx.PrintDocument({{"certificate", cert_path}, {"key", key_path}});
   } else {
     ctx.out() << options.role << " certificate for \"" << options.name
               << "\"\n  " << cert_path << "\n  " << key_path << "\n";

@@ -22,7 +22,6 @@
 #include "cli/table.h"
 #include "common/names.h"
 #include "common/status_macros.h"
-#include "google/protobuf/util/json_util.h"
 
 namespace fleet::cli {
 
@@ -106,7 +105,7 @@ void PrintRolloutSummary(const v1::Rollout& r, const CommandContext& ctx) {
       {"ROLLOUT", r.rollout_id()},
       {"RELEASE", absl::StrCat(r.product(), " ", r.version())},
       {"SELECTOR", SelectorText(r.selector())},
-      {"STATE", RolloutStateLabel(r.state())},
+      {"STATE", PaintedRolloutState(r.state(), ctx)},
   };
   if (!r.state_reason().empty()) fields.push_back({"REASON", r.state_reason()});
   fields.push_back({"STAGE", StageText(r)});
@@ -190,6 +189,39 @@ std::string RolloutStateLabel(v1::RolloutState state) {
 
 std::string TargetStateLabel(v1::TargetState state) {
   return EnumLabel(v1::TargetState_Name(state), "TARGET_STATE_");
+}
+
+std::string PaintedRolloutState(v1::RolloutState state,
+                                const CommandContext& ctx) {
+  const std::string label = RolloutStateLabel(state);
+  switch (state) {
+    case v1::ROLLOUT_STATE_COMPLETED:
+      return ctx.Paint(label, Color::kGreen);
+    case v1::ROLLOUT_STATE_PAUSED:
+      return ctx.Paint(label, Color::kYellow);
+    case v1::ROLLOUT_STATE_ABORTED:
+      return ctx.Paint(label, Color::kRed);
+    default:
+      return label;
+  }
+}
+
+std::string PaintedTargetState(v1::TargetState state,
+                               const CommandContext& ctx) {
+  const std::string label = TargetStateLabel(state);
+  switch (state) {
+    case v1::TARGET_STATE_HEALTHY:
+      return ctx.Paint(label, Color::kGreen);
+    case v1::TARGET_STATE_FAILED:
+      return ctx.Paint(label, Color::kRed);
+    case v1::TARGET_STATE_ROLLED_BACK:
+      return ctx.Paint(label, Color::kYellow);
+    case v1::TARGET_STATE_SKIPPED:
+    case v1::TARGET_STATE_PENDING:
+      return ctx.Paint(label, Color::kDim);
+    default:
+      return label;
+  }
 }
 
 namespace {
@@ -372,7 +404,7 @@ absl::Status RolloutCreate(const RolloutCreateOptions& options,
                                 "`, or see `fleetctl release list`")}}));
   }
 
-  if (ctx.json()) return ctx.PrintJson(rollout);
+  if (ctx.structured()) return ctx.PrintResult(rollout);
   const uint32_t n = rollout.counts().total();
   ctx.out() << "rollout " << rollout.rollout_id() << " created: " << n
             << (n == 1 ? " target" : " targets") << '\n';
@@ -402,7 +434,7 @@ absl::Status RolloutStatus(const std::string& rollout_id, CommandContext& ctx) {
                    /*with_detail=*/false}}));
   }
 
-  if (ctx.json()) return ctx.PrintJson(rollout);
+  if (ctx.structured()) return ctx.PrintResult(rollout);
   PrintRolloutSummary(rollout, ctx);
   if (rollout.targets().empty()) {
     ctx.out() << "\nno targets: no agent matches the selector yet\n";
@@ -423,7 +455,7 @@ absl::Status RolloutStatus(const std::string& rollout_id, CommandContext& ctx) {
   const absl::Time now = ctx.Now();
   for (const v1::RolloutTarget& t : rollout.targets()) {
     std::vector<std::string> row = {
-        t.agent_id(), TargetStateLabel(t.state()),
+        t.agent_id(), PaintedTargetState(t.state(), ctx),
         absl::StrCat(VersionOrDash(t.from_version()), " → ", rollout.version()),
         HumanAgo(absl::FromUnixMillis(t.updated_unix_ms()), now), t.error()};
     if (reverts) {
@@ -457,7 +489,7 @@ absl::Status RolloutList(const RolloutListOptions& options,
   grpc::Status status = ctx.admin().ListRollouts(&rpc, request, &response);
   if (!status.ok()) return ExplainRpcError(status, ctx.Call("list rollouts"));
 
-  if (ctx.json()) return ctx.PrintJson(response);
+  if (ctx.structured()) return ctx.PrintResult(response);
   if (response.rollouts().empty()) {
     ctx.err() << "no rollouts found; start one with `fleetctl rollout "
                  "create`\n";
@@ -474,11 +506,12 @@ absl::Status RolloutList(const RolloutListOptions& options,
                {"CREATED"}});
   const absl::Time now = ctx.Now();
   for (const v1::Rollout& r : response.rollouts()) {
-    table.AddRow(
-        {r.rollout_id(), r.product(), r.version(), RolloutStateLabel(r.state()),
-         StageText(r), absl::StrCat(r.counts().total()),
-         absl::StrCat(r.counts().healthy()), absl::StrCat(r.counts().failed()),
-         HumanAgo(absl::FromUnixMillis(r.created_unix_ms()), now)});
+    table.AddRow({r.rollout_id(), r.product(), r.version(),
+                  PaintedRolloutState(r.state(), ctx), StageText(r),
+                  absl::StrCat(r.counts().total()),
+                  absl::StrCat(r.counts().healthy()),
+                  absl::StrCat(r.counts().failed()),
+                  HumanAgo(absl::FromUnixMillis(r.created_unix_ms()), now)});
   }
   table.Print(ctx.out());
   return absl::OkStatus();
@@ -498,7 +531,7 @@ absl::Status RolloutPause(const RolloutChangeOptions& options,
     return ExplainRpcError(status,
                            ChangeCall(ctx, "pause", options.rollout_id));
   }
-  if (ctx.json()) return ctx.PrintJson(rollout);
+  if (ctx.structured()) return ctx.PrintResult(rollout);
   PrintChanged(rollout, "paused", ctx);
   return absl::OkStatus();
 }
@@ -514,7 +547,7 @@ absl::Status RolloutResume(const std::string& rollout_id, CommandContext& ctx) {
   if (!status.ok()) {
     return ExplainRpcError(status, ChangeCall(ctx, "resume", rollout_id));
   }
-  if (ctx.json()) return ctx.PrintJson(rollout);
+  if (ctx.structured()) return ctx.PrintResult(rollout);
   PrintChanged(rollout, "resumed", ctx);
   return absl::OkStatus();
 }
@@ -534,7 +567,7 @@ absl::Status RolloutAbort(const RolloutChangeOptions& options,
     return ExplainRpcError(status,
                            ChangeCall(ctx, "abort", options.rollout_id));
   }
-  if (ctx.json()) return ctx.PrintJson(rollout);
+  if (ctx.structured()) return ctx.PrintResult(rollout);
   PrintChanged(rollout, "aborted", ctx);
   if (options.rollback) {
     ctx.out() << "targets that left their previous version are being rolled "
@@ -789,19 +822,14 @@ absl::Status RolloutWatch(const RolloutWatchOptions& options,
       unreachable_since.reset();
     }
 
-    if (ctx.json()) {
-      google::protobuf::util::JsonPrintOptions json_options;
-      json_options.add_whitespace = false;
-      json_options.always_print_primitive_fields = true;
-      json_options.preserve_proto_field_names = true;
-      std::string json;
-      if (!google::protobuf::util::MessageToJsonString(rollout, &json,
-                                                       json_options)
-               .ok()) {
-        return absl::InternalError("cannot render the rollout as JSON");
-      }
+    if (ctx.structured()) {
+      // One JSON line (or YAML document) per change, none while nothing
+      // changes.
+      ASSIGN_OR_RETURN(nlohmann::json doc,
+                       CommandContext::MessageDocument(rollout));
+      std::string json = doc.dump();
       if (json != last_printed) {
-        ctx.out() << json << "\n" << std::flush;
+        RETURN_IF_ERROR(ctx.PrintStreamItem(rollout));
         last_printed = std::move(json);
       }
     } else if (terminal) {

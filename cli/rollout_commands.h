@@ -158,6 +158,13 @@ absl::Status RolloutAbort(const RolloutChangeOptions& options,
 // case, '_' as '-'.
 std::string RolloutStateLabel(v1::RolloutState state);
 std::string TargetStateLabel(v1::TargetState state);
+// The labels in colour for tables (CommandContext::Paint): completed and
+// healthy green, paused and rolled back yellow, aborted and failed red,
+// pending and skipped dim; the rest plain.
+std::string PaintedRolloutState(v1::RolloutState state,
+                                const CommandContext& ctx);
+std::string PaintedTargetState(v1::TargetState state,
+                               const CommandContext& ctx);
 
 }  // namespace fleet::cli
 

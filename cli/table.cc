@@ -18,9 +18,16 @@ void WritePadding(std::ostream& out, size_t n) {
 
 size_t DisplayWidth(absl::string_view text) {
   size_t width = 0;
-  for (char c : text) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    // ANSI colour codes (CommandContext::Paint: ESC [ params m) take no
+    // columns: skip to the final byte of the sequence.
+    if (text[i] == '\x1b' && i + 1 < text.size() && text[i + 1] == '[') {
+      i += 2;
+      while (i < text.size() && !(text[i] >= '@' && text[i] <= '~')) ++i;
+      continue;
+    }
     // Count every byte except UTF-8 continuation bytes (10xxxxxx).
-    if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) ++width;
+    if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) ++width;
   }
   return width;
 }

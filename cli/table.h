@@ -10,8 +10,9 @@
 //   web       1.2.0     12.3 MiB
 //
 // Columns are separated by three spaces and sized to their widest cell,
-// measured in code points so UTF-8 text ("1.1.0 → 1.2.0") lines up. Lines
-// carry no trailing spaces.
+// measured in code points so UTF-8 text ("1.1.0 → 1.2.0") lines up, and
+// without colour codes so coloured cells line up too. Lines carry no
+// trailing spaces.
 #ifndef FLEET_CLI_TABLE_H_
 #define FLEET_CLI_TABLE_H_
 
@@ -52,7 +53,8 @@ class Table {
 void PrintFields(const std::vector<std::pair<std::string, std::string>>& fields,
                  std::ostream& out);
 
-// Number of terminal columns `text` takes: one per UTF-8 code point.
+// Number of terminal columns `text` takes: one per UTF-8 code point; ANSI
+// escape sequences (colours) take none.
 size_t DisplayWidth(absl::string_view text);
 
 }  // namespace fleet::cli

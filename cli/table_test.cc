@@ -71,6 +71,21 @@ TEST(TableTest, DisplayWidthCountsCodePoints) {
   EXPECT_EQ(DisplayWidth("é→x"), 3u);
 }
 
+TEST(TableTest, DisplayWidthSkipsColourCodes) {
+  EXPECT_EQ(DisplayWidth("\x1b[32mok\x1b[0m"), 2u);
+  EXPECT_EQ(DisplayWidth("\x1b[1;31mFAIL\x1b[0m →"), 6u);
+}
+
+TEST(TableTest, ColouredCellsLineUpLikePlainOnes) {
+  Table table({{"STATE"}, {"AGENTS", Table::Align::kRight}});
+  table.AddRow({"\x1b[32mrunning\x1b[0m", "3"});
+  table.AddRow({"paused", "12"});
+  EXPECT_EQ(Render(table),
+            "STATE     AGENTS\n"
+            "\x1b[32mrunning\x1b[0m        3\n"
+            "paused        12\n");
+}
+
 TEST(PrintFieldsTest, AlignsValuesAfterTheLongestKey) {
   std::ostringstream out;
   PrintFields({{"ROLLOUT", "ro-1"}, {"STATE", "running"}, {"EMPTY", ""}}, out);

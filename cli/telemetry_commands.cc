@@ -106,9 +106,14 @@ absl::Status TelemetryQuery(const TelemetryQueryOptions& options,
         "docs/telemetry.md)");
   }
   std::string format = options.format;
-  if (format.empty()) format = ctx.json() ? "json" : "table";
-  if (format != "table" && format != "json" && format != "csv") {
-    return InvalidFlag("-o", format, "expected table, json or csv");
+  if (format.empty()) {
+    format = ctx.output() == OutputFormat::kJson   ? "json"
+             : ctx.output() == OutputFormat::kYaml ? "yaml"
+                                                   : "table";
+  }
+  if (format != "table" && format != "json" && format != "yaml" &&
+      format != "csv") {
+    return InvalidFlag("-o", format, "expected table, json, yaml or csv");
   }
   const absl::Time now = ctx.Now();
   absl::Time until = now;
@@ -151,7 +156,12 @@ absl::Status TelemetryQuery(const TelemetryQueryOptions& options,
               "narrow --since or add label matchers"}}));
   }
 
-  if (format == "json") return ctx.PrintJson(response);
+  if (format == "json" || format == "yaml") {
+    GlobalOptions as_asked = ctx.options();
+    as_asked.output =
+        format == "json" ? OutputFormat::kJson : OutputFormat::kYaml;
+    return CommandContext(as_asked, ctx.io()).PrintResult(response);
+  }
   if (format == "csv") {
     std::set<std::string> keys;
     for (const auto& s : response.series()) {

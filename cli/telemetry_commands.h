@@ -22,7 +22,7 @@ struct TelemetryQueryOptions {
   std::string until;
   // Bucket width: "1m", "30s", ...
   std::string step = "1m";
-  // "table", "json" or "csv"; "" follows the global -o (table or json).
+  // "table", "json", "yaml" or "csv"; "" follows the global -o.
   std::string format;
 };
 

@@ -194,7 +194,7 @@ TEST_F(TelemetryCommandsTest, BadFlagsAreUsageErrorsBeforeAnyRpc) {
       {{.query = "agents", .since = "2027-01-15T09:00:00Z", .until = "1h"},
        "--since"},
       {{.query = "agents", .step = "0s"}, "--step"},
-      {{.query = "agents", .format = "yaml"}, "-o"},
+      {{.query = "agents", .format = "xml"}, "-o"},
   };
   for (const Case& c : cases) {
     absl::Status s = Query(c.options);
