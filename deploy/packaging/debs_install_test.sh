@@ -19,24 +19,11 @@
 #
 # Usage: debs_install_test.sh CONTROLLER_DEB AGENT_DEB FLEETCTL_DEB
 #                             CONTROLLER_YAML AGENT_YAML
-# Runs as root. Where root cannot give files away (not root at all, or
-# Bazel's sandbox, whose user namespace maps uid 0 only) it re-executes
-# itself under fakeroot, which records owners instead of setting them.
+# Runs as root, or under fakeroot where root cannot chown (throwaway_root.sh).
 set -euo pipefail
 
-if [[ -z ${FLEET_UNDER_FAKEROOT:-} ]]; then
-  probe=$(mktemp "${TEST_TMPDIR:-/tmp}/chown.XXXXXX")
-  if ! chown 4242:4242 "$probe" 2>/dev/null; then
-    rm -f "$probe"
-    command -v fakeroot >/dev/null ||
-      { echo "FAIL: cannot chown and no fakeroot (deploy/setup.sh installs it)" >&2; exit 1; }
-    echo "note: cannot chown here; running under fakeroot"
-    # DONTTRYCHOWN: the real chown fails with EINVAL (unmapped uid), which
-    # fakeroot would pass on; only EPERM is hidden by default.
-    FLEET_UNDER_FAKEROOT=1 FAKEROOTDONTTRYCHOWN=1 exec fakeroot -- bash "$0" "$@"
-  fi
-  rm -f "$probe"
-fi
+source "$(dirname "$0")/throwaway_root.sh"
+run_as_root_or_fakeroot "$0" "$@"
 
 controller_deb=$(realpath "$1") agent_deb=$(realpath "$2")
 fleetctl_deb=$(realpath "$3") controller_yaml=$4 agent_yaml=$5
@@ -53,7 +40,6 @@ fail() {
   echo "FAIL: $*" >&2
   failures=$((failures + 1))
 }
-host_state() { cat /etc/passwd /etc/group /var/lib/dpkg/status | sha256sum; }
 host_before=$(host_state)
 
 # 1. lintian: errors fail the test; warnings are listed in README.md.
@@ -72,14 +58,7 @@ fi
 # 2. The throw-away root: a dpkg database that knows this machine's
 # packages (so Depends are checked for real) and a passwd/group holding
 # only root, for useradd --prefix.
-mkdir -p "$root/var/lib/dpkg/info" "$root/var/lib/dpkg/updates" \
-  "$root/var/log" "$root/etc"
-cp /var/lib/dpkg/status "$root/var/lib/dpkg/status"
-echo 'root:x:0:0:root:/root:/bin/bash' >"$root/etc/passwd"
-echo 'root:x:0:' >"$root/etc/group"
-echo 'root:*:19000:0:99999:7:::' >"$root/etc/shadow"
-echo 'root:*::' >"$root/etc/gshadow"
-chmod 0640 "$root/etc/shadow" "$root/etc/gshadow"
+make_throwaway_root "$root"
 dpkg_root() {
   dpkg --root="$root" --force-script-chrootless --log="$tmp/dpkg.log" "$@"
 }
