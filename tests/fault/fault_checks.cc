@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -37,6 +38,18 @@ char ProcessState(pid_t pid) {
   return stat[close + 2];
 }
 
+// The parent pid from /proc/PID/stat (the field after the state), or 0.
+pid_t ParentPid(pid_t pid) {
+  const std::string stat = ReadProcFile(absl::StrCat("/proc/", pid, "/stat"));
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  const std::vector<absl::string_view> fields =
+      absl::StrSplit(absl::string_view(stat).substr(close + 2), ' ');
+  int ppid = 0;
+  if (fields.size() < 2 || !absl::SimpleAtoi(fields[1], &ppid)) return 0;
+  return ppid;
+}
+
 bool IsFinal(v1::UpdatePhase phase) {
   return phase == v1::UPDATE_PHASE_HEALTHY ||
          phase == v1::UPDATE_PHASE_FAILED ||
@@ -62,7 +75,14 @@ std::vector<pid_t> ProgramInstances(const std::string& exec_path) {
     if (runs && ProcessState(pid) != 'Z') pids.push_back(pid);
   }
   closedir(proc);
-  return pids;
+  // A script program forks subshells (`sleep 1 &`) that briefly carry the
+  // same `sh EXEC` command line: a child of an instance is not another one.
+  const absl::flat_hash_set<pid_t> candidates(pids.begin(), pids.end());
+  std::vector<pid_t> instances;
+  for (pid_t pid : pids) {
+    if (!candidates.contains(ParentPid(pid))) instances.push_back(pid);
+  }
+  return instances;
 }
 
 pid_t ControllerPid(const std::string& data_dir) {
