@@ -94,6 +94,7 @@ require_lines "$controller_unit" \
 require_lines "$agent_unit" \
   "Type=exec" \
   "ExecStart=/usr/lib/fleet-agent/fleet-agent --config /etc/fleet/agent.yaml" \
+  'ExecReload=/bin/kill -HUP $MAINPID' \
   "StateDirectory=fleet-agent" "StateDirectoryMode=0700" \
   "Restart=always" "KillMode=mixed" "KillSignal=SIGTERM" \
   "TimeoutStopSec=30" "StandardOutput=journal" "StandardError=journal" \
