@@ -563,124 +563,78 @@ TEST_F(UpdaterTest, InterruptedDownloadsAreResumed) {
   EXPECT_EQ(ExecDigest(), DigestToHex(Sha256Of(v1)));
 }
 
-// Mounts a tmpfs of `size` on `dir` (real ENOSPC / EROFS from the kernel).
-// False, with the reason in `why`, where mounting is not permitted.
-bool MountTmpfs(const std::string& dir, const std::string& size,
-                std::string* why) {
-  const std::string options = "size=" + size + ",mode=0755";
+// A real filesystem fault under an update: a tmpfs of `size` mounted on
+// `dir` (under the test dir), remounted with `remount_flags` once the old
+// program runs. The kernel gives the real ENOSPC / EROFS / noexec.
+struct DiskFault {
+  const char* name;
+  const char* dir;  // "bin" (EXEC's directory) or "state/downloads"
+  const char* size;
+  unsigned long remount_flags;  // 0: none
+  size_t padding;               // bytes added to the new release
+  const char* want_error;       // in the FAILED event's error
+  bool names_staged_file;       // the error names EXEC.fleet-new
+};
+
+class UpdaterDiskFaultTest : public UpdaterTest,
+                             public ::testing::WithParamInterface<DiskFault> {};
+
+TEST_P(UpdaterDiskFaultTest, FailsWithDiskClassAndOldProgramKeepsRunning) {
+  const DiskFault& fault = GetParam();
+  const std::string dir = dir_ + "/" + fault.dir;
+  ASSERT_TRUE(MakeDirs(dir).ok());
+  const std::string options = absl::StrCat("size=", fault.size, ",mode=0755");
   if (mount("tmpfs", dir.c_str(), "tmpfs", 0, options.c_str()) != 0) {
-    *why = absl::StrCat("mount -t tmpfs on ", dir, ": ", strerror(errno));
-    return false;
+    GTEST_SKIP() << "mount -t tmpfs on " << dir << ": " << strerror(errno);
   }
-  return true;
-}
-
-TEST_F(UpdaterTest, FullDiskAtStagingFailsAndOldProgramKeepsRunning) {
-  std::string why;
-  if (!MountTmpfs(dir_ + "/bin", "64k", &why)) GTEST_SKIP() << why;
-  absl::Cleanup unmount = [this] {
-    umount2((dir_ + "/bin").c_str(), MNT_DETACH);
-  };
+  absl::Cleanup unmount = [&dir] { umount2(dir.c_str(), MNT_DETACH); };
   const std::string v1 = AppBytes("1.0.0");
   ASSERT_TRUE(WriteFileAtomically(exec_, v1, 0755).ok());
   StartUpdater();
   ASSERT_TRUE(WaitFor([&] { return Runs("1.0.0"); }));
   const pid_t running = program_->state().pid;
-  // Downloads fit (they are elsewhere); the staged copy beside EXEC does not.
-  const std::string v2 = AppBytes("2.0.0") + std::string(256 * 1024, '#');
+  if (fault.remount_flags != 0) {
+    // Root ignores mode bits, so "unwritable" is a read-only remount here.
+    ASSERT_EQ(mount("tmpfs", dir.c_str(), "tmpfs",
+                    MS_REMOUNT | fault.remount_flags, options.c_str()),
+              0)
+        << strerror(errno);
+  }
+  const std::string v2 = AppBytes("2.0.0") + std::string(fault.padding, '#');
   server_->Add(v2);
   Submit(Directive("d-1", "2.0.0", v2));
   EXPECT_EQ(StateOf("d-1"), UpdateState::kFailed);
   const v1::UpdateEvent last = Events("d-1").back();
   EXPECT_EQ(last.error_class(), "disk");
-  EXPECT_NE(last.error().find("No space left on device"), std::string::npos)
+  EXPECT_NE(last.error().find(fault.want_error), std::string::npos)
       << last.error();
-  EXPECT_NE(last.error().find(exec_ + ".fleet-new"), std::string::npos)
-      << last.error();
+  if (fault.names_staged_file) {
+    EXPECT_NE(last.error().find(exec_ + ".fleet-new"), std::string::npos)
+        << last.error();
+  }
   EXPECT_EQ(ExecDigest(), DigestToHex(Sha256Of(v1)));
   EXPECT_FALSE(PathExists(exec_ + ".fleet-new"));
   EXPECT_EQ(program_->state().pid, running);
   EXPECT_TRUE(Runs("1.0.0"));
 }
 
-TEST_F(UpdaterTest, FullDownloadDiskFailsWithDiskClass) {
-  ASSERT_TRUE(MakeDirs(dir_ + "/state/downloads").ok());
-  std::string why;
-  if (!MountTmpfs(dir_ + "/state/downloads", "64k", &why)) GTEST_SKIP() << why;
-  absl::Cleanup unmount = [this] {
-    umount2((dir_ + "/state/downloads").c_str(), MNT_DETACH);
-  };
-  const std::string v1 = AppBytes("1.0.0");
-  ASSERT_TRUE(WriteFileAtomically(exec_, v1, 0755).ok());
-  StartUpdater();
-  ASSERT_TRUE(WaitFor([&] { return Runs("1.0.0"); }));
-  const std::string v2 = AppBytes("2.0.0") + std::string(256 * 1024, '#');
-  server_->Add(v2);
-  Submit(Directive("d-1", "2.0.0", v2));
-  EXPECT_EQ(StateOf("d-1"), UpdateState::kFailed);
-  const v1::UpdateEvent last = Events("d-1").back();
-  EXPECT_EQ(last.error_class(), "disk");
-  EXPECT_NE(last.error().find("No space left on device"), std::string::npos)
-      << last.error();
-  EXPECT_EQ(ExecDigest(), DigestToHex(Sha256Of(v1)));
-  EXPECT_TRUE(Runs("1.0.0"));
-}
-
-TEST_F(UpdaterTest, ReadOnlyExecDirectoryFailsAndOldProgramKeepsRunning) {
-  // Root ignores mode bits, so "unwritable" is a read-only mount here.
-  std::string why;
-  if (!MountTmpfs(dir_ + "/bin", "1m", &why)) GTEST_SKIP() << why;
-  absl::Cleanup unmount = [this] {
-    umount2((dir_ + "/bin").c_str(), MNT_DETACH);
-  };
-  const std::string v1 = AppBytes("1.0.0");
-  ASSERT_TRUE(WriteFileAtomically(exec_, v1, 0755).ok());
-  ASSERT_EQ(mount("tmpfs", (dir_ + "/bin").c_str(), "tmpfs",
-                  MS_REMOUNT | MS_RDONLY, "size=1m"),
-            0)
-      << strerror(errno);
-  StartUpdater();
-  ASSERT_TRUE(WaitFor([&] { return Runs("1.0.0"); }));
-  const std::string v2 = AppBytes("2.0.0");
-  server_->Add(v2);
-  Submit(Directive("d-1", "2.0.0", v2));
-  EXPECT_EQ(StateOf("d-1"), UpdateState::kFailed);
-  const v1::UpdateEvent last = Events("d-1").back();
-  EXPECT_EQ(last.error_class(), "disk");
-  EXPECT_NE(last.error().find("Read-only file system"), std::string::npos)
-      << last.error();
-  EXPECT_EQ(ExecDigest(), DigestToHex(Sha256Of(v1)));
-  EXPECT_TRUE(Runs("1.0.0"));
-}
-
-TEST_F(UpdaterTest, NoexecExecDirectoryFailsBeforeTheSwap) {
-  std::string why;
-  if (!MountTmpfs(dir_ + "/bin", "1m", &why)) GTEST_SKIP() << why;
-  absl::Cleanup unmount = [this] {
-    umount2((dir_ + "/bin").c_str(), MNT_DETACH);
-  };
-  const std::string v1 = AppBytes("1.0.0");
-  ASSERT_TRUE(WriteFileAtomically(exec_, v1, 0755).ok());
-  StartUpdater();
-  ASSERT_TRUE(WaitFor([&] { return Runs("1.0.0"); }));
-  const pid_t running = program_->state().pid;
-  // The running program keeps running; nothing new could start from here.
-  ASSERT_EQ(mount("tmpfs", (dir_ + "/bin").c_str(), "tmpfs",
-                  MS_REMOUNT | MS_NOEXEC, "size=1m"),
-            0)
-      << strerror(errno);
-  const std::string v2 = AppBytes("2.0.0");
-  server_->Add(v2);
-  Submit(Directive("d-1", "2.0.0", v2));
-  EXPECT_EQ(StateOf("d-1"), UpdateState::kFailed);
-  const v1::UpdateEvent last = Events("d-1").back();
-  EXPECT_EQ(last.error_class(), "disk");
-  EXPECT_NE(last.error().find("noexec"), std::string::npos) << last.error();
-  EXPECT_EQ(ExecDigest(), DigestToHex(Sha256Of(v1)));
-  EXPECT_FALSE(PathExists(exec_ + ".fleet-new"));
-  EXPECT_EQ(program_->state().pid, running);
-  EXPECT_TRUE(Runs("1.0.0"));
-}
+INSTANTIATE_TEST_SUITE_P(
+    DiskFaults, UpdaterDiskFaultTest,
+    ::testing::Values(
+        // Downloads fit (they are elsewhere); the staged copy beside EXEC
+        // does not.
+        DiskFault{"FullDiskAtStaging", "bin", "64k", 0, 256 * 1024,
+                  "No space left on device", true},
+        DiskFault{"FullDownloadDisk", "state/downloads", "64k", 0, 256 * 1024,
+                  "No space left on device", false},
+        DiskFault{"ReadOnlyExecDirectory", "bin", "1m", MS_RDONLY, 0,
+                  "Read-only file system", false},
+        // The running program keeps running; nothing new could start here.
+        DiskFault{"NoexecExecDirectory", "bin", "1m", MS_NOEXEC, 0, "noexec",
+                  false}),
+    [](const ::testing::TestParamInfo<DiskFault>& info) {
+      return std::string(info.param.name);
+    });
 
 TEST_F(UpdaterTest, CancelBeforeSwapFailsAndChangesNothing) {
   const std::string v1 = AppBytes("1.0.0");
