@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
@@ -21,65 +22,97 @@ namespace {
 
 constexpr size_t kArtifactSize = 24 << 20;
 
-TEST(ControllerRestartTest, DownloadResumesFromThePartialFile) {
-  FleetHarness fleet;
+// An update of agent "a1" (1.0.0 -> 1.1.0, a kArtifactSize artifact) that
+// froze itself (SIGSTOP, by failpoint) after its 2nd downloaded chunk.
+struct FrozenDownload {
+  AgentHandle* agent = nullptr;
+  std::string v2;  // the new release's file
+  uint64_t size = 0;
+  std::string rollout_id;
+  pid_t frozen = 0;  // the process that downloads (the worker)
+};
+
+// Starts the controller and the agent (with `agent_flags`), rolls 1.1.0
+// out and waits until the download froze. Fatal failures end the test.
+void StartFrozenDownload(FleetHarness& fleet,
+                         const std::vector<std::string>& agent_flags,
+                         FrozenDownload& out) {
   ASSERT_TRUE(fleet.StartController().ok()) << fleet.DumpLogs();
   const std::string v1 = fleet.MakeSampleApp("1.0.0");
-  const std::string v2 = MakePaddedSampleApp(fleet, "1.1.0", kArtifactSize);
+  out.v2 = MakePaddedSampleApp(fleet, "1.1.0", kArtifactSize);
   ASSERT_FALSE(v1.empty());
-  ASSERT_FALSE(v2.empty());
+  ASSERT_FALSE(out.v2.empty());
   ASSERT_EQ(fleet.PushRelease("app", "1.0.0", v1).exit_code, 0);
-  ASSERT_EQ(fleet.PushRelease("app", "1.1.0", v2).exit_code, 0);
-  absl::StatusOr<uint64_t> size = FileSize(v2);
+  ASSERT_EQ(fleet.PushRelease("app", "1.1.0", out.v2).exit_code, 0);
+  absl::StatusOr<uint64_t> size = FileSize(out.v2);
   ASSERT_TRUE(size.ok());
+  out.size = *size;
 
   const std::string marker = fleet.dir() + "/failpoint-fired";
-  AgentHandle* agent =
-      fleet.StartAgent("a1", "app", {}, "",
-                       {{agent::kFailpointEnv, "download.chunk:2"},
-                        {agent::kFailpointActionEnv, "stop"},
-                        {agent::kFailpointMarkerEnv, marker}});
-  ASSERT_TRUE(fleet.Preinstall(agent, v1).ok());
-  ASSERT_TRUE(agent->process->Start().ok());
+  out.agent = fleet.StartAgent("a1", "app", agent_flags, "",
+                               {{agent::kFailpointEnv, "download.chunk:2"},
+                                {agent::kFailpointActionEnv, "stop"},
+                                {agent::kFailpointMarkerEnv, marker}});
+  ASSERT_TRUE(fleet.Preinstall(out.agent, v1).ok());
+  ASSERT_TRUE(out.agent->process->Start().ok());
   ASSERT_TRUE(WaitForAgentReporting(fleet, "a1", "1.0.0", absl::Seconds(30)))
       << fleet.DumpLogs();
   std::string error;
-  const std::string rollout_id = CreateRollout(fleet, "1.1.0", "", &error);
-  ASSERT_FALSE(rollout_id.empty()) << error;
+  out.rollout_id = CreateRollout(fleet, "1.1.0", "", &error);
+  ASSERT_FALSE(out.rollout_id.empty()) << error;
 
-  // The process that downloads (the worker, under a supervisor) froze
-  // itself after its 2nd chunk; the marker names it.
+  // The marker names the process that froze.
   absl::StatusOr<FiredFailpoint> fired =
       AwaitFailpoint(marker, absl::Seconds(60));
   ASSERT_TRUE(fired.ok()) << fired.status() << fleet.DumpLogs();
-  const pid_t frozen = fired->pid;
-  ASSERT_TRUE(WaitFor([&] { return IsStopped(frozen); }, absl::Seconds(10)));
-  fleet.KillController();
-  ASSERT_TRUE(fleet.StartController().ok()) << fleet.DumpLogs();
-  ASSERT_EQ(kill(frozen, SIGCONT), 0);
+  out.frozen = fired->pid;
+  ASSERT_TRUE(
+      WaitFor([&] { return IsStopped(out.frozen); }, absl::Seconds(10)));
+}
 
+// Waits for the update to end HEALTHY with 1.1.0's bytes running once and
+// a complete, ordered event history; returns the controller's events.
+std::vector<StoredEvent> ExpectHealthy(FleetHarness& fleet,
+                                       const FrozenDownload& update,
+                                       absl::Duration timeout) {
   absl::StatusOr<v1::RolloutTarget> target =
-      WaitForOnlyTargetFinal(fleet, rollout_id, absl::Seconds(90));
-  ASSERT_TRUE(target.ok()) << target.status() << fleet.DumpLogs();
+      WaitForOnlyTargetFinal(fleet, update.rollout_id, timeout);
+  EXPECT_TRUE(target.ok()) << target.status() << fleet.DumpLogs();
+  if (!target.ok()) return {};
   EXPECT_EQ(target->state(), v1::TARGET_STATE_HEALTHY) << target->DebugString();
-  absl::StatusOr<Digest> want = Sha256OfFile(v2);
-  ASSERT_TRUE(want.ok());
-  EXPECT_EQ(
-      ProgramProblems(*agent, "1.1.0", DigestToHex(*want), absl::Seconds(30)),
-      "");
-
+  absl::StatusOr<Digest> want = Sha256OfFile(update.v2);
+  EXPECT_TRUE(want.ok());
+  if (!want.ok()) return {};
+  EXPECT_EQ(ProgramProblems(*update.agent, "1.1.0", DigestToHex(*want),
+                            absl::Seconds(30)),
+            "");
   absl::StatusOr<std::vector<StoredEvent>> events =
       ControllerEvents(fleet.controller_data_dir(), "a1");
-  ASSERT_TRUE(events.ok()) << events.status();
+  EXPECT_TRUE(events.ok()) << events.status();
+  if (!events.ok()) return {};
   EXPECT_EQ(
       EventProblems(*events, target->directive_id(), v1::UPDATE_PHASE_HEALTHY),
       "");
+  return *std::move(events);
+}
+
+TEST(ControllerRestartTest, DownloadResumesFromThePartialFile) {
+  FleetHarness fleet;
+  FrozenDownload update;
+  StartFrozenDownload(fleet, {}, update);
+  if (HasFatalFailure()) return;
+  fleet.KillController();
+  ASSERT_TRUE(fleet.StartController().ok()) << fleet.DumpLogs();
+  ASSERT_EQ(kill(update.frozen, SIGCONT), 0);
+
+  const std::vector<StoredEvent> events =
+      ExpectHealthy(fleet, update, absl::Seconds(90));
   // The first DOWNLOADING starts at 0; a later one (the retry after the
   // controller came back) starts from the bytes on disk, and the final
   // transfer fetched only the rest.
   int64_t resumed_at = 0, last_fetch = -1;
   bool first = true;
-  for (const StoredEvent& e : *events) {
+  for (const StoredEvent& e : events) {
     if (e.phase == v1::UPDATE_PHASE_DOWNLOADING) {
       if (first) {
         EXPECT_EQ(e.bytes, 0);
@@ -92,8 +125,8 @@ TEST(ControllerRestartTest, DownloadResumesFromThePartialFile) {
   }
   // At least the two chunks written before the freeze (64 KiB or more each).
   EXPECT_GE(resumed_at, 2 * 64 * 1024) << "no DOWNLOADING event resumed";
-  EXPECT_LT(resumed_at, static_cast<int64_t>(*size));
-  EXPECT_EQ(last_fetch, static_cast<int64_t>(*size) - resumed_at);
+  EXPECT_LT(resumed_at, static_cast<int64_t>(update.size));
+  EXPECT_EQ(last_fetch, static_cast<int64_t>(update.size) - resumed_at);
 }
 
 // Slow retrieval: the controller freezes (SIGSTOP) mid-download; the
@@ -103,42 +136,18 @@ TEST(ControllerRestartTest, DownloadResumesFromThePartialFile) {
 // completes.
 TEST(ControllerRestartTest, StalledDownloadIsCutAndRetriedUntilItResumes) {
   FleetHarness fleet;
-  ASSERT_TRUE(fleet.StartController().ok()) << fleet.DumpLogs();
-  const std::string v1 = fleet.MakeSampleApp("1.0.0");
-  const std::string v2 = MakePaddedSampleApp(fleet, "1.1.0", kArtifactSize);
-  ASSERT_FALSE(v1.empty());
-  ASSERT_FALSE(v2.empty());
-  ASSERT_EQ(fleet.PushRelease("app", "1.0.0", v1).exit_code, 0);
-  ASSERT_EQ(fleet.PushRelease("app", "1.1.0", v2).exit_code, 0);
-  absl::StatusOr<uint64_t> size = FileSize(v2);
-  ASSERT_TRUE(size.ok());
-
-  const std::string marker = fleet.dir() + "/failpoint-fired";
-  AgentHandle* agent = fleet.StartAgent(
-      "a1", "app",
+  FrozenDownload update;
+  StartFrozenDownload(
+      fleet,
       {"--download-min-rate", "65536", "--download-rate-window-seconds", "1"},
-      "",
-      {{agent::kFailpointEnv, "download.chunk:2"},
-       {agent::kFailpointActionEnv, "stop"},
-       {agent::kFailpointMarkerEnv, marker}});
-  ASSERT_TRUE(fleet.Preinstall(agent, v1).ok());
-  ASSERT_TRUE(agent->process->Start().ok());
-  ASSERT_TRUE(WaitForAgentReporting(fleet, "a1", "1.0.0", absl::Seconds(30)))
-      << fleet.DumpLogs();
-  std::string error;
-  const std::string rollout_id = CreateRollout(fleet, "1.1.0", "", &error);
-  ASSERT_FALSE(rollout_id.empty()) << error;
-
-  absl::StatusOr<FiredFailpoint> fired =
-      AwaitFailpoint(marker, absl::Seconds(60));
-  ASSERT_TRUE(fired.ok()) << fired.status() << fleet.DumpLogs();
-  ASSERT_TRUE(
-      WaitFor([&] { return IsStopped(fired->pid); }, absl::Seconds(10)));
+      update);
+  if (HasFatalFailure()) return;
+  AgentHandle* agent = update.agent;
   // Freeze the controller, let the agent run into the stall.
   const pid_t controller = ControllerPid(fleet.controller_data_dir());
   ASSERT_NE(controller, 0);
   ASSERT_EQ(kill(controller, SIGSTOP), 0);
-  ASSERT_EQ(kill(fired->pid, SIGCONT), 0);
+  ASSERT_EQ(kill(update.frozen, SIGCONT), 0);
   const bool cut = WaitFor(
       [&] { return absl::StrContains(agent->process->ReadLog(), "stalled"); },
       absl::Seconds(30));
@@ -146,31 +155,18 @@ TEST(ControllerRestartTest, StalledDownloadIsCutAndRetriedUntilItResumes) {
   ASSERT_EQ(kill(controller, SIGCONT), 0);
   ASSERT_TRUE(cut) << "the stalled transfer was never cut" << fleet.DumpLogs();
 
-  absl::StatusOr<v1::RolloutTarget> target =
-      WaitForOnlyTargetFinal(fleet, rollout_id, absl::Seconds(120));
-  ASSERT_TRUE(target.ok()) << target.status() << fleet.DumpLogs();
-  EXPECT_EQ(target->state(), v1::TARGET_STATE_HEALTHY) << target->DebugString();
-  absl::StatusOr<Digest> want = Sha256OfFile(v2);
-  ASSERT_TRUE(want.ok());
-  EXPECT_EQ(
-      ProgramProblems(*agent, "1.1.0", DigestToHex(*want), absl::Seconds(30)),
-      "");
-  absl::StatusOr<std::vector<StoredEvent>> events =
-      ControllerEvents(fleet.controller_data_dir(), "a1");
-  ASSERT_TRUE(events.ok()) << events.status();
-  EXPECT_EQ(
-      EventProblems(*events, target->directive_id(), v1::UPDATE_PHASE_HEALTHY),
-      "");
+  const std::vector<StoredEvent> events =
+      ExpectHealthy(fleet, update, absl::Seconds(120));
   int downloading = 0;
   int64_t resumed_at = 0;
-  for (const StoredEvent& e : *events) {
+  for (const StoredEvent& e : events) {
     if (e.phase != v1::UPDATE_PHASE_DOWNLOADING) continue;
     ++downloading;
     resumed_at = std::max(resumed_at, e.bytes);
   }
   EXPECT_GE(downloading, 2) << "no retry was reported";
   EXPECT_GT(resumed_at, 0);
-  EXPECT_LT(resumed_at, static_cast<int64_t>(*size));
+  EXPECT_LT(resumed_at, static_cast<int64_t>(update.size));
 }
 
 }  // namespace
