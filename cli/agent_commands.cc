@@ -50,7 +50,7 @@ absl::Status AgentsList(const AgentsListOptions& options, CommandContext& ctx) {
   grpc::Status status = ctx.admin().ListAgents(&rpc, request, &response);
   if (!status.ok()) return ExplainRpcError(status, ctx.Call("list agents"));
 
-  if (ctx.json()) return ctx.PrintJson(response);
+  if (ctx.structured()) return ctx.PrintResult(response);
   if (response.agents().empty()) {
     ctx.err() << (options.product.empty()
                       ? std::string("no agents have connected yet")

@@ -96,9 +96,6 @@ class CommandContext {
   // -o json or -o yaml: print a document (PrintResult/PrintDocument), not a
   // table.
   bool structured() const { return options_.output != OutputFormat::kTable; }
-  // Old name of structured(), still called by release, root, keys and agent
-  // commands.
-  bool json() const { return structured(); }
 
   // `text` wrapped in the ANSI colour when colours are on, else unchanged.
   // Tables measure cells without the escape codes (DisplayWidth).
@@ -130,11 +127,6 @@ class CommandContext {
   // with the .proto field names and every field (defaults included), then
   // a newline. INTERNAL if the message cannot be rendered.
   absl::Status PrintResult(const google::protobuf::Message& message) const;
-  // Old name of PrintResult, still called by release, root, keys and agent
-  // commands.
-  absl::Status PrintJson(const google::protobuf::Message& message) const {
-    return PrintResult(message);
-  }
   // Writes a document built by the command (not a proto) the same way.
   void PrintDocument(const nlohmann::json& doc) const;
   // One item of a stream (`--watch`): JSON on one line (JSON Lines), or a

@@ -50,13 +50,11 @@ absl::Status KeysGenerate(const KeysGenerateOptions& options,
   }
   std::move(remove_private).Cancel();
 
-  if (ctx.json()) {
+  if (ctx.structured()) {
     nlohmann::json result = {{"key_id", public_key.KeyId()},
                              {"private_key", private_path},
                              {"public_key", public_path}};
-    ctx.out() << result.dump(2, ' ', false,
-                             nlohmann::json::error_handler_t::replace)
-              << '\n';
+    ctx.PrintDocument(result);
   } else {
     ctx.out() << "key " << public_key.KeyId() << '\n'
               << "  private: " << private_path

@@ -126,5 +126,20 @@ TEST_F(KeysGenerateTest, JsonNamesKeyIdAndBothFiles) {
   EXPECT_EQ(result["public_key"], dir + "/release.pub");
 }
 
+TEST_F(KeysGenerateTest, YamlNamesKeyIdAndBothFiles) {
+  const std::string dir = MakeTempDir();
+  ASSERT_TRUE(Generate(dir, OutputFormat::kYaml).ok());
+  absl::StatusOr<Ed25519PublicKey> pub =
+      Ed25519PublicKey::LoadPemFile(dir + "/release.pub");
+  ASSERT_TRUE(pub.ok());
+  const std::string printed = out_.str();
+  EXPECT_NE(printed.front(), '{') << printed;
+  EXPECT_NE(printed.find("key_id: " + pub->KeyId() + "\n"), std::string::npos)
+      << printed;
+  EXPECT_NE(printed.find("public_key: " + dir + "/release.pub"),
+            std::string::npos)
+      << printed;
+}
+
 }  // namespace
 }  // namespace fleet::cli

@@ -298,7 +298,7 @@ absl::Status ReleasePush(const ReleasePushOptions& options,
   v1::Release stored;
   RETURN_IF_ERROR(Upload(ctx, options, what, digest,
                          *std::move(signed_manifest), call, stored));
-  if (ctx.json()) return ctx.PrintJson(stored);
+  if (ctx.structured()) return ctx.PrintResult(stored);
   PrintReleaseTable({&stored}, ctx);
   return absl::OkStatus();
 }
@@ -324,7 +324,7 @@ absl::Status ReleaseList(const ReleaseListOptions& options,
     return ExplainRpcError(status, ctx.Call("list releases"));
   }
 
-  if (ctx.json()) return ctx.PrintJson(response);
+  if (ctx.structured()) return ctx.PrintResult(response);
   if (response.releases().empty()) {
     ctx.err() << "no releases found; push one with `fleetctl release push`\n";
     return absl::OkStatus();

@@ -116,13 +116,11 @@ nlohmann::json RootJson(const v1::RootMetadata& root,
 void PrintRoot(CommandContext& ctx, const std::string& path,
                const v1::RootMetadata& root, const v1::SignedRoot& signed_root,
                const std::string& verdict) {
-  if (ctx.json()) {
+  if (ctx.structured()) {
     nlohmann::json result = RootJson(root, signed_root);
     result["file"] = path;
     result["verdict"] = verdict;
-    ctx.out() << result.dump(2, ' ', false,
-                             nlohmann::json::error_handler_t::replace)
-              << '\n';
+    ctx.PrintDocument(result);
     return;
   }
   std::vector<std::string> root_ids, release_ids;
@@ -381,7 +379,7 @@ absl::Status RootPush(const std::string& path, CommandContext& ctx) {
   ctx.SetDeadline(rpc);
   grpc::Status status = ctx.admin().PushRoot(&rpc, request, &response);
   if (!status.ok()) return ExplainRpcError(status, call);
-  if (ctx.json()) return ctx.PrintJson(response);
+  if (ctx.structured()) return ctx.PrintResult(response);
   ctx.out() << "root v" << response.version() << " accepted, expires "
             << absl::FormatTime(
                    "%Y-%m-%dT%H:%M:%SZ",
