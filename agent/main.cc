@@ -24,6 +24,8 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "agent/downloader.h"
 #include "agent/enrollment.h"
 #include "agent/health.h"
@@ -91,7 +93,24 @@ absl::StatusOr<AgentIdentity> EnsureIdentity(const Flags& flags,
   absl::StatusOr<std::optional<AgentIdentity>> stored =
       LoadIdentity(flags.state_dir);
   if (!stored.ok()) return stored.status();
-  if (stored->has_value()) return **stored;
+  if (stored->has_value()) {
+    const AgentIdentity& identity = **stored;
+    // The agent still starts: its program keeps running and it keeps
+    // trying, but the controller refuses the certificate at the handshake,
+    // so say why and what fixes it.
+    if (identity.not_after <= absl::Now()) {
+      LogError(
+          "agent certificate expired: the controller refuses it until the "
+          "agent enrolls again (stop the agent, remove the identity dir, "
+          "start it with a new --enroll-token)",
+          {{"agent_id", identity.agent_id},
+           {"expired_at",
+            absl::FormatTime(absl::RFC3339_sec, identity.not_after,
+                             absl::UTCTimeZone())},
+           {"identity_dir", flags.state_dir + "/identity"}});
+    }
+    return identity;
+  }
   if (flags.tls_ca.empty()) {
     return absl::FailedPreconditionError(
         "--tls-ca is required: the fleet CA certificate this agent trusts "

@@ -5,6 +5,7 @@
 // as an operator's — refused.
 #include <sys/stat.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/files.h"
+#include "common/pki.h"
+#include "common/testing/test_certificates.h"
+#include "common/tls.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/process.h"
@@ -216,6 +220,55 @@ TEST_F(MtlsTest, EnrolledAgentConnectsAndEverythingElseIsRefused) {
   EXPECT_TRUE(absl::StrContains(audit.out, "admin:alice"));
   EXPECT_TRUE(absl::StrContains(audit.out, "RevokeAgent"));
   EXPECT_TRUE(absl::StrContains(audit.out, "Enroll"));
+}
+
+// An agent whose certificate (from the right CA) has expired is refused at
+// the handshake; it keeps running, says why and what fixes it. The same CA
+// issuing a current certificate the same way connects, so the expiry is
+// what the controller refuses.
+TEST_F(MtlsTest, ExpiredAgentCertificateIsRefused) {
+  const std::string ca_file = dir_ + "/pki/ca.crt";
+  absl::StatusOr<pki::CertificateAuthority> ca =
+      pki::CertificateAuthority::Load(*ReadFile(ca_file),
+                                      *ReadFile(dir_ + "/pki/ca.key"));
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  // The expired one was issued now for one second (the CA backdates by an
+  // hour, and cannot issue before its own start), then waited out.
+  const absl::Time now = absl::Now();
+  struct Case {
+    std::string name;
+    std::string agent_id;
+    absl::Duration validity;
+  };
+  const Case expired{"expired", "ag-00000000000000e1", absl::Seconds(1)};
+  const Case current{"current", "ag-00000000000000c1", absl::Hours(24)};
+  std::map<std::string, Subprocess*> agents;
+  for (const Case& c : {expired, current}) {
+    const std::string identity = dir_ + "/" + c.name + "/state/identity";
+    ASSERT_TRUE(MakeDirs(identity, 0700).ok());
+    IssueTlsFiles(*ca, ca_file, identity, "agent",
+                  {.common_name = c.agent_id,
+                   .role = pki::CertificateRole::kAgent,
+                   .validity = c.validity},
+                  now);
+    ASSERT_FALSE(HasFailure());
+    ASSERT_TRUE(
+        WriteFileAtomically(identity + "/ca.crt", *ReadFile(ca_file)).ok());
+  }
+  absl::SleepFor(now + absl::Seconds(2) - absl::Now());
+  for (const Case& c : {expired, current}) {
+    agents[c.name] = StartAgent(c.name, {"--tls-ca", ca_file});
+  }
+
+  ASSERT_TRUE(
+      WaitFor([&] { return Agents()[current.agent_id]; }, absl::Seconds(30)));
+  absl::SleepFor(absl::Seconds(3));  // several connection attempts
+  EXPECT_EQ(Agents().count(expired.agent_id), 0u);
+  // Still running (its program with it), and the log names the fix.
+  EXPECT_FALSE(agents["expired"]->Wait(absl::ZeroDuration()).has_value());
+  const std::string log = agents["expired"]->ReadLog();
+  EXPECT_TRUE(absl::StrContains(log, "agent certificate expired")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "--enroll-token")) << log;
 }
 
 }  // namespace
