@@ -4,11 +4,12 @@
 // they are, and produce root files (JSON) that travel to the controller and
 // agents.
 //
+// (each command is one line, wrapped here)
 //   fleetctl keys generate --out root-a          # one per root key holder
-//   fleetctl keys root init --root-pub root-a/release.pub \
-//       --release-pub signing/release.pub --sign-key root-a/release.key \
+//   fleetctl keys root init --root-pub root-a/release.pub
+//       --release-pub signing/release.pub --sign-key root-a/release.key
 //       --out root.json
-//   fleetctl keys release-key add --root root.json --pub new/release.pub \
+//   fleetctl keys release-key add --root root.json --pub new/release.pub
 //       --sign-key root-a/release.key --out root-v2.json
 #ifndef FLEET_CLI_ROOT_COMMANDS_H_
 #define FLEET_CLI_ROOT_COMMANDS_H_
