@@ -114,7 +114,6 @@ TEST_F(TrustRootsTest, RestartReplaysThePushedChainAboveThePinnedRoot) {
 }
 
 TEST_F(TrustRootsTest, APinnedRootOfAnotherLineageIsRefusedAtOpen) {
-  const absl::Time now = clock_.Now();
   {
     auto roots = TrustRoots::Open(
         MakeTestRoot(1, root_a_, release_a_, {&root_a_}), *identities_, clock_);
