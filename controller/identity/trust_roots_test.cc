@@ -42,7 +42,6 @@ class TrustRootsTest : public ::testing::Test {
 };
 
 TEST_F(TrustRootsTest, PushAcceptsOnlyTheCrossSignedNextVersion) {
-  const absl::Time now = clock_.Now();
   auto roots = TrustRoots::Open(
       MakeTestRoot(1, root_a_, release_a_, {&root_a_}), *identities_, clock_);
   ASSERT_TRUE(roots.ok()) << roots.status();
