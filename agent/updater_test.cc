@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 
 #include <functional>
 #include <memory>
@@ -772,7 +773,14 @@ TEST_F(UpdaterTest, StopLeavesAnUnfinishedUpdateToResume) {
   const std::string v2 = AppBytes("2.0.0") + std::string(64 * 100, '#');
   server_->Add(v2);
   updater_->Submit(Directive("d-1", "2.0.0", v2));
-  ASSERT_TRUE(WaitFor([&] { return !server_->requested_offsets().empty(); }));
+  // Stop once some bytes are on disk, so the restart has a prefix to resume
+  // from (a request seen by the server may not have delivered a chunk yet).
+  const std::string partial =
+      dir_ + "/state/downloads/" + DigestToHex(Sha256Of(v2)) + ".part";
+  ASSERT_TRUE(WaitFor([&] {
+    struct stat st;
+    return stat(partial.c_str(), &st) == 0 && st.st_size > 0;
+  }));
   const absl::Time start = absl::Now();
   updater_->Stop();
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
