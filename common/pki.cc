@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -21,6 +22,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
@@ -46,6 +48,44 @@ constexpr size_t kMaxCommonName = 64;  // RFC 5280 ub-common-name
 // Certificates start an hour early so a peer whose clock is a little behind
 // the issuer's does not see a certificate from the future.
 constexpr absl::Duration kBackdate = absl::Hours(1);
+constexpr char kLabelUriScheme[] = "fleet-label:";
+
+// Percent-encodes everything but RFC 3986's unreserved characters, so a
+// label is a valid URI whatever printable characters its value holds (and
+// never a ',' that would split OpenSSL's extension list).
+std::string PercentEncode(absl::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_' ||
+        c == '~') {
+      out.push_back(c);
+    } else {
+      absl::StrAppend(&out, "%",
+                      absl::AsciiStrToUpper(
+                          absl::BytesToHexString(absl::string_view(&c, 1))));
+    }
+  }
+  return out;
+}
+
+// The inverse of PercentEncode; false for a malformed escape.
+bool PercentDecode(absl::string_view text, std::string* out) {
+  out->clear();
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out->push_back(text[i]);
+      continue;
+    }
+    if (i + 2 >= text.size()) return false;
+    const absl::string_view hex = text.substr(i + 1, 2);
+    if (!absl::ascii_isxdigit(hex[0]) || !absl::ascii_isxdigit(hex[1])) {
+      return false;
+    }
+    out->append(absl::HexStringToBytes(hex));
+    i += 2;
+  }
+  return true;
+}
 
 absl::Status OpenSslFailure(absl::string_view what) {
   return absl::InternalError(absl::StrCat(what, ": ", OpenSslError()));
@@ -360,6 +400,12 @@ absl::StatusOr<std::string> CertificateAuthority::Issue(
     }
     alt_names.push_back(absl::StrCat("IP:", ip));
   }
+  for (const auto& [key, value] : options.labels) {
+    if (key.empty()) return absl::InvalidArgumentError("label key is empty");
+    alt_names.push_back(absl::StrCat("URI:", kLabelUriScheme,
+                                     PercentEncode(key), "=",
+                                     PercentEncode(value)));
+  }
   if (options.role == CertificateRole::kServer && alt_names.empty()) {
     return absl::InvalidArgumentError(
         "a server certificate needs at least one DNS name or IP address");
@@ -393,7 +439,8 @@ absl::StatusOr<std::string> CertificateAuthority::Issue(
     return OpenSslFailure("X509_new");
   }
   RETURN_IF_ERROR(SetRandomSerial(cert.get()));
-  RETURN_IF_ERROR(SetValidity(cert.get(), now - kBackdate,
+  RETURN_IF_ERROR(SetValidity(cert.get(),
+                              now - std::min(kBackdate, options.validity / 4),
                               std::min(now + options.validity, ca_not_after)));
   ASSIGN_OR_RETURN(NamePtr name,
                    SubjectName(options.common_name, RoleName(options.role)));
@@ -475,6 +522,22 @@ absl::StatusOr<CertificateInfo> ParseCertificate(absl::string_view pem) {
                                     sizeof(text)) != nullptr) {
         info.ip_addresses.emplace_back(text);
       }
+    } else if (entry->type == GEN_URI) {
+      const ASN1_IA5STRING* uri = entry->d.uniformResourceIdentifier;
+      const absl::string_view text(
+          reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+          static_cast<size_t>(ASN1_STRING_length(uri)));
+      if (!absl::StartsWith(text, kLabelUriScheme)) continue;
+      const absl::string_view pair = text.substr(strlen(kLabelUriScheme));
+      const size_t eq = pair.find('=');
+      std::string key, value;
+      if (eq == absl::string_view::npos ||
+          !PercentDecode(pair.substr(0, eq), &key) ||
+          !PercentDecode(pair.substr(eq + 1), &value) || key.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("malformed label in certificate: ", text));
+      }
+      info.labels[key] = value;
     }
   }
   return info;

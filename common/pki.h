@@ -8,7 +8,11 @@
 //   - subject CN: the identity (a host name for the controller, the agent id
 //     for an agent, the operator's name for an admin);
 //   - subject OU: the role, "fleet-server", "fleet-admin" or "fleet-agent";
-//   - extendedKeyUsage: serverAuth for the controller, clientAuth otherwise.
+//   - extendedKeyUsage: serverAuth for the controller, clientAuth otherwise;
+//   - enrolled labels (agents): one subjectAltName URI per label,
+//     "fleet-label:KEY=VALUE" with KEY and VALUE percent-encoded. The
+//     controller enforces them over the labels an agent reports, and a
+//     renewal copies them into the new certificate (docs/security.md).
 // The CA is the only source of roles: a CSR's subject is ignored and the
 // issuer writes CN and OU itself, so a client cannot ask for another
 // identity or a stronger role.
@@ -23,6 +27,7 @@
 #ifndef FLEET_COMMON_PKI_H_
 #define FLEET_COMMON_PKI_H_
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -69,6 +74,9 @@ struct IssueOptions {
   // subjectAltName entries; a server certificate needs at least one.
   std::vector<std::string> dns_names;
   std::vector<std::string> ip_addresses;  // textual IPv4 or IPv6
+  // Labels the CA vouches for (an agent's enrolled labels); each becomes a
+  // "fleet-label:" URI subjectAltName. Keys must be non-empty.
+  std::map<std::string, std::string> labels;
   absl::Duration validity = absl::Hours(24 * 365);
 };
 
@@ -88,7 +96,9 @@ class CertificateAuthority {
 
   // Issues a certificate for the key that signed `csr_pem`, with the
   // identity and role of `options` (the CSR's subject is ignored). Valid
-  // from an hour before `now`, never past the CA's own expiry.
+  // from a little before `now` (an hour, or a quarter of the validity if
+  // that is shorter, so that a short-lived certificate's lifetime is mostly
+  // ahead of it) until now + validity, never past the CA's own expiry.
   // INVALID_ARGUMENT: not a CSR, a CSR whose signature does not verify, an
   // empty or over-long common name, a server certificate without SANs, a
   // malformed IP address, a validity <= 0.
@@ -114,6 +124,8 @@ struct CertificateInfo {
   bool is_ca = false;
   std::vector<std::string> dns_names;
   std::vector<std::string> ip_addresses;
+  // From "fleet-label:" URI subjectAltNames (see IssueOptions::labels).
+  std::map<std::string, std::string> labels;
 };
 
 // INVALID_ARGUMENT unless `cert_pem` is a certificate for `key`'s public key.

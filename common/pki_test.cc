@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 
@@ -71,6 +72,58 @@ TEST_F(PkiTest, IssuedCertificateCarriesTheIssuersIdentityNotTheCsrs) {
   EXPECT_EQ(info->sha256_fingerprint_hex.size(), 64u);
   EXPECT_FALSE(info->serial_hex.empty());
   EXPECT_TRUE(VerifyCertificate(*cert, ca_->certificate_pem(), Now()).ok());
+}
+
+// Enrolled labels travel as URI SANs and come back byte for byte, even with
+// the characters a URI would otherwise mangle; a certificate without them
+// has none.
+TEST_F(PkiTest, LabelsRoundTripThroughTheCertificate) {
+  const std::map<std::string, std::string> labels = {
+      {"ring", "canary"},
+      {"site/rack", "a 1%2F:?#[]@!$&'()*+;~"},
+      {"empty", ""}};
+  absl::StatusOr<std::string> cert =
+      ca_->Issue(NewCsr(),
+                 {.common_name = "ag-1",
+                  .role = CertificateRole::kAgent,
+                  .labels = labels},
+                 Now());
+  ASSERT_TRUE(cert.ok()) << cert.status();
+  absl::StatusOr<CertificateInfo> info = ParseCertificate(*cert);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->labels, labels);
+  EXPECT_TRUE(VerifyCertificate(*cert, ca_->certificate_pem(), Now()).ok());
+
+  absl::StatusOr<std::string> plain = ca_->Issue(
+      NewCsr(), {.common_name = "ag-2", .role = CertificateRole::kAgent},
+      Now());
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_TRUE(ParseCertificate(*plain)->labels.empty());
+
+  EXPECT_EQ(ca_->Issue(NewCsr(),
+                       {.common_name = "ag-3",
+                        .role = CertificateRole::kAgent,
+                        .labels = {{"", "x"}}},
+                       Now())
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// A short-lived certificate is backdated by a quarter of its validity, not
+// an hour, so most of its lifetime lies ahead (renewal at 2/3 of it works).
+TEST_F(PkiTest, ShortLivedCertificateIsBackdatedByAQuarterOfItsValidity) {
+  absl::StatusOr<std::string> cert =
+      ca_->Issue(NewCsr(),
+                 {.common_name = "ag-1",
+                  .role = CertificateRole::kAgent,
+                  .validity = absl::Seconds(8)},
+                 Now());
+  ASSERT_TRUE(cert.ok()) << cert.status();
+  absl::StatusOr<CertificateInfo> info = ParseCertificate(*cert);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->not_before, Now() - absl::Seconds(2));
+  EXPECT_EQ(info->not_after, Now() + absl::Seconds(8));
 }
 
 TEST_F(PkiTest, ServerCertificateHasSansAndNeedsThem) {
