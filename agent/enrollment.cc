@@ -21,6 +21,8 @@ constexpr char kIdentityDir[] = "identity";
 constexpr char kKeyFile[] = "agent.key";
 constexpr char kCertFile[] = "agent.crt";
 constexpr char kCaFile[] = "ca.crt";
+// A renewal's new pair, written before it replaces the current one.
+constexpr char kNextSuffix[] = ".next";
 
 TlsFiles FilesIn(const std::string& state_dir) {
   const std::string dir = JoinPath(state_dir, kIdentityDir);
@@ -57,7 +59,32 @@ absl::StatusOr<AgentIdentity> Check(const TlsFiles& files,
       !issued.ok()) {
     return broken(issued.message());
   }
-  return AgentIdentity{info->common_name, files, info->not_after};
+  return AgentIdentity{info->common_name, files, info->not_before,
+                       info->not_after};
+}
+
+// Finishes or undoes a renewal a crash interrupted (see the header): the
+// key is renamed into place first, so a pending certificate that matches
+// the key in place is the renewal's and goes in; otherwise the pending
+// files are dropped and the old pair stays.
+absl::Status RecoverInterruptedRenewal(const TlsFiles& files) {
+  const std::string next_key = files.key_file + kNextSuffix;
+  const std::string next_cert = files.cert_file + kNextSuffix;
+  if (PathExists(next_key)) {
+    RETURN_IF_ERROR(RemoveFile(next_key));
+    if (PathExists(next_cert)) RETURN_IF_ERROR(RemoveFile(next_cert));
+    return absl::OkStatus();
+  }
+  if (!PathExists(next_cert)) return absl::OkStatus();
+  absl::StatusOr<std::string> cert_pem = ReadFile(next_cert);
+  absl::StatusOr<std::string> key_pem = ReadFile(files.key_file);
+  if (cert_pem.ok() && key_pem.ok()) {
+    absl::StatusOr<pki::PrivateKey> key = pki::PrivateKey::FromPem(*key_pem);
+    if (key.ok() && pki::CheckKeyMatchesCertificate(*key, *cert_pem).ok()) {
+      return DurableRename(next_cert, files.cert_file);
+    }
+  }
+  return RemoveFile(next_cert);
 }
 
 }  // namespace
@@ -65,6 +92,7 @@ absl::StatusOr<AgentIdentity> Check(const TlsFiles& files,
 absl::StatusOr<std::optional<AgentIdentity>> LoadIdentity(
     const std::string& state_dir) {
   const TlsFiles files = FilesIn(state_dir);
+  RETURN_IF_ERROR(RecoverInterruptedRenewal(files));
   if (!PathExists(files.cert_file)) return std::nullopt;
   const std::string fix = absl::StrCat(
       "remove ", JoinPath(state_dir, kIdentityDir),
@@ -134,6 +162,58 @@ absl::StatusOr<AgentIdentity> Enroll(const EnrollOptions& options) {
   RETURN_IF_ERROR(
       WriteFileAtomically(files.cert_file, response.certificate_pem(), 0644));
   return identity;
+}
+
+absl::StatusOr<AgentIdentity> RenewIdentity(const std::string& controller,
+                                            const AgentIdentity& current,
+                                            absl::Duration timeout) {
+  const TlsFiles& files = current.files;
+  // A renewal that failed between its two renames is finished first, so
+  // the pair this call authenticates with belongs together.
+  RETURN_IF_ERROR(RecoverInterruptedRenewal(files));
+  ASSIGN_OR_RETURN(std::string ca_pem, ReadFile(files.ca_file));
+  ASSIGN_OR_RETURN(pki::PrivateKey key, pki::PrivateKey::Generate());
+  ASSIGN_OR_RETURN(std::string csr, pki::CreateCsr(key));
+
+  // The current pair authenticates the call; the controller takes the
+  // agent id from it.
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                   MakeChannelCredentials(files));
+  auto stub = v1::EnrollmentService::NewStub(
+      grpc::CreateChannel(controller, credentials));
+  v1::RenewRequest request;
+  request.set_csr_pem(csr);
+  v1::RenewResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       absl::ToChronoSeconds(timeout));
+  grpc::Status status = stub->Renew(&context, request, &response);
+  if (!status.ok()) {
+    return absl::Status(FromGrpcStatus(status).code(),
+                        absl::StrCat("certificate renewal with ", controller,
+                                     " failed: ", status.error_message()));
+  }
+
+  const std::string fix =
+      "the controller answered the renewal with a certificate this agent "
+      "cannot use; the current one stays";
+  const TlsFiles next{files.ca_file, files.cert_file + kNextSuffix,
+                      files.key_file + kNextSuffix};
+  ASSIGN_OR_RETURN(
+      AgentIdentity renewed,
+      Check(next, key.pem(), response.certificate_pem(), ca_pem, fix));
+  if (renewed.agent_id != current.agent_id) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("renewal returned a certificate for ", renewed.agent_id,
+                     ", not for this agent (", current.agent_id, "); ", fix));
+  }
+  RETURN_IF_ERROR(WriteFileAtomically(next.key_file, key.pem(), 0600));
+  RETURN_IF_ERROR(
+      WriteFileAtomically(next.cert_file, response.certificate_pem(), 0644));
+  RETURN_IF_ERROR(DurableRename(next.key_file, files.key_file));
+  RETURN_IF_ERROR(DurableRename(next.cert_file, files.cert_file));
+  renewed.files = files;
+  return renewed;
 }
 
 }  // namespace fleet::agent

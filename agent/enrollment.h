@@ -7,6 +7,14 @@
 // token with uses left, or a new one); it never leaves a certificate without
 // its key.
 //
+// RenewIdentity replaces key and certificate with a new pair from
+// EnrollmentService.Renew. The pair is first written beside the current one
+// (agent.key.next, agent.crt.next), then renamed into place key first; a
+// crash between the two renames is finished at the next LoadIdentity (the
+// new certificate matches the key already in place) and a crash before
+// either leaves the old pair, so the directory always holds a key and the
+// certificate for it.
+//
 //   ASSIGN_OR_RETURN(std::optional<AgentIdentity> id,
 //                    LoadIdentity(state_dir));
 //   if (!id) ASSIGN_OR_RETURN(id, Enroll(options));
@@ -26,6 +34,7 @@ namespace fleet::agent {
 struct AgentIdentity {
   std::string agent_id;  // the certificate's CN
   TlsFiles files;        // key, certificate and CA in the state dir
+  absl::Time not_before;
   absl::Time not_after;
 };
 
@@ -53,6 +62,18 @@ struct EnrollOptions {
 // stores the identity. ALREADY_EXISTS if an identity is stored; the
 // controller's status otherwise (UNAUTHENTICATED: bad or used-up token).
 absl::StatusOr<AgentIdentity> Enroll(const EnrollOptions& options);
+
+// Generates a new key pair, calls EnrollmentService.Renew at `controller`
+// over mutual TLS with `current`'s certificate, checks the answer (issued by
+// the CA in the identity dir, for the new key, an agent certificate for the
+// same agent id) and installs it as described above. The old pair stays in
+// place on any failure. The controller's status on refusal
+// (PERMISSION_DENIED: revoked; UNAVAILABLE: unreachable, or the handshake
+// refused an expired certificate); FAILED_PRECONDITION if the answer does
+// not check out.
+absl::StatusOr<AgentIdentity> RenewIdentity(
+    const std::string& controller, const AgentIdentity& current,
+    absl::Duration timeout = absl::Seconds(30));
 
 }  // namespace fleet::agent
 

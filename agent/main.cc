@@ -29,6 +29,7 @@
 #include "agent/downloader.h"
 #include "agent/enrollment.h"
 #include "agent/health.h"
+#include "agent/identity_renewal.h"
 #include "agent/journal.h"
 #include "agent/platform/process.h"
 #include "agent/session.h"
@@ -303,6 +304,7 @@ int RunWorker(const Flags& flags) {
   if (!journal.ok()) return Fail("cannot open journal", journal.status());
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   std::string preferred_id = flags.agent_id;
+  std::optional<AgentIdentity> enrolled;  // renewed before it expires
   if (flags.insecure) {
     credentials = grpc::InsecureChannelCredentials();
     LogWarning("talking plaintext to the controller (--insecure)");
@@ -318,6 +320,7 @@ int RunWorker(const Flags& flags) {
                                      identity->agent_id + "; drop the flag"));
     }
     preferred_id = identity->agent_id;
+    enrolled = *identity;
     absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> tls =
         MakeChannelCredentials(identity->files);
     if (!tls.ok()) return Fail("cannot load the agent identity", tls.status());
@@ -334,10 +337,13 @@ int RunWorker(const Flags& flags) {
                                           {"platform", HostPlatform()},
                                           {"trusted_keys", keys.size()}});
 
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
-      flags.controller, credentials, AgentChannelArguments());
-  std::unique_ptr<v1::AgentService::Stub> stub =
-      v1::AgentService::NewStub(channel);
+  // Its channel follows certificate renewals (agent/identity_renewal.h).
+  auto stub = std::make_unique<RenewingAgentStub>(
+      flags.controller, AgentChannelArguments(), credentials);
+  std::unique_ptr<IdentityRenewer> renewer;
+  if (enrolled) {
+    renewer = StartIdentityRenewal(flags.controller, *enrolled, *stub);
+  }
 
   ArtifactCache version_cache(JoinPath(flags.state_dir, "versions"),
                               flags.keep_versions);

@@ -83,7 +83,8 @@ MakeChannelCredentials(const TlsFiles& files) {
   return grpc::SslCredentials(options);
 }
 
-absl::StatusOr<PeerIdentity> PeerIdentityOf(const grpc::AuthContext& auth) {
+absl::StatusOr<pki::CertificateInfo> PeerCertificateOf(
+    const grpc::AuthContext& auth) {
   // gRPC fills x509_pem_cert only for a certificate the handshake verified
   // against the CA (REQUEST_CLIENT_CERTIFICATE_AND_VERIFY).
   std::vector<grpc::string_ref> pems = auth.FindPropertyValues("x509_pem_cert");
@@ -98,19 +99,24 @@ absl::StatusOr<PeerIdentity> PeerIdentityOf(const grpc::AuthContext& auth) {
     return absl::UnauthenticatedError(absl::StrCat(
         "unreadable client certificate: ", info.status().message()));
   }
+  return info;
+}
+
+absl::StatusOr<PeerIdentity> PeerIdentityOf(const grpc::AuthContext& auth) {
+  ASSIGN_OR_RETURN(pki::CertificateInfo info, PeerCertificateOf(auth));
   PeerIdentity peer;
-  peer.name = info->common_name;
-  peer.certificate_sha256 = info->sha256_fingerprint_hex;
-  if (info->role_name == pki::RoleName(pki::CertificateRole::kAgent)) {
+  peer.name = info.common_name;
+  peer.certificate_sha256 = info.sha256_fingerprint_hex;
+  if (info.role_name == pki::RoleName(pki::CertificateRole::kAgent)) {
     peer.role = pki::CertificateRole::kAgent;
-  } else if (info->role_name == pki::RoleName(pki::CertificateRole::kAdmin)) {
+  } else if (info.role_name == pki::RoleName(pki::CertificateRole::kAdmin)) {
     peer.role = pki::CertificateRole::kAdmin;
-  } else if (info->role_name == pki::RoleName(pki::CertificateRole::kServer)) {
+  } else if (info.role_name == pki::RoleName(pki::CertificateRole::kServer)) {
     peer.role = pki::CertificateRole::kServer;
   } else {
     return absl::PermissionDeniedError(absl::StrCat(
-        "client certificate \"", info->common_name,
-        "\" carries no fleet role (subject OU \"", info->role_name, "\")"));
+        "client certificate \"", info.common_name,
+        "\" carries no fleet role (subject OU \"", info.role_name, "\")"));
   }
   if (peer.name.empty()) {
     return absl::PermissionDeniedError("client certificate has no common name");

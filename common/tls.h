@@ -58,6 +58,11 @@ struct PeerIdentity {
 // PERMISSION_DENIED: the certificate carries no fleet role (OU).
 absl::StatusOr<PeerIdentity> PeerIdentityOf(const grpc::AuthContext& auth);
 
+// The verified client certificate of a call, parsed (its enrolled labels
+// included). UNAUTHENTICATED: not over TLS, no certificate, or unreadable.
+absl::StatusOr<pki::CertificateInfo> PeerCertificateOf(
+    const grpc::AuthContext& auth);
+
 }  // namespace fleet
 
 #endif  // FLEET_COMMON_TLS_H_

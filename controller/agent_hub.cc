@@ -307,6 +307,10 @@ class AgentStream
                       {"error", std::string(caller.status().message())}});
           return caller.status();
         }
+        // Labels enrolled in the certificate win over the Hello's, so
+        // rollout selectors can trust them (docs/security.md).
+        hub_.authorizer_->ApplyEnrolledLabels(
+            *auth_, *in_.mutable_hello()->mutable_labels());
       }
       agent_id_ = in_.hello().agent_id();
       root_version_ = in_.hello().root_version();

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/yaml_config.h"
 #include "controller/backup.h"
+#include "controller/identity/enrollment_service.h"
 #include "controller/server.h"
 #include "controller/telemetry/telemetry_store.h"
 #include "controller/version.h"
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
   int heartbeat_seconds = 10;
   std::string offline_timeout = "10m";
   std::string telemetry_retention = "30d";
+  std::string agent_cert_validity = "365d";
 
   CLI::App app{"fleet-controller: keeps software on many machines up to date"};
   app.set_version_flag("--version",
@@ -92,6 +94,14 @@ int main(int argc, char** argv) {
             fleet::controller::telemetry::ParseRetention(text);
         return parsed.ok() ? "" : std::string(parsed.status().message());
       });
+  app.add_option("--agent-cert-validity", agent_cert_validity,
+                 "Lifetime of the certificates agents get at enrollment and "
+                 "renewal (e.g. 90d, 36h); agents renew at 2/3 of it")
+      ->capture_default_str()
+      ->check([](const std::string& text) -> std::string {
+        auto parsed = fleet::controller::ParseCertificateValidity(text);
+        return parsed.ok() ? "" : std::string(parsed.status().message());
+      });
   std::string pki_dir;
   app.add_option("--pki", pki_dir,
                  "Directory from `fleetctl pki init`: ca.crt, controller.crt "
@@ -141,6 +151,8 @@ int main(int argc, char** argv) {
   absl::ParseDuration(offline_timeout, &options.offline_timeout);
   options.telemetry_retention =
       *fleet::controller::telemetry::ParseRetention(telemetry_retention);
+  options.agent_cert_validity =
+      *fleet::controller::ParseCertificateValidity(agent_cert_validity);
 
   // Every thread started from here on inherits the mask, so only sigwait
   // below sees these signals.

@@ -152,8 +152,10 @@ absl::StatusOr<int> ControllerServer::Start() {
                          ca.status().message()));
       }
       ca_ = std::make_unique<pki::CertificateAuthority>(*std::move(ca));
-      enrollment_ =
-          std::make_unique<EnrollmentServiceImpl>(*identities_, *ca_, clock_);
+      enrollment_ = std::make_unique<EnrollmentServiceImpl>(
+          *identities_, *ca_, clock_,
+          EnrollmentOptions{.certificate_validity =
+                                options_.agent_cert_validity});
     }
   }
 

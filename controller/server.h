@@ -80,6 +80,8 @@ struct ControllerOptions {
   // present a token (EnrollmentService); without it, agents need
   // certificates issued offline (fleetctl pki issue --role agent).
   std::string tls_ca_key_file;
+  // Lifetime of agent certificates issued by Enroll and Renew.
+  absl::Duration agent_cert_validity = absl::Hours(24 * 365);
 };
 
 // gRPC server settings: keepalive pings every 20 s (10 s timeout), pings

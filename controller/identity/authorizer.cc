@@ -1,12 +1,21 @@
 #include "controller/identity/authorizer.h"
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 
 namespace fleet::controller {
 namespace {
+
+// Bounds the memory of a controller facing agents that keep inventing
+// labels; forgetting only means warning (and auditing) again.
+constexpr size_t kMaxOverridesRemembered = 10000;
+// Audit records of label overrides waiting for the writer thread; beyond it
+// they are dropped (each is also in the log).
+constexpr size_t kMaxQueuedAudits = 10000;
 
 PeerIdentity InsecurePeer() {
   return PeerIdentity{pki::CertificateRole::kAdmin, "operator", ""};
@@ -81,6 +90,97 @@ void Authorizer::Audit(const PeerIdentity& peer, absl::string_view action,
   if (!written.ok()) {
     LogError("audit write failed", {{"action", std::string(action)},
                                     {"error", std::string(written.message())}});
+  }
+}
+
+Authorizer::~Authorizer() {
+  std::thread writer;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    writer = std::move(audit_writer_);
+  }
+  if (writer.joinable()) writer.join();
+}
+
+void Authorizer::AuditLater(PendingAudit record) const {
+  if (identities_ == nullptr) return;
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return;
+  if (audit_queue_.size() >= kMaxQueuedAudits) {
+    LogWarning("audit queue full; record dropped",
+               {{"action", record.action}, {"actor", record.actor}});
+    return;
+  }
+  audit_queue_.push_back(std::move(record));
+  if (!audit_writer_.joinable()) {
+    audit_writer_ = std::thread([this] { WriteQueuedAudits(); });
+  }
+}
+
+bool Authorizer::AuditReady() const {
+  return stopping_ || !audit_queue_.empty();
+}
+
+void Authorizer::WriteQueuedAudits() const {
+  while (true) {
+    PendingAudit record;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(this, &Authorizer::AuditReady));
+      if (audit_queue_.empty()) return;  // stopping, all written
+      record = std::move(audit_queue_.front());
+      audit_queue_.pop_front();
+    }
+    absl::Status written = identities_->AppendAudit(record.actor, record.action,
+                                                    record.detail, record.time);
+    if (!written.ok()) {
+      LogError("audit write failed",
+               {{"action", record.action},
+                {"error", std::string(written.message())}});
+    }
+  }
+}
+
+void Authorizer::ApplyEnrolledLabels(
+    const grpc::AuthContext& auth,
+    google::protobuf::Map<std::string, std::string>& labels) const {
+  if (insecure_) return;
+  absl::StatusOr<pki::CertificateInfo> cert = PeerCertificateOf(auth);
+  if (!cert.ok() || cert->labels.empty()) return;
+  for (const auto& [key, enrolled] : cert->labels) {
+    auto it = labels.find(key);
+    if (it == labels.end()) {
+      labels[key] = enrolled;
+      continue;
+    }
+    if (it->second == enrolled) continue;
+    const std::string claimed = it->second;
+    it->second = enrolled;
+    bool first_time;
+    {
+      absl::MutexLock lock(&mu_);
+      if (overrides_seen_.size() >= kMaxOverridesRemembered) {
+        overrides_seen_.clear();
+      }
+      first_time = overrides_seen_
+                       .insert(absl::StrCat(
+                           cert->common_name, absl::string_view("\0", 1), key,
+                           absl::string_view("\0", 1), claimed))
+                       .second;
+    }
+    if (!first_time) continue;
+    LogWarning(
+        "agent reports a label that contradicts its enrolled one; the "
+        "enrolled value wins",
+        {{"agent_id", cert->common_name},
+         {"label", key},
+         {"enrolled", enrolled},
+         {"claimed", claimed}});
+    AuditLater({absl::StrCat("agent:", cert->common_name), "LabelOverridden",
+                absl::StrCat("label ", key, ": claimed \"", claimed,
+                             "\", enrolled \"", enrolled, "\" kept"),
+                clock_.Now()});
   }
 }
 

@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "agent/identity_renewal.h"
 #include "common/files.h"
 #include "common/pki.h"
 #include "common/testing/fake_clock.h"
@@ -24,6 +25,7 @@
 #include "controller/identity/identity_store.h"
 #include "controller/store/store.h"
 #include "gtest/gtest.h"
+#include "proto/fleet/v1/enrollment.grpc.pb.h"
 
 namespace fleet::controller {
 namespace {
@@ -278,6 +280,172 @@ TEST_F(EnrollmentTest, CreateTokenValidatesItsArguments) {
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// The token's labels are in the certificate, and a renewal keeps them with
+// the agent id and role, for a new key, replacing the pair on disk.
+TEST_F(EnrollmentTest, RenewalKeepsAgentIdRoleAndEnrolledLabels) {
+  absl::StatusOr<agent::AgentIdentity> enrolled =
+      EnrollAgent("a1", NewToken(1, absl::Hours(1), {{"ring", "canary"}}));
+  ASSERT_TRUE(enrolled.ok()) << enrolled.status();
+  const std::string old_cert = *ReadFile(enrolled->files.cert_file);
+  const std::string old_key = *ReadFile(enrolled->files.key_file);
+  EXPECT_EQ(pki::ParseCertificate(old_cert)->labels,
+            (std::map<std::string, std::string>{{"ring", "canary"}}));
+
+  absl::StatusOr<agent::AgentIdentity> renewed = agent::RenewIdentity(
+      absl::StrCat("127.0.0.1:", port_), *enrolled, absl::Seconds(10));
+  ASSERT_TRUE(renewed.ok()) << renewed.status();
+  EXPECT_EQ(renewed->agent_id, enrolled->agent_id);
+  EXPECT_EQ(renewed->files.cert_file, enrolled->files.cert_file);
+  const std::string new_cert = *ReadFile(enrolled->files.cert_file);
+  EXPECT_NE(new_cert, old_cert);
+  EXPECT_NE(*ReadFile(enrolled->files.key_file), old_key);  // a new key
+  absl::StatusOr<pki::CertificateInfo> info = pki::ParseCertificate(new_cert);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->common_name, enrolled->agent_id);
+  EXPECT_EQ(info->role_name, "fleet-agent");
+  EXPECT_EQ(info->labels,
+            (std::map<std::string, std::string>{{"ring", "canary"}}));
+  EXPECT_FALSE(PathExists(enrolled->files.cert_file + ".next"));
+  EXPECT_FALSE(PathExists(enrolled->files.key_file + ".next"));
+  struct stat st;
+  ASSERT_EQ(stat(enrolled->files.key_file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600);
+  // What is on disk loads as one identity, and the renewal is audited.
+  absl::StatusOr<std::optional<agent::AgentIdentity>> loaded =
+      agent::LoadIdentity(dir_ + "/a1");
+  ASSERT_TRUE(loaded.ok() && loaded->has_value()) << loaded.status();
+  EXPECT_EQ((*loaded)->agent_id, enrolled->agent_id);
+  absl::StatusOr<std::vector<AuditEntry>> audit = identities_->ListAudit(10);
+  ASSERT_TRUE(audit.ok());
+  ASSERT_FALSE(audit->empty());
+  EXPECT_EQ((*audit)[0].actor, "agent:" + enrolled->agent_id);
+  EXPECT_EQ((*audit)[0].action, "Renew");
+}
+
+TEST_F(EnrollmentTest, RenewalIsRefusedToRevokedAgentsOperatorsAndStrangers) {
+  absl::StatusOr<agent::AgentIdentity> enrolled = EnrollAgent("a1", NewToken());
+  ASSERT_TRUE(enrolled.ok()) << enrolled.status();
+  const std::string cert_before = *ReadFile(enrolled->files.cert_file);
+  ASSERT_TRUE(
+      identities_
+          ->RevokeAgent(enrolled->agent_id, "test", "admin:alice", clock_.Now())
+          .ok());
+  absl::StatusOr<agent::AgentIdentity> revoked = agent::RenewIdentity(
+      absl::StrCat("127.0.0.1:", port_), *enrolled, absl::Seconds(10));
+  EXPECT_EQ(revoked.status().code(), absl::StatusCode::kPermissionDenied)
+      << revoked.status();
+  EXPECT_TRUE(absl::StrContains(revoked.status().message(), "revoked"));
+  // The old pair stays as it was.
+  EXPECT_EQ(*ReadFile(enrolled->files.cert_file), cert_before);
+  EXPECT_FALSE(PathExists(enrolled->files.key_file + ".next"));
+
+  auto renew_as = [&](const TlsFiles& files) {
+    auto stub = v1::EnrollmentService::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", port_), *MakeChannelCredentials(files)));
+    v1::RenewRequest request;
+    request.set_csr_pem(*pki::CreateCsr(*pki::PrivateKey::Generate()));
+    v1::RenewResponse response;
+    grpc::ClientContext context;
+    return stub->Renew(&context, request, &response);
+  };
+  const TlsFiles admin = testing::IssueTlsFiles(
+      *ca_, ca_file_, dir_, "admin",
+      {.common_name = "alice", .role = pki::CertificateRole::kAdmin},
+      clock_.Now());
+  grpc::Status as_admin = renew_as(admin);
+  EXPECT_EQ(as_admin.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(absl::StrContains(as_admin.error_message(), "only an agent"))
+      << as_admin.error_message();
+  grpc::Status anonymous = renew_as(TlsFiles{ca_file_, "", ""});
+  EXPECT_EQ(anonymous.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// A crash between the two renames of a renewal is finished at the next
+// load; a crash before them leaves the old pair.
+TEST_F(EnrollmentTest, InterruptedRenewalIsFinishedOrUndoneAtLoad) {
+  absl::StatusOr<agent::AgentIdentity> enrolled = EnrollAgent("a1", NewToken());
+  ASSERT_TRUE(enrolled.ok()) << enrolled.status();
+  const TlsFiles& files = enrolled->files;
+  const std::string old_cert = *ReadFile(files.cert_file);
+  const std::string old_key = *ReadFile(files.key_file);
+  absl::StatusOr<pki::PrivateKey> key = pki::PrivateKey::Generate();
+  ASSERT_TRUE(key.ok());
+  absl::StatusOr<std::string> cert = ca_->Issue(
+      *pki::CreateCsr(*key),
+      {.common_name = enrolled->agent_id, .role = pki::CertificateRole::kAgent},
+      clock_.Now());
+  ASSERT_TRUE(cert.ok());
+
+  // Both pending, nothing renamed: dropped, the old pair stays.
+  ASSERT_TRUE(WriteFileAtomically(files.key_file + ".next", key->pem()).ok());
+  ASSERT_TRUE(WriteFileAtomically(files.cert_file + ".next", *cert).ok());
+  ASSERT_TRUE(agent::LoadIdentity(dir_ + "/a1").ok());
+  EXPECT_EQ(*ReadFile(files.cert_file), old_cert);
+  EXPECT_EQ(*ReadFile(files.key_file), old_key);
+  EXPECT_FALSE(PathExists(files.key_file + ".next"));
+  EXPECT_FALSE(PathExists(files.cert_file + ".next"));
+
+  // The new key in place, its certificate pending: finished.
+  ASSERT_TRUE(WriteFileAtomically(files.key_file, key->pem(), 0600).ok());
+  ASSERT_TRUE(WriteFileAtomically(files.cert_file + ".next", *cert).ok());
+  absl::StatusOr<std::optional<agent::AgentIdentity>> loaded =
+      agent::LoadIdentity(dir_ + "/a1");
+  ASSERT_TRUE(loaded.ok() && loaded->has_value()) << loaded.status();
+  EXPECT_EQ(*ReadFile(files.cert_file), *cert);
+  EXPECT_FALSE(PathExists(files.cert_file + ".next"));
+}
+
+// The renewer renews at 2/3 of a short-lived certificate's lifetime, with
+// the same agent id, and hands the new identity on.
+TEST_F(EnrollmentTest, RenewerRenewsAtTwoThirdsOfTheLifetime) {
+  StartServer(server_files_,
+              EnrollmentOptions{.certificate_validity = absl::Seconds(3)});
+  absl::StatusOr<agent::AgentIdentity> enrolled = EnrollAgent("a1", NewToken());
+  ASSERT_TRUE(enrolled.ok()) << enrolled.status();
+  EXPECT_EQ(agent::RenewalTime(*enrolled),
+            enrolled->not_before +
+                (enrolled->not_after - enrolled->not_before) * 2 / 3);
+  // Renewed certificates live long, so exactly one renewal is due.
+  StartServer(server_files_,
+              EnrollmentOptions{.certificate_validity = absl::Hours(1)});
+
+  absl::Mutex mu;
+  std::vector<agent::AgentIdentity> handed;
+  agent::IdentityRenewer renewer(
+      {.controller = absl::StrCat("127.0.0.1:", port_),
+       .backoff_base = absl::Milliseconds(100)},
+      *enrolled, [&](const agent::AgentIdentity& renewed) {
+        absl::MutexLock lock(&mu);
+        handed.push_back(renewed);
+      });
+  renewer.Start();
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (renewer.renewals() == 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  const absl::Time renewed_at = absl::Now();
+  renewer.Stop();
+  ASSERT_EQ(renewer.renewals(), 1u);
+  // Not before it was due (second granularity of certificate times aside).
+  EXPECT_GE(renewed_at, agent::RenewalTime(*enrolled));
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(handed.size(), 1u);
+  EXPECT_EQ(handed[0].agent_id, enrolled->agent_id);
+  EXPECT_GT(handed[0].not_after, enrolled->not_after + absl::Minutes(30));
+  EXPECT_EQ(renewer.current().not_after, handed[0].not_after);
+}
+
+TEST(CertificateValidityTest, ParsesDaysAndDurationsWithinBounds) {
+  EXPECT_EQ(*ParseCertificateValidity("90d"), absl::Hours(24 * 90));
+  EXPECT_EQ(*ParseCertificateValidity("36h"), absl::Hours(36));
+  EXPECT_EQ(*ParseCertificateValidity("8s"), absl::Seconds(8));
+  for (const char* bad : {"", "0d", "-1d", "0s", "500ms", "3651d", "x", "1y"}) {
+    EXPECT_EQ(ParseCertificateValidity(bad).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
 }
 
 }  // namespace
