@@ -216,7 +216,8 @@ class AgentStream
       End(grpc::Status::OK);
       return;
     }
-    absl::Status handled = TakeToken();
+    absl::Status handled = TakeTokens(
+        in_.has_events() ? std::max(1, in_.events().events_size()) : 1);
     if (handled.ok()) handled = Handle();
     if (!handled.ok()) {
       LogWarning("agent stream refused",
@@ -257,9 +258,11 @@ class AgentStream
   }
 
  private:
-  // One token of the stream's bucket per message read; RESOURCE_EXHAUSTED
-  // when it is empty.
-  absl::Status TakeToken() {
+  // `cost` tokens of the stream's bucket per message read (one per event
+  // of a batch); RESOURCE_EXHAUSTED when it is empty. A batch may take the
+  // bucket below zero: the agent then waits for the refill, and a batch
+  // larger than the burst is still admissible once.
+  absl::Status TakeTokens(int cost) {
     const StreamRateLimit& limit = hub_.rate_limit_;
     if (limit.messages_per_second <= 0) return absl::OkStatus();
     const absl::Time now = absl::Now();
@@ -277,7 +280,7 @@ class AgentStream
                        " messages/s (burst ", limit.burst,
                        "); reconnect later and send less often"));
     }
-    tokens_ -= 1;
+    tokens_ -= cost;
     return absl::OkStatus();
   }
 
@@ -334,6 +337,25 @@ class AgentStream
         if (!valid.ok()) return valid;
         hub_.loop_.PostEvent(agent_id_, session_,
                              std::move(*in_.mutable_event()));
+        return absl::OkStatus();
+      }
+      case v1::AgentMessage::kEvents: {
+        const int n = in_.events().events_size();
+        if (n == 0 || n > static_cast<int>(kMaxEventsPerBatch)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("events: a batch holds 1..", kMaxEventsPerBatch,
+                           " events (Welcome.max_events_per_batch), got ", n));
+        }
+        for (const v1::UpdateEvent& event : in_.events().events()) {
+          absl::Status valid = ValidateEvent(event);
+          if (!valid.ok()) return valid;
+        }
+        std::vector<v1::UpdateEvent> events;
+        events.reserve(n);
+        for (v1::UpdateEvent& event : *in_.mutable_events()->mutable_events()) {
+          events.push_back(std::move(event));
+        }
+        hub_.loop_.PostEvents(agent_id_, session_, std::move(events));
         return absl::OkStatus();
       }
       case v1::AgentMessage::kHello:
@@ -430,6 +452,7 @@ bool AgentHub::Send(absl::string_view agent_id, uint64_t session,
     // Under mu_, as BroadcastRoots: a root pushed before this point is in
     // the Welcome, one pushed after goes out as a RootUpdate.
     stream->welcomed_ = true;
+    message.mutable_welcome()->set_max_events_per_batch(kMaxEventsPerBatch);
     if (roots_ != nullptr && stream->root_version_ > 0) {
       for (v1::SignedRoot& root : roots_->After(stream->root_version_)) {
         *message.mutable_welcome()->add_roots() = std::move(root);

@@ -14,7 +14,12 @@
 //
 // Rate limit: each stream has a token bucket (SetStreamRateLimit); an agent
 // that sends messages faster has its stream ended with RESOURCE_EXHAUSTED
-// (it reconnects after its backoff).
+// (it reconnects after its backoff). A batch of events costs one token per
+// event.
+//
+// Event batches: Welcome tells agents kMaxEventsPerBatch; an agent with
+// several events queued may send them in one AgentMessage.events, which the
+// control loop stores as one work item and acks together.
 //
 // FetchArtifact streams a stored blob (controller/artifact_stream.h).
 #ifndef FLEET_CONTROLLER_AGENT_HUB_H_
@@ -59,6 +64,11 @@ struct AgentRootStatus {
   absl::Time expires = absl::InfinitePast();
   bool expired = false;  // as of the heartbeat, by the controller's clock
 };
+
+// Most events an agent may send in one AgentMessage.events; told to agents
+// in Welcome.max_events_per_batch. A larger batch ends the stream with
+// INVALID_ARGUMENT.
+inline constexpr uint32_t kMaxEventsPerBatch = 256;
 
 // Messages per second an agent may send on its stream, and the burst above
 // that rate it may send at once. Heartbeats come every few seconds and

@@ -68,7 +68,15 @@ void ControlLoop::PostHello(std::string agent_id, uint64_t session,
 
 void ControlLoop::PostEvent(std::string agent_id, uint64_t session,
                             v1::UpdateEvent event) {
-  Post(EventItem{std::move(agent_id), session, std::move(event)});
+  std::vector<v1::UpdateEvent> events;
+  events.push_back(std::move(event));
+  Post(EventItem{std::move(agent_id), session, std::move(events)});
+}
+
+void ControlLoop::PostEvents(std::string agent_id, uint64_t session,
+                             std::vector<v1::UpdateEvent> events) {
+  if (events.empty()) return;
+  Post(EventItem{std::move(agent_id), session, std::move(events)});
 }
 
 void ControlLoop::PostHeartbeat(std::string agent_id, uint64_t session) {
@@ -301,6 +309,14 @@ void ControlLoop::ProcessBatch(std::vector<Item>& batch, bool tick, bool last) {
     extra = Output();
   }
   Deliver(batch, outputs, results, extra);
+  if (commit.ok() && options_.on_events_stored) {
+    for (size_t i = 0; i < batch.size(); ++i) {
+      EventItem* item = std::get_if<EventItem>(&batch[i]);
+      if (item == nullptr || !results[i].ok()) continue;
+      options_.on_events_stored(item->agent_id, item->received_ms,
+                                std::move(item->events));
+    }
+  }
 }
 
 void ControlLoop::Deliver(const std::vector<Item>& batch,
@@ -357,7 +373,7 @@ absl::Status ControlLoop::Handle(Item& item, Output& out) {
   return std::visit(
       Overloaded{
           [&](const HelloItem& hello) { return HandleHello(hello, out); },
-          [&](const EventItem& event) { return HandleEvent(event, out); },
+          [&](EventItem& events) { return HandleEvents(events, out); },
           [&](const HeartbeatItem& beat) -> absl::Status {
             if (SessionOf(beat.agent_id) == beat.session) {
               last_seen_[beat.agent_id] = NowMs();
@@ -672,32 +688,42 @@ absl::Status ControlLoop::DirectAgent(const v1::Agent& agent,
   return absl::OkStatus();
 }
 
-absl::Status ControlLoop::HandleEvent(const EventItem& item, Output& out) {
-  const v1::UpdateEvent& event = item.event;
-  const int64_t now = NowMs();
+absl::Status ControlLoop::HandleEvents(EventItem& item, Output& out) {
+  item.received_ms = NowMs();
+  for (const v1::UpdateEvent& event : item.events) {
+    RETURN_IF_ERROR(HandleEvent(item.agent_id, event, item.received_ms, out));
+  }
+  if (SessionOf(item.agent_id) == item.session) {
+    last_seen_[item.agent_id] = item.received_ms;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ControlLoop::HandleEvent(const std::string& agent_id,
+                                      const v1::UpdateEvent& event,
+                                      int64_t received_ms, Output& out) {
   ASSIGN_OR_RETURN(bool stored_now,
-                   store_.InsertEvent(item.agent_id, event, now));
-  out.acked_seq = event.seq();
-  if (SessionOf(item.agent_id) == item.session) last_seen_[item.agent_id] = now;
+                   store_.InsertEvent(agent_id, event, received_ms));
+  out.acked_seq = std::max(out.acked_seq, event.seq());
   if (!stored_now) return absl::OkStatus();  // a resend after a reconnect
 
   if (event.phase() == v1::UPDATE_PHASE_HEALTHY && !event.product().empty() &&
       !event.to_version().empty()) {
-    ASSIGN_OR_RETURN(v1::Agent agent, store_.GetAgent(item.agent_id));
+    ASSIGN_OR_RETURN(v1::Agent agent, store_.GetAgent(agent_id));
     absl::StatusOr<v1::Release> release = store_.GetRelease(
         event.product(), event.to_version(), agent.platform());
     if (!release.ok() && !absl::IsNotFound(release.status())) {
       return release.status();
     }
     absl::Status installed = store_.SetInstalledVersion(
-        item.agent_id, event.product(), event.to_version(),
+        agent_id, event.product(), event.to_version(),
         release.ok() ? release->sha256() : "");
     if (!installed.ok() && !absl::IsNotFound(installed)) return installed;
     // An update that was in flight when its version was blacklisted.
     ASSIGN_OR_RETURN(std::optional<v1::BlacklistEntry> banned,
                      store_.GetBlacklist(event.product(), event.to_version()));
-    if (banned && installed.ok() && SessionOf(item.agent_id) != 0) {
-      ASSIGN_OR_RETURN(v1::Agent updated, store_.GetAgent(item.agent_id));
+    if (banned && installed.ok() && SessionOf(agent_id) != 0) {
+      ASSIGN_OR_RETURN(v1::Agent updated, store_.GetAgent(agent_id));
       for (const v1::InstalledProduct& p : updated.installed()) {
         if (p.product() == event.product()) {
           RETURN_IF_ERROR(LeadBack(updated, p, *banned, out).status());
@@ -706,15 +732,17 @@ absl::Status ControlLoop::HandleEvent(const EventItem& item, Output& out) {
     }
   }
 
+  // Progress reports outside any update (no directive) move nothing.
+  if (event.directive_id().empty()) return absl::OkStatus();
   ASSIGN_OR_RETURN(std::optional<RevertRecord> revert,
                    store_.GetRevert(event.directive_id()));
   if (revert) {
-    if (revert->agent_id == item.agent_id &&
+    if (revert->agent_id == agent_id &&
         ApplyRevertEvent(event, clock_.Now(), *revert)) {
       RETURN_IF_ERROR(store_.UpsertRevert(*revert));
       RETURN_IF_ERROR(MirrorRevert(*revert, /*created=*/false));
       if (IsFinal(revert->state)) {
-        LogInfo("revert finished", {{"agent_id", item.agent_id},
+        LogInfo("revert finished", {{"agent_id", agent_id},
                                     {"directive_id", revert->directive_id},
                                     {"rollout_id", revert->rollout_id},
                                     {"to_version", revert->to_version},
@@ -727,14 +755,14 @@ absl::Status ControlLoop::HandleEvent(const EventItem& item, Output& out) {
 
   if (event.rollout_id().empty()) return absl::OkStatus();
   ASSIGN_OR_RETURN(std::optional<v1::RolloutTarget> target,
-                   store_.GetTarget(event.rollout_id(), item.agent_id));
+                   store_.GetTarget(event.rollout_id(), agent_id));
   if (!target || !ApplyEvent(event, clock_.Now(), *target)) {
     return absl::OkStatus();
   }
   RETURN_IF_ERROR(store_.UpsertTarget(event.rollout_id(), *target));
   if (IsFinal(target->state())) {
     LogInfo("rollout target finished",
-            {{"agent_id", item.agent_id},
+            {{"agent_id", agent_id},
              {"rollout_id", event.rollout_id()},
              {"state", TargetStateName(target->state())},
              {"error", target->error()}});

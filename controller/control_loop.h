@@ -93,6 +93,13 @@ struct ControlLoopOptions {
   // Told, on the loop's thread, how long each batch transaction took
   // (seconds, commit included), for /metrics. Optional; must not block.
   std::function<void(double)> on_commit;
+  // Handed, on the loop's thread after each commit and in commit order, the
+  // events of every work item the commit stored (resends included), with
+  // the received time stored with them: telemetry takes them from here
+  // rather than reading fleet.db back. Optional; must not block.
+  std::function<void(const std::string& agent_id, int64_t received_ms,
+                     std::vector<v1::UpdateEvent> events)>
+      on_events_stored;
 };
 
 class ControlLoop {
@@ -118,6 +125,10 @@ class ControlLoop {
   // Stores the event once per (agent, seq), moves the rollout target it
   // belongs to and acks it after the commit.
   void PostEvent(std::string agent_id, uint64_t session, v1::UpdateEvent event);
+  // The events of one AgentMessage.events, in order: each handled as by
+  // PostEvent, in one work item, acked together after the commit.
+  void PostEvents(std::string agent_id, uint64_t session,
+                  std::vector<v1::UpdateEvent> events);
   void PostHeartbeat(std::string agent_id, uint64_t session);
   // The stream of `session` ended. Ignored if the agent has since opened a
   // newer stream.
@@ -188,7 +199,8 @@ class ControlLoop {
   struct EventItem {
     std::string agent_id;
     uint64_t session;
-    v1::UpdateEvent event;
+    std::vector<v1::UpdateEvent> events;  // one or a batch, in seq order
+    int64_t received_ms = 0;              // stamped when handled
   };
   struct HeartbeatItem {
     std::string agent_id;
@@ -213,7 +225,10 @@ class ControlLoop {
                const std::vector<absl::Status>& results, Output& extra);
 
   absl::Status HandleHello(const HelloItem& item, Output& out);
-  absl::Status HandleEvent(const EventItem& item, Output& out);
+  absl::Status HandleEvents(EventItem& item, Output& out);
+  absl::Status HandleEvent(const std::string& agent_id,
+                           const v1::UpdateEvent& event, int64_t received_ms,
+                           Output& out);
   absl::Status HandleDisconnect(const DisconnectItem& item);
   absl::Status HandleCreateRollout(const v1::CreateRolloutRequest& request,
                                    v1::Rollout& result, Output& out);

@@ -300,6 +300,89 @@ TEST_F(ControlLoopTest, EventsAreAckedAfterCommitOncePerBatchAndStream) {
   EXPECT_EQ(*reads_->MaxEventSeq("a1"), 3u);
 }
 
+// AgentMessage.events: one work item, each event stored once per
+// (agent, seq) however often it is resent, one ack for the batch, and the
+// events handed to telemetry only once they are committed.
+TEST_F(ControlLoopTest,
+       EventBatchIsStoredOnceAckedTogetherAndHandedOnAfterCommit) {
+  struct Handed {
+    std::string agent_id;
+    int64_t received_ms;
+    std::vector<uint64_t> seqs;
+    uint64_t committed_seq;  // MaxEventSeq on another connection, then
+  };
+  absl::Mutex mu;
+  std::vector<Handed> handed;
+  loop_->Stop();
+  ControlLoopOptions options;
+  options.tick = absl::Milliseconds(10);
+  options.on_events_stored = [&](const std::string& agent_id,
+                                 int64_t received_ms,
+                                 std::vector<v1::UpdateEvent> events) {
+    Handed h{agent_id, received_ms, {}, *reads_->MaxEventSeq(agent_id)};
+    for (const v1::UpdateEvent& e : events) h.seqs.push_back(e.seq());
+    absl::MutexLock lock(&mu);
+    handed.push_back(std::move(h));
+  };
+  loop_ = std::make_unique<ControlLoop>(*store_, clock_, options);
+  loop_->Start(sender_);
+  loop_->PostHello("a1", 7, HelloOf("a1", "1.0.0"));
+
+  auto batch = [](uint64_t first, uint64_t last) {
+    std::vector<v1::UpdateEvent> events;
+    for (uint64_t seq = first; seq <= last; ++seq) {
+      v1::UpdateEvent event;
+      event.set_seq(seq);
+      event.set_phase(v1::UPDATE_PHASE_DOWNLOADING);
+      event.set_bytes(seq * 100);
+      events.push_back(std::move(event));
+    }
+    return events;
+  };
+  auto wait_ack = [&](uint64_t seq) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    while (absl::Now() < deadline) {
+      std::vector<RecordingSender::Sent> acks =
+          sender_.Matching(v1::ControllerMessage::kAck);
+      if (!acks.empty() && acks.back().message.ack().acked_seq() == seq) {
+        return true;
+      }
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return false;
+  };
+  loop_->PostEvents("a1", 7, batch(1, 4));
+  ASSERT_TRUE(wait_ack(4));
+  // 3 and 4 again (a resend after a reconnect), with 5 and 6.
+  loop_->PostEvents("a1", 7, batch(3, 6));
+  ASSERT_TRUE(wait_ack(6));
+
+  absl::StatusOr<std::vector<v1::UpdateEvent>> stored =
+      reads_->ListEvents("a1");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ASSERT_EQ(stored->size(), 6u);
+  for (size_t i = 0; i < stored->size(); ++i) {
+    EXPECT_EQ((*stored)[i].seq(), i + 1);
+    EXPECT_EQ((*stored)[i].bytes(), (i + 1) * 100);
+  }
+  // Every ack covers the whole batch: none names a seq inside one.
+  for (const RecordingSender::Sent& ack :
+       sender_.Matching(v1::ControllerMessage::kAck)) {
+    EXPECT_TRUE(ack.message.ack().acked_seq() == 4 ||
+                ack.message.ack().acked_seq() == 6)
+        << ack.message.ack().acked_seq();
+  }
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(handed.size(), 2u);
+  EXPECT_EQ(handed[0].agent_id, "a1");
+  EXPECT_EQ(handed[0].seqs, (std::vector<uint64_t>{1, 2, 3, 4}));
+  EXPECT_EQ(handed[1].seqs, (std::vector<uint64_t>{3, 4, 5, 6}));
+  // Handed over only after the commit: another connection already sees them.
+  EXPECT_EQ(handed[0].committed_seq, 4u);
+  EXPECT_EQ(handed[1].committed_seq, 6u);
+  EXPECT_EQ(handed[0].received_ms, absl::ToUnixMillis(clock_.Now()));
+}
+
 TEST_F(ControlLoopTest, StopCommitsWhatIsQueuedAndRefusesLaterWrites) {
   loop_->PostHello("a1", 1, HelloOf("a1", "1.0.0"));
   loop_->Stop();

@@ -181,6 +181,12 @@ absl::StatusOr<int> ControllerServer::Start() {
     metrics->FleetWrite(seconds);
   };
   loop_options.offline_timeout = options_.offline_timeout;
+  loop_options.on_events_stored = [telemetry = telemetry_.get()](
+                                      const std::string& agent_id,
+                                      int64_t received_ms,
+                                      std::vector<v1::UpdateEvent> events) {
+    telemetry->RecordEvents(agent_id, received_ms, std::move(events));
+  };
   loop_ = std::make_unique<ControlLoop>(*write_store_, clock_, loop_options);
   hub_ = std::make_unique<AgentHub>(*loop_, *blobs_);
   hub_->SetObserver(recorder_.get());

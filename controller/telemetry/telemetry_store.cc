@@ -1,5 +1,6 @@
 #include "controller/telemetry/telemetry_store.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -115,14 +116,18 @@ constexpr char kReadWatermarkSql[] =
 constexpr char kWriteWatermarkSql[] =
     "INSERT OR REPLACE INTO tail(name, value) "
     "VALUES('events_received_ms', ?)";
-// fleet.db, read only. Keyset pagination over (received_ms, agent_id, seq).
+// fleet.db, read only. Keyset pagination over (received_ms, agent_id, seq),
+// which events_by_received holds (an index of a WITHOUT ROWID table ends
+// with the primary key): each page is one index seek. A separate
+// `received_ms >= start` term would make SQLite seek there instead and
+// filter every row up to the key, so each page cost the whole window.
 constexpr char kTailEventsSql[] =
     "SELECT e.agent_id, e.seq, e.rollout_id, e.product, "
     "COALESCE(a.platform, ''), e.from_version, e.to_version, e.phase, "
     "e.error_class, e.duration_ms, e.bytes, e.time_ms, e.received_ms "
     "FROM events e LEFT JOIN agents a ON a.agent_id = e.agent_id "
-    "WHERE e.received_ms >= ?1 AND (e.received_ms, e.agent_id, e.seq) > "
-    "(?2, ?3, ?4) ORDER BY e.received_ms, e.agent_id, e.seq LIMIT ?5";
+    "WHERE (e.received_ms, e.agent_id, e.seq) > (?1, ?2, ?3) "
+    "ORDER BY e.received_ms, e.agent_id, e.seq LIMIT ?4";
 constexpr char kStoredVersionSql[] =
     "SELECT version FROM agent_products WHERE agent_id = ? AND product = ?";
 constexpr char kInsertEventSql[] =
@@ -236,6 +241,24 @@ void TelemetryStore::RecordHeartbeat(absl::string_view agent_id,
   heartbeats_.push_back({std::string(agent_id), now, heartbeat});
 }
 
+void TelemetryStore::RecordEvents(absl::string_view agent_id,
+                                  int64_t received_ms,
+                                  std::vector<v1::UpdateEvent> events) {
+  absl::MutexLock lock(&mu_);
+  handed_over_ = true;
+  // Read back from fleet.db by the next pass (the events are committed
+  // there before they are handed over).
+  if (catch_up_) return;
+  if (queued_events_ + events.size() > options_.max_backlog) {
+    events_.clear();
+    queued_events_ = 0;
+    catch_up_ = true;
+    return;
+  }
+  queued_events_ += events.size();
+  events_.push_back({std::string(agent_id), received_ms, std::move(events)});
+}
+
 size_t TelemetryStore::Backlog() const {
   absl::MutexLock lock(&mu_);
   return heartbeats_.size() + hellos_.size();
@@ -270,14 +293,58 @@ void TelemetryStore::Run() {
 absl::Status TelemetryStore::Flush() {
   std::vector<QueuedHeartbeat> heartbeats;
   std::vector<QueuedHello> hellos;
+  std::vector<QueuedEvents> events;
+  bool copy = true;
   {
     absl::MutexLock lock(&mu_);
     heartbeats.swap(heartbeats_);
     hellos.swap(hellos_);
+    events.swap(events_);
+    queued_events_ = 0;
+    copy = !handed_over_ || catch_up_;
+    // Cleared before reading fleet.db: an event committed after that read
+    // is handed over and queued (a duplicate of one read is ignored).
+    catch_up_ = false;
   }
   absl::Status written = WriteQueued(std::move(heartbeats), std::move(hellos));
-  absl::Status copied = CopyEvents();
+  absl::Status copied = copy ? CopyEvents() : absl::OkStatus();
+  if (copied.ok()) copied = WriteEvents(std::move(events));
+  if (!copied.ok()) {
+    // What was not written is read back from fleet.db next time.
+    absl::MutexLock lock(&mu_);
+    catch_up_ = true;
+    events_.clear();
+    queued_events_ = 0;
+  }
   return written.ok() ? copied : written;
+}
+
+absl::Status TelemetryStore::WriteEvents(std::vector<QueuedEvents> queued) {
+  if (queued.empty()) return absl::OkStatus();
+  std::vector<std::string> platforms(queued.size());
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < queued.size(); ++i) {
+      auto it = platforms_.find(queued[i].agent_id);
+      if (it != platforms_.end()) platforms[i] = it->second;
+    }
+  }
+  std::vector<EventRow> rows;
+  int64_t watermark = 0;
+  for (size_t i = 0; i < queued.size(); ++i) {
+    QueuedEvents& q = queued[i];
+    watermark = std::max(watermark, q.received_ms);
+    for (v1::UpdateEvent& e : q.events) {
+      rows.push_back(
+          {q.agent_id, static_cast<int64_t>(e.seq()),
+           std::move(*e.mutable_rollout_id()), std::move(*e.mutable_product()),
+           platforms[i], std::move(*e.mutable_from_version()),
+           std::move(*e.mutable_to_version()), static_cast<int>(e.phase()),
+           std::move(*e.mutable_error_class()), e.duration_ms(),
+           static_cast<int64_t>(e.bytes()), e.time_unix_ms(), q.received_ms});
+    }
+  }
+  return InsertEventRows(rows, watermark);
 }
 
 absl::Status TelemetryStore::WriteQueued(
@@ -389,20 +456,11 @@ absl::Status TelemetryStore::CopyEvents() {
   int64_t key_seq = 0;
   int64_t newest = watermark;
   while (true) {
-    struct Row {
-      std::string agent_id;
-      int64_t seq;
-      std::string rollout_id, product, platform, from_version, to_version;
-      int phase;
-      std::string error_class;
-      int64_t duration_ms, bytes, time_ms, received_ms;
-    };
-    std::vector<Row> rows;
-    tail->BindInt64(1, from);
-    tail->BindInt64(2, key_ms);
-    tail->BindText(3, key_agent);
-    tail->BindInt64(4, key_seq);
-    tail->BindInt64(5, kTailPage);
+    std::vector<EventRow> rows;
+    tail->BindInt64(1, key_ms);
+    tail->BindText(2, key_agent);
+    tail->BindInt64(3, key_seq);
+    tail->BindInt64(4, kTailPage);
     while (true) {
       absl::StatusOr<bool> step = tail->Step();
       if (!step.ok()) {
@@ -419,65 +477,76 @@ absl::Status TelemetryStore::CopyEvents() {
     }
     tail->Reset();
     if (rows.empty()) break;
-
-    const absl::Time started = absl::Now();
-    sqlite::Transaction txn(*db_);
-    RETURN_IF_ERROR(txn.Begin());
-    ASSIGN_OR_RETURN(sqlite::Statement * insert, db_->Cached(kInsertEventSql));
-    struct Stored {
-      std::string phase, error_class;
-      int64_t duration_ms;
-    };
-    std::vector<Stored> stored;
-    for (const Row& row : rows) {
-      const std::string phase =
-          PhaseLabel(static_cast<v1::UpdatePhase>(row.phase));
-      // An event without an agent timestamp is placed when it arrived.
-      const int64_t time_ms = row.time_ms > 0 ? row.time_ms : row.received_ms;
-      insert->BindText(1, row.agent_id);
-      insert->BindInt64(2, row.seq);
-      insert->BindText(3, row.rollout_id);
-      insert->BindText(4, row.product);
-      insert->BindText(5, row.platform);
-      insert->BindText(6, row.from_version);
-      insert->BindText(7, row.to_version);
-      insert->BindText(8, phase);
-      insert->BindText(9, row.error_class);
-      insert->BindInt64(10, row.duration_ms);
-      insert->BindInt64(11, row.bytes);
-      insert->BindInt64(12, time_ms);
-      insert->BindInt64(13, row.received_ms);
-      RETURN_IF_ERROR(insert->Run());
-      if (db_->Changes() == 0) continue;  // stored by an earlier pass
-      stored.push_back({phase, row.error_class, row.duration_ms});
-      if (row.phase == v1::UPDATE_PHASE_HEALTHY && !row.to_version.empty()) {
-        RETURN_IF_ERROR(NoteVersion(row.agent_id, row.product, row.to_version,
-                                    row.platform, time_ms));
-      }
-    }
-    const Row& last = rows.back();
+    const EventRow& last = rows.back();
     newest = std::max(newest, last.received_ms);
-    ASSIGN_OR_RETURN(sqlite::Statement * mark, db_->Cached(kWriteWatermarkSql));
-    mark->BindInt64(1, newest);
-    RETURN_IF_ERROR(mark->Run());
-    RETURN_IF_ERROR(txn.Commit());
-    if (options_.metrics.write_latency) {
-      options_.metrics.write_latency->Observe(
-          {"telemetry"}, absl::ToDoubleSeconds(absl::Now() - started));
-    }
-    for (const Stored& s : stored) {
-      if (options_.metrics.update_events) {
-        options_.metrics.update_events->Increment({s.phase, s.error_class});
-      }
-      if (options_.metrics.phase_duration) {
-        options_.metrics.phase_duration->Observe({s.phase},
-                                                 s.duration_ms / 1000.0);
-      }
-    }
+    RETURN_IF_ERROR(InsertEventRows(rows, newest));
     if (rows.size() < static_cast<size_t>(kTailPage)) break;
     key_ms = last.received_ms;
     key_agent = last.agent_id;
     key_seq = last.seq;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TelemetryStore::InsertEventRows(const std::vector<EventRow>& rows,
+                                             int64_t watermark) {
+  if (rows.empty()) return absl::OkStatus();
+  const absl::Time started = absl::Now();
+  sqlite::Transaction txn(*db_);
+  RETURN_IF_ERROR(txn.Begin());
+  ASSIGN_OR_RETURN(sqlite::Statement * insert, db_->Cached(kInsertEventSql));
+  struct Stored {
+    std::string phase, error_class;
+    int64_t duration_ms;
+  };
+  std::vector<Stored> stored;
+  for (const EventRow& row : rows) {
+    const std::string phase =
+        PhaseLabel(static_cast<v1::UpdatePhase>(row.phase));
+    // An event without an agent timestamp is placed when it arrived.
+    const int64_t time_ms = row.time_ms > 0 ? row.time_ms : row.received_ms;
+    insert->BindText(1, row.agent_id);
+    insert->BindInt64(2, row.seq);
+    insert->BindText(3, row.rollout_id);
+    insert->BindText(4, row.product);
+    insert->BindText(5, row.platform);
+    insert->BindText(6, row.from_version);
+    insert->BindText(7, row.to_version);
+    insert->BindText(8, phase);
+    insert->BindText(9, row.error_class);
+    insert->BindInt64(10, row.duration_ms);
+    insert->BindInt64(11, row.bytes);
+    insert->BindInt64(12, time_ms);
+    insert->BindInt64(13, row.received_ms);
+    RETURN_IF_ERROR(insert->Run());
+    if (db_->Changes() == 0) continue;  // stored by an earlier pass
+    stored.push_back({phase, row.error_class, row.duration_ms});
+    if (row.phase == v1::UPDATE_PHASE_HEALTHY && !row.to_version.empty()) {
+      RETURN_IF_ERROR(NoteVersion(row.agent_id, row.product, row.to_version,
+                                  row.platform, time_ms));
+    }
+  }
+  // Never backwards: a catch-up re-reads from below the watermark.
+  ASSIGN_OR_RETURN(sqlite::Statement * read, db_->Cached(kReadWatermarkSql));
+  ASSIGN_OR_RETURN(bool found, read->Step());
+  if (found) watermark = std::max(watermark, read->ColumnInt64(0));
+  read->Reset();
+  ASSIGN_OR_RETURN(sqlite::Statement * mark, db_->Cached(kWriteWatermarkSql));
+  mark->BindInt64(1, watermark);
+  RETURN_IF_ERROR(mark->Run());
+  RETURN_IF_ERROR(txn.Commit());
+  if (options_.metrics.write_latency) {
+    options_.metrics.write_latency->Observe(
+        {"telemetry"}, absl::ToDoubleSeconds(absl::Now() - started));
+  }
+  for (const Stored& s : stored) {
+    if (options_.metrics.update_events) {
+      options_.metrics.update_events->Increment({s.phase, s.error_class});
+    }
+    if (options_.metrics.phase_duration) {
+      options_.metrics.phase_duration->Observe({s.phase},
+                                               s.duration_ms / 1000.0);
+    }
   }
   return absl::OkStatus();
 }

@@ -5,10 +5,15 @@
 //  - heartbeats and Hello observations are queued by stream reactions
 //    (RecordHeartbeat / RecordHello never block on disk) and written in
 //    batched transactions;
-//  - acknowledged UpdateEvents are copied from fleet.db's `events` table
-//    (read on a connection of its own, after the control loop committed
-//    them) into `update_events`, keyed by (agent_id, seq), so each event is
-//    stored once however often an agent resends it;
+//  - acknowledged UpdateEvents reach `update_events`, keyed by (agent_id,
+//    seq), so each event is stored once however often an agent resends it.
+//    The control loop hands them over after its commit (RecordEvents), in
+//    commit order; they are also copied from fleet.db's `events` table (on a
+//    connection of its own) from a watermark: at the first pass (catching up
+//    after a crash between the two commits), after RecordEvents dropped a
+//    backlog, and on every pass when nothing hands events over (tests,
+//    tools). The watermark follows the newest received time written, so a
+//    restart re-reads at most what was not yet written (plus an overlap);
 //  - HEALTHY events and Hellos feed `agent_versions`, the history of which
 //    version each agent ran, from which `agents` is answered at any time;
 //  - retention deletes rows older than the retention in bounded batches,
@@ -103,6 +108,13 @@ class TelemetryStore {
   void RecordHello(const v1::Hello& hello);
   void RecordHeartbeat(absl::string_view agent_id,
                        const v1::Heartbeat& heartbeat);
+  // Events the control loop has committed to fleet.db for `agent_id`, with
+  // the received time stored with them, called in commit order. From the
+  // first call on, fleet.db is read only to catch up (see above). Beyond
+  // max_backlog queued events the queue is dropped and the next pass reads
+  // them from fleet.db instead: nothing is lost, it only costs a re-read.
+  void RecordEvents(absl::string_view agent_id, int64_t received_ms,
+                    std::vector<v1::UpdateEvent> events);
   // Records waiting for the writer.
   size_t Backlog() const;
 
@@ -123,6 +135,20 @@ class TelemetryStore {
     int64_t time_ms;
     v1::Heartbeat heartbeat;
   };
+  struct QueuedEvents {
+    std::string agent_id;
+    int64_t received_ms;
+    std::vector<v1::UpdateEvent> events;
+  };
+  // One update_events row, from fleet.db or handed over.
+  struct EventRow {
+    std::string agent_id;
+    int64_t seq;
+    std::string rollout_id, product, platform, from_version, to_version;
+    int phase;
+    std::string error_class;
+    int64_t duration_ms, bytes, time_ms, received_ms;
+  };
   struct QueuedHello {
     int64_t time_ms;
     v1::Hello hello;
@@ -137,6 +163,12 @@ class TelemetryStore {
   absl::Status WriteQueued(std::vector<QueuedHeartbeat> heartbeats,
                            std::vector<QueuedHello> hellos);
   absl::Status CopyEvents();
+  // Writes handed-over events (RecordEvents).
+  absl::Status WriteEvents(std::vector<QueuedEvents> queued);
+  // Inserts `rows` in one transaction and moves the watermark to the newest
+  // received time among them.
+  absl::Status InsertEventRows(const std::vector<EventRow>& rows,
+                               int64_t watermark);
   absl::Status NoteVersion(absl::string_view agent_id,
                            absl::string_view product, absl::string_view version,
                            absl::string_view platform, int64_t since_ms);
@@ -152,6 +184,13 @@ class TelemetryStore {
   std::vector<QueuedHeartbeat> heartbeats_ ABSL_GUARDED_BY(mu_);
   std::vector<QueuedHello> hellos_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::string> platforms_ ABSL_GUARDED_BY(mu_);
+  std::vector<QueuedEvents> events_ ABSL_GUARDED_BY(mu_);
+  size_t queued_events_ ABSL_GUARDED_BY(mu_) = 0;
+  // Set by the first RecordEvents: events come from the control loop.
+  bool handed_over_ ABSL_GUARDED_BY(mu_) = false;
+  // fleet.db must be read from the watermark on the next pass (start, or
+  // a dropped backlog); RecordEvents drops events meanwhile.
+  bool catch_up_ ABSL_GUARDED_BY(mu_) = true;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };

@@ -101,6 +101,86 @@ class TelemetryStoreTest : public ::testing::Test {
   MetricFamily& dropped_ = registry_.AddCounter("dropped_total", "h", {"kind"});
 };
 
+v1::UpdateEvent Downloading(uint64_t seq, int64_t time_ms) {
+  v1::UpdateEvent event;
+  event.set_seq(seq);
+  event.set_directive_id("d1");
+  event.set_rollout_id("r1");
+  event.set_product("app");
+  event.set_to_version("1.1.0");
+  event.set_phase(v1::UPDATE_PHASE_DOWNLOADING);
+  event.set_duration_ms(static_cast<int64_t>(seq));
+  event.set_time_unix_ms(time_ms);
+  return event;
+}
+
+// Events handed over by the control loop are written from memory; fleet.db
+// is read only to catch up: at the first pass (what a crash left between
+// the two commits) and after a dropped backlog.
+TEST_F(TelemetryStoreTest,
+       HandedOverEventsAreWrittenOnceAndCaughtUpAfterACrash) {
+  const int64_t now = absl::ToUnixMillis(clock_.Now());
+  StoreEvent(1, v1::UPDATE_PHASE_RECEIVED);  // committed, never handed over
+  {
+    TelemetryStore::Options options = Options();
+    options.max_backlog = 4;
+    auto opened = TelemetryStore::Open(options, clock_);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    std::unique_ptr<TelemetryStore> telemetry = std::move(*opened);
+    v1::Hello hello;
+    hello.set_agent_id("a1");
+    hello.set_platform("linux/arm64");
+    telemetry->RecordHello(hello);
+    // Before the first pass: dropped, and read back from fleet.db.
+    StoreEvent(2, v1::UPDATE_PHASE_DOWNLOADING);
+    telemetry->RecordEvents("a1", now, {Downloading(2, now)});
+    ASSERT_TRUE(telemetry->Flush().ok());
+    EXPECT_EQ(Count("update_events"), 2);
+
+    // Seq 3 only handed over (a test device: the loop hands over only what
+    // it committed), seq 4 only in fleet.db: the pass writes the first and
+    // does not read fleet.db for the second.
+    telemetry->RecordEvents("a1", now + 5, {Downloading(3, now)});
+    ASSERT_TRUE(fleet_->InsertEvent("a1", Downloading(4, now), now + 6).ok());
+    ASSERT_TRUE(telemetry->Flush().ok());
+    EXPECT_EQ(Count("update_events"), 3);
+    EXPECT_EQ(Scalar("SELECT received_ms FROM update_events WHERE seq = 3"),
+              now + 5);
+    // Labelled with the platform its agent's Hello named.
+    EXPECT_EQ(Scalar("SELECT COUNT(*) FROM update_events WHERE seq = 3 AND "
+                     "platform = 'linux/arm64'"),
+              1);
+    // A resend handed over again is ignored.
+    telemetry->RecordEvents("a1", now + 7, {Downloading(3, now)});
+    ASSERT_TRUE(telemetry->Flush().ok());
+    EXPECT_EQ(Count("update_events"), 3);
+
+    // More than max_backlog queued: dropped, then read from fleet.db.
+    std::vector<v1::UpdateEvent> burst;
+    for (uint64_t seq = 5; seq <= 9; ++seq) {
+      ASSERT_TRUE(
+          fleet_->InsertEvent("a1", Downloading(seq, now), now + 8).ok());
+      burst.push_back(Downloading(seq, now));
+    }
+    telemetry->RecordEvents("a1", now + 8, burst);
+    ASSERT_TRUE(telemetry->Flush().ok());
+    EXPECT_EQ(Count("update_events"), 9);
+    // Stopping here is a crash for seq 10: committed, not yet handed over.
+    ASSERT_TRUE(fleet_->InsertEvent("a1", Downloading(10, now), now + 9).ok());
+  }
+  std::unique_ptr<TelemetryStore> telemetry = OpenTelemetry();
+  ASSERT_NE(telemetry, nullptr);
+  ASSERT_TRUE(telemetry->Flush().ok());  // the catch-up finds seq 10
+  EXPECT_EQ(Count("update_events"), 10);
+  EXPECT_EQ(Scalar("SELECT COUNT(*) FROM update_events WHERE seq = 10"), 1);
+  telemetry->RecordEvents("a1", now + 10, {Downloading(11, now)});
+  ASSERT_TRUE(telemetry->Flush().ok());
+  EXPECT_EQ(Count("update_events"), 11);
+  EXPECT_EQ(Scalar("SELECT COUNT(*) FROM update_events WHERE seq = 11"), 1);
+  // The minute rollup counted each event once.
+  EXPECT_EQ(Scalar("SELECT SUM(events) FROM update_events_1m"), 11);
+}
+
 TEST_F(TelemetryStoreTest, CopiesCommittedEventsOnceAcrossPassesAndRestarts) {
   StoreEvent(1, v1::UPDATE_PHASE_RECEIVED);
   StoreEvent(2, v1::UPDATE_PHASE_DOWNLOADING);
