@@ -208,6 +208,14 @@ class ConnectStream
 
   void StartPending() { StartWrite(&current_); }
 
+  // From the Welcome: events queued behind the write in flight leave
+  // together in one AgentMessage.events of at most `n` (0 or 1: one per
+  // message, as to an older controller).
+  void SetMaxBatch(uint32_t n) {
+    absl::MutexLock lock(&mu_);
+    max_batch_ = n;
+  }
+
   // TryCancel on a live stream; safe from any thread.
   bool HoldForCancel() {
     absl::MutexLock lock(&mu_);
@@ -228,8 +236,7 @@ class ConnectStream
         writing_ = false;
         if (!ok) queue_.clear();
       } else {
-        current_ = std::move(queue_.front());
-        queue_.pop_front();
+        current_ = TakeNextLocked();
         start = true;
       }
     }
@@ -253,6 +260,26 @@ class ConnectStream
   }
 
  private:
+  // The next message to write: the queue's head, or, when it is an event
+  // and batches are allowed, it and the events queued right behind it.
+  AgentMessage TakeNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    AgentMessage next = std::move(queue_.front());
+    queue_.pop_front();
+    if (max_batch_ <= 1 || !next.has_event() || queue_.empty() ||
+        !queue_.front().has_event()) {
+      return next;
+    }
+    AgentMessage batch;
+    v1::UpdateEventBatch* events = batch.mutable_events();
+    *events->add_events() = std::move(*next.mutable_event());
+    while (!queue_.empty() && queue_.front().has_event() &&
+           static_cast<uint32_t>(events->events_size()) < max_batch_) {
+      *events->add_events() = std::move(*queue_.front().mutable_event());
+      queue_.pop_front();
+    }
+    return batch;
+  }
+
   SimulatedAgent& agent_;
   AgentSimulator::Counters& counters_;
   grpc::ClientContext context_;
@@ -262,6 +289,7 @@ class ConnectStream
   std::deque<AgentMessage> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  uint32_t max_batch_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // ------------------------------------------------------------- FetchReactor
@@ -451,6 +479,9 @@ void SimulatedAgent::OnMessage(ConnectStream* stream,
     switch (message.body_case()) {
       case ControllerMessage::kWelcome: {
         const v1::Welcome& welcome = message.welcome();
+        if (sim_.options().event_batches) {
+          stream->SetMaxBatch(welcome.max_events_per_batch());
+        }
         welcomed_ = true;
         failures_ = 0;
         ++counters_.welcomes;

@@ -61,6 +61,10 @@ struct SimulatorOptions {
   absl::Duration backoff_cap = absl::Seconds(30);
   // Events an agent keeps unacknowledged at most while flooding.
   int flood_window = 512;
+  // Events queued behind a write in flight leave in one AgentMessage.events
+  // (up to Welcome.max_events_per_batch), as fleet-agent may; false: one
+  // message per event, as an agent that predates batches.
+  bool event_batches = true;
   uint64_t seed = 1;
 };
 

@@ -156,10 +156,15 @@ int main(int argc, char** argv) {
   app.add_option("--flood-window", options.flood_window,
                  "unacknowledged events per agent while flooding")
       ->capture_default_str();
+  bool single_events = false;
+  app.add_flag("--single-events", single_events,
+               "send one event per message, as an agent that predates "
+               "Welcome.max_events_per_batch");
   app.add_option("--seed", options.seed, "random seed")->capture_default_str();
   app.add_option("--stats-ms", stats_ms, "stats line interval (0: none)")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  options.event_batches = !single_events;
 
   for (const std::string& label : labels) {
     std::vector<std::string> kv =

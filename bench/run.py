@@ -618,14 +618,69 @@ http {{
 
     # ------------------------------------------------------------ telemetry
     def telemetry(self):
+        """Ingest through the real stream path. Agents that batch (several
+        queued events in one AgentMessage.events, as Welcome allows) give
+        the headline figure; the same load with one event per message (an
+        agent that predates batches) is measured beside it."""
+        sim_bin = self.bin("agent_simulator")
+        batches = has_flag(sim_bin, "--single-events")
+        # INGEST_MESSAGES=single measures only one event per message (for
+        # back-to-back comparisons with a simulator that predates batches).
+        only_single = os.environ.get("INGEST_MESSAGES") == "single"
+        first = self.ingest_run(
+            "telemetry", ["--single-events"] if batches and only_single
+            else [])
+        self.figures["telemetry_ingest"] = dict(
+            first, message="batched" if batches and not only_single
+            else "one event each")
+        if batches and not only_single:
+            self.figures["telemetry_ingest_single"] = dict(
+                self.ingest_run("telemetry-single", ["--single-events"]),
+                message="one event each")
+        # Peer: the same rows, inserted by the sqlite3 CLI in one transaction
+        # into an empty copy of the schema (indexes included).
+        db = first.pop("db")
+        self.figures.get("telemetry_ingest_single", {}).pop("db", None)
+        self.figures["telemetry_ingest"].pop("db", None)
+        stored = int(subprocess.run(["sqlite3", db, "SELECT count(*) FROM "
+                                     "events"], capture_output=True,
+                                    text=True, check=True).stdout)
+        schema = subprocess.run(["sqlite3", db, ".schema events"],
+                                capture_output=True, text=True,
+                                check=True).stdout
+        dump = os.path.join(self.work, "events.sql")
+        with open(dump, "w") as f:
+            f.write("PRAGMA journal_mode=WAL;\nBEGIN;\n")
+            f.flush()
+            subprocess.run(["sqlite3", db, ".mode insert events",
+                            "SELECT * FROM events"], stdout=f, check=True)
+            f.write("COMMIT;\n")
+        peer_db = os.path.join(self.work, "peer.db")
+        subprocess.run(["sqlite3", peer_db], input=schema, text=True,
+                       check=True)
+        t0 = time.time()
+        subprocess.run(["sqlite3", peer_db], stdin=open(dump),
+                       stdout=subprocess.DEVNULL, check=True)
+        peer_rate = stored / (time.time() - t0)
+        for name in ("telemetry_ingest", "telemetry_ingest_single"):
+            t = self.figures.get(name)
+            if t is None:
+                continue
+            t["stored_rows"] = stored if name == "telemetry_ingest" \
+                else t.get("stored_rows")
+            t["sqlite3_cli_rows_per_s"] = round(peer_rate)
+            t["ratio"] = round(t["events_per_s"] / peer_rate, 3)
+
+    def ingest_run(self, name, sim_extra):
         s = self.size
-        c = Controller(self, "telemetry")
+        c = Controller(self, name)
         # The figure is the event path's capacity: the per-stream flood
         # limit (50 messages/s per agent by default) would measure the
         # limit instead, since each simulated agent floods 512 at a time.
         c.optional_flags = [("--agent-rate-limit", "0")]
         c.start()
-        sim = Simulator(self, c.address, "tele", ["--flood-window", "512"])
+        sim = Simulator(self, c.address, name,
+                        ["--flood-window", "512", *sim_extra])
         try:
             n, k = s["tele_agents"], s["tele_events"]
             sim.cmd(f"add {n} {s['connect_rate']}")
@@ -646,34 +701,18 @@ http {{
         stored = int(subprocess.run(["sqlite3", db, "SELECT count(*) FROM "
                                      "events"], capture_output=True,
                                     text=True, check=True).stdout)
-        # Peer: the same rows, inserted by the sqlite3 CLI in one transaction
-        # into an empty copy of the schema (indexes included).
-        schema = subprocess.run(["sqlite3", db, ".schema events"],
-                                capture_output=True, text=True,
-                                check=True).stdout
-        dump = os.path.join(self.work, "events.sql")
-        with open(dump, "w") as f:
-            f.write("PRAGMA journal_mode=WAL;\nBEGIN;\n")
-            f.flush()
-            subprocess.run(["sqlite3", db, ".mode insert events",
-                            "SELECT * FROM events"], stdout=f, check=True)
-            f.write("COMMIT;\n")
-        peer_db = os.path.join(self.work, "peer.db")
-        subprocess.run(["sqlite3", peer_db], input=schema, text=True,
-                       check=True)
-        t0 = time.time()
-        subprocess.run(["sqlite3", peer_db], stdin=open(dump),
-                       stdout=subprocess.DEVNULL, check=True)
-        peer_s = time.time() - t0
-        rate = total / elapsed
-        peer_rate = stored / peer_s
-        self.figures["telemetry_ingest"] = {
+        # Every event reached telemetry.db too (handed over by the control
+        # loop or read back from fleet.db), once.
+        tele = int(subprocess.run(
+            ["sqlite3", os.path.join(c.data, "telemetry.db"),
+             "SELECT count(*) FROM update_events"], capture_output=True,
+            text=True, check=True).stdout)
+        return {
             "agents": n, "events": total, "stored_rows": stored,
-            "seconds": round(elapsed, 2), "events_per_s": round(rate),
+            "telemetry_rows": tele, "db": db,
+            "seconds": round(elapsed, 2), "events_per_s": round(total / elapsed),
             "controller_cpu_pct": round(100 * ctl_cpu / elapsed, 1),
             "sim_cpu_s": round(st["cpu_s"] - before["cpu_s"], 1),
-            "sqlite3_cli_rows_per_s": round(peer_rate),
-            "ratio": round(rate / peer_rate, 3),
         }
 
     def telemetry_query(self):
@@ -938,12 +977,16 @@ FROM n;
                 f"({v['agent_gb_s']} GB/s)",
                 f"openssl dgst -sha256 {v['openssl_s']} s "
                 f"({v['openssl_gb_s']} GB/s)", f"{v['ratio']}×", "≥ 0.9×")
-        t = f.get("telemetry_ingest")
-        if t:
+        for key in ("telemetry_ingest", "telemetry_ingest_single"):
+            t = f.get(key)
+            if not t:
+                continue
+            how = f", {t['message']}" if t.get("message") else ""
             row(f"telemetry ingest, {t['agents']} agents × "
-                f"{t['events'] // t['agents']} events",
+                f"{t['events'] // t['agents']} events{how}",
                 f"{t['events_per_s']} events/s (controller CPU "
-                f"{t['controller_cpu_pct']} %)",
+                f"{t['controller_cpu_pct']} %, simulator "
+                f"{t.get('sim_cpu_s', '?')} CPU s)",
                 f"sqlite3 CLI one transaction {t['sqlite3_cli_rows_per_s']} "
                 f"rows/s", f"{t['ratio']}×", "≥ 100k events/s")
         q = f.get("telemetry_query")
@@ -1054,6 +1097,8 @@ def main():
     h = Harness(args)
     h.keys()
     only = set(args.only.split(",")) if args.only else None
+    if only and "ingest" in only:  # the figure's name in the issue
+        only.add("telemetry")
     plan = [("fleet", h.fleet_figures), ("rollout", h.rollout_figures),
             ("artifact", h.artifact),
             ("verify", h.verification), ("telemetry", h.telemetry),
