@@ -1,5 +1,7 @@
 #include "cli/agent_commands.h"
 
+#include <map>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -21,6 +23,15 @@ std::string Products(const v1::Agent& agent) {
         p.product(), "@", p.version().empty() ? "unknown" : p.version()));
   }
   return absl::StrJoin(products, ",");
+}
+
+// The agent's effective labels, sorted: its enrolled ones (from its
+// certificate) won over any it reported differently. "-" if none.
+std::string Labels(const v1::Agent& agent) {
+  if (agent.labels().empty()) return "-";
+  std::map<std::string, std::string> sorted(agent.labels().begin(),
+                                            agent.labels().end());
+  return absl::StrJoin(sorted, ",", absl::PairFormatter("="));
 }
 
 // The root of trust the agent reported: "-" without root metadata, "v3",
@@ -64,13 +75,14 @@ absl::Status AgentsList(const AgentsListOptions& options, CommandContext& ctx) {
                {"PRODUCTS"},
                {"CONNECTED"},
                {"LAST SEEN"},
-               {"ROOT"}});
+               {"ROOT"},
+               {"LABELS"}});
   const absl::Time now = ctx.Now();
   for (const v1::Agent& a : response.agents()) {
     table.AddRow({a.agent_id(), a.hostname(), a.platform(), Products(a),
                   a.connected() ? "yes" : "no",
                   HumanAgo(absl::FromUnixMillis(a.last_seen_unix_ms()), now),
-                  Root(a, now)});
+                  Root(a, now), Labels(a)});
   }
   table.Print(ctx.out());
   return absl::OkStatus();

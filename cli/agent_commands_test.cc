@@ -51,6 +51,8 @@ TEST_F(AgentsListTest, PrintsProductsConnectionAndLastSeen) {
   web->set_version("1.2.0");
   a->add_installed()->set_product("api");  // version not known yet
   a->set_root_version(3);
+  (*a->mutable_labels())["zone"] = "a";
+  (*a->mutable_labels())["ring"] = "canary";
   a->set_root_expires_unix_seconds(
       absl::ToUnixSeconds(clock_.Now() - absl::Hours(1)));
   v1::Agent* b =
@@ -65,13 +67,13 @@ TEST_F(AgentsListTest, PrintsProductsConnectionAndLastSeen) {
   EXPECT_EQ(
       out_.str(),
       "AGENT      HOSTNAME            PLATFORM      PRODUCTS                "
-      "CONNECTED   LAST SEEN   ROOT\n"
+      "CONNECTED   LAST SEEN   ROOT         LABELS\n"
       "agent-1    web-01              linux/amd64   web@1.2.0,api@unknown   "
-      "yes         12s ago     v3 EXPIRED\n"
+      "yes         12s ago     v3 EXPIRED   ring=canary,zone=a\n"
       "agent-22   db-01.example.com   linux/amd64   -                       "
-      "no          3m ago      v2\n"
+      "no          3m ago      v2           -\n"
       "agent-3    old                 linux/amd64   -                       "
-      "no          4m ago      -\n");
+      "no          4m ago      -            -\n");
 }
 
 TEST_F(AgentsListTest, SendsTheProductFilter) {

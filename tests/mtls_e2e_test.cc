@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,14 +36,32 @@ class MtlsTest : public ::testing::Test {
     RunResult keys = Fleetctl({"keys", "generate", "--out", dir_ + "/keys"},
                               /*with_credentials=*/false);
     ASSERT_EQ(keys.exit_code, 0) << keys.err;
+    StartController();
+  }
 
+  // (Re)starts the controller on the same port and data dir; `extra` flags
+  // are appended. A running one is SIGKILLed first (no goodbye to agents).
+  void StartController(std::vector<std::string> extra = {}) {
+    if (controller_ != nullptr) {
+      controller_->Kill();
+      old_controller_logs_ += controller_->ReadLog();
+    }
+    std::vector<std::string> argv = {Runfile("controller/fleet-controller"),
+                                     "--data-dir",
+                                     dir_ + "/data",
+                                     "--listen",
+                                     absl::StrCat("127.0.0.1:", port_),
+                                     "--http-listen",
+                                     "",
+                                     "--pki",
+                                     dir_ + "/pki",
+                                     "--trust-key",
+                                     dir_ + "/keys/release.pub",
+                                     "--heartbeat-seconds",
+                                     "1"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
     controller_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{
-            Runfile("controller/fleet-controller"), "--data-dir",
-            dir_ + "/data", "--listen", absl::StrCat("127.0.0.1:", port_),
-            "--http-listen", "", "--pki", dir_ + "/pki", "--trust-key",
-            dir_ + "/keys/release.pub", "--heartbeat-seconds", "1"},
-        dir_ + "/controller.log");
+        argv, absl::StrCat(dir_, "/controller", ++controller_starts_, ".log"));
     ASSERT_TRUE(controller_->Start().ok());
     ASSERT_TRUE(WaitFor(
         [&] { return absl::StrContains(controller_->ReadLog(), "listening"); },
@@ -55,7 +74,8 @@ class MtlsTest : public ::testing::Test {
     if (controller_ != nullptr) controller_->Stop(absl::Seconds(5));
     if (HasFailure()) {
       if (controller_ != nullptr) {
-        std::cerr << "---- controller log\n" << controller_->ReadLog();
+        std::cerr << "---- controller log\n"
+                  << old_controller_logs_ << controller_->ReadLog();
       }
       for (auto& agent : agents_) {
         std::cerr << "---- " << agent->log_path() << "\n" << agent->ReadLog();
@@ -75,9 +95,14 @@ class MtlsTest : public ::testing::Test {
     return testing::Run(argv);
   }
 
-  std::string NewToken(int uses = 1) {
-    RunResult created =
-        Fleetctl({"enroll-token", "create", "--uses", std::to_string(uses)});
+  std::string NewToken(int uses = 1, std::vector<std::string> labels = {}) {
+    std::vector<std::string> args = {"enroll-token", "create", "--uses",
+                                     std::to_string(uses)};
+    for (const std::string& label : labels) {
+      args.push_back("--label");
+      args.push_back(label);
+    }
+    RunResult created = Fleetctl(args);
     EXPECT_EQ(created.exit_code, 0) << created.err;
     return std::string(absl::StripAsciiWhitespace(created.out));
   }
@@ -118,8 +143,62 @@ class MtlsTest : public ::testing::Test {
     return agents;
   }
 
+  // Every listed agent's labels, by id.
+  std::map<std::string, std::map<std::string, std::string>> AgentLabels() {
+    RunResult listed = Fleetctl({"agents", "list", "-o", "json"});
+    std::map<std::string, std::map<std::string, std::string>> labels;
+    if (listed.exit_code != 0) return labels;
+    nlohmann::json json = nlohmann::json::parse(listed.out, nullptr, false);
+    for (const auto& agent : json["agents"]) {
+      auto& of = labels[agent["agent_id"].get<std::string>()];
+      if (!agent.contains("labels")) continue;
+      for (const auto& [key, value] : agent["labels"].items()) {
+        of[key] = value.get<std::string>();
+      }
+    }
+    return labels;
+  }
+
+  // The agents a rollout of app 1.0.0 to `selector` targets.
+  std::set<std::string> Targets(const std::string& selector) {
+    RunResult created =
+        Fleetctl({"-o", "json", "rollout", "create", "--product", "app",
+                  "--version", "1.0.0", "--selector", selector});
+    EXPECT_EQ(created.exit_code, 0) << created.err;
+    nlohmann::json rollout = nlohmann::json::parse(created.out, nullptr, false);
+    const std::string id = rollout.value("rollout_id", "");
+    std::set<std::string> targets;
+    WaitFor(
+        [&] {
+          RunResult status = Fleetctl({"-o", "json", "rollout", "status", id});
+          nlohmann::json json =
+              nlohmann::json::parse(status.out, nullptr, false);
+          if (json.is_discarded() || !json.contains("targets")) return false;
+          for (const auto& target : json["targets"]) {
+            targets.insert(target["agent_id"].get<std::string>());
+          }
+          return !targets.empty();
+        },
+        absl::Seconds(10));
+    RunResult aborted = Fleetctl({"rollout", "abort", id});
+    EXPECT_EQ(aborted.exit_code, 0) << aborted.err;
+    return targets;
+  }
+
+  // Lines of `log` containing `text`.
+  static int Count(const std::string& log, const std::string& text) {
+    int n = 0;
+    for (size_t at = log.find(text); at != std::string::npos;
+         at = log.find(text, at + text.size())) {
+      ++n;
+    }
+    return n;
+  }
+
   std::string dir_;
   int port_ = 0;
+  int controller_starts_ = 0;
+  std::string old_controller_logs_;
   std::unique_ptr<Subprocess> controller_;
   std::vector<std::unique_ptr<Subprocess>> agents_;
 };
@@ -269,6 +348,129 @@ TEST_F(MtlsTest, ExpiredAgentCertificateIsRefused) {
   const std::string log = agents["expired"]->ReadLog();
   EXPECT_TRUE(absl::StrContains(log, "agent certificate expired")) << log;
   EXPECT_TRUE(absl::StrContains(log, "--enroll-token")) << log;
+}
+
+// Labels from the enrollment token win over what the agent reports; keys
+// the token did not set stay the agent's, and selectors see the result.
+TEST_F(MtlsTest, EnrolledLabelsWinOverReportedOnes) {
+  const std::string ca = dir_ + "/pki/ca.crt";
+  StartAgent("canary",
+             {"--tls-ca", ca, "--enroll-token", NewToken(1, {"ring=canary"}),
+              "--label", "ring=prod", "--label", "zone=a"});
+  StartAgent("plain", {"--tls-ca", ca, "--enroll-token", NewToken(), "--label",
+                       "ring=prod"});
+  std::string canary, plain;
+  std::map<std::string, std::map<std::string, std::string>> labels;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::map<std::string, bool> agents = Agents();
+        labels = AgentLabels();
+        for (const auto& [id, of] : labels) {
+          if (!agents[id]) continue;
+          (of.count("zone") ? canary : plain) = id;
+        }
+        return !canary.empty() && !plain.empty();
+      },
+      absl::Seconds(30)));
+  EXPECT_EQ(labels[canary], (std::map<std::string, std::string>{
+                                {"ring", "canary"}, {"zone", "a"}}));
+  EXPECT_EQ(labels[plain],
+            (std::map<std::string, std::string>{{"ring", "prod"}}));
+  // The table shows the effective labels too.
+  RunResult table = Fleetctl({"agents", "list"});
+  EXPECT_TRUE(absl::StrContains(table.out, "ring=canary")) << table.out;
+
+  // The contradiction is logged and audited, once.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains(Fleetctl({"audit", "list", "-o", "json"}).out,
+                                 "LabelOverridden");
+      },
+      absl::Seconds(10)));
+  EXPECT_TRUE(absl::StrContains(controller_->ReadLog(),
+                                "contradicts its enrolled one"));
+
+  const std::string artifact = dir_ + "/app-1.0.0";
+  ASSERT_TRUE(
+      WriteFileAtomically(artifact, "#!/bin/sh\nsleep 1000\n", 0755).ok());
+  RunResult pushed =
+      Fleetctl({"release", "push", "--product", "app", "--version", "1.0.0",
+                "--file", artifact, "--key", dir_ + "/keys/release.key"});
+  ASSERT_EQ(pushed.exit_code, 0) << pushed.err;
+  EXPECT_EQ(Targets("ring=prod"), std::set<std::string>{plain});
+  EXPECT_EQ(Targets("ring=canary"), std::set<std::string>{canary});
+  EXPECT_EQ(Targets("zone=a"), std::set<std::string>{canary});
+}
+
+// With certificates of a few seconds, the agent renews again and again
+// without a restart and keeps its stream and its id; after its first
+// certificate has expired, a controller restart shows the reconnect uses
+// the renewed one. A revoked agent's renewal is refused.
+TEST_F(MtlsTest, AgentRenewsItsCertificateWithoutRestarting) {
+  StartController({"--agent-cert-validity", "6s"});
+  const std::string ca = dir_ + "/pki/ca.crt";
+  Subprocess* agent =
+      StartAgent("a1", {"--tls-ca", ca, "--enroll-token",
+                        NewToken(1, {"ring=canary"}), "--label", "ring=prod"});
+  std::string agent_id;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (const auto& [id, connected] : Agents()) {
+          if (connected) agent_id = id;
+        }
+        return !agent_id.empty();
+      },
+      absl::Seconds(30)));
+  const std::string cert_file = dir_ + "/a1/state/identity/agent.crt";
+  absl::StatusOr<pki::CertificateInfo> first =
+      pki::ParseCertificate(*ReadFile(cert_file));
+  ASSERT_TRUE(first.ok()) << first.status();
+
+  // Two renewals (one every ~3.5 s), and the first certificate expires.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return Count(agent->ReadLog(), "agent certificate renewed") >= 2 &&
+               absl::Now() > first->not_after + absl::Seconds(1);
+      },
+      absl::Seconds(30)))
+      << agent->ReadLog();
+  absl::StatusOr<pki::CertificateInfo> renewed =
+      pki::ParseCertificate(*ReadFile(cert_file));
+  ASSERT_TRUE(renewed.ok()) << renewed.status();
+  EXPECT_EQ(renewed->common_name, agent_id);
+  EXPECT_EQ(renewed->labels.at("ring"), "canary");
+  EXPECT_GT(renewed->not_after, first->not_after);
+  EXPECT_NE(renewed->serial_hex, first->serial_hex);
+  // Same process, same worker, one stream all along.
+  EXPECT_FALSE(agent->Wait(absl::ZeroDuration()).has_value());
+  std::string log = agent->ReadLog();
+  EXPECT_EQ(Count(log, "fleet-agent worker starting"), 1) << log;
+  EXPECT_EQ(Count(log, "connected to controller"), 1) << log;
+  EXPECT_TRUE(Agents()[agent_id]);
+  EXPECT_EQ(AgentLabels()[agent_id].at("ring"), "canary");
+
+  // The first certificate has expired: reconnecting works only with a
+  // renewed one.
+  StartController({"--agent-cert-validity", "6s"});
+  ASSERT_TRUE(WaitFor([&] { return Agents()[agent_id]; }, absl::Seconds(30)))
+      << agent->ReadLog();
+  log = agent->ReadLog();
+  EXPECT_EQ(Count(log, "fleet-agent worker starting"), 1) << log;
+  EXPECT_GE(Count(log, "connected to controller"), 2) << log;
+  EXPECT_FALSE(agent->Wait(absl::ZeroDuration()).has_value());
+
+  // Revoked: its next renewal is refused (and it keeps running).
+  ASSERT_EQ(
+      Fleetctl({"agents", "revoke", agent_id, "--reason", "test"}).exit_code,
+      0);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains(agent->ReadLog(), "renewal failed") &&
+               absl::StrContains(agent->ReadLog(), "is revoked");
+      },
+      absl::Seconds(20)))
+      << agent->ReadLog();
+  EXPECT_FALSE(agent->Wait(absl::ZeroDuration()).has_value());
 }
 
 }  // namespace
