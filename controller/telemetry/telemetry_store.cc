@@ -1,6 +1,7 @@
 #include "controller/telemetry/telemetry_store.h"
 
 #include <algorithm>
+#include <map>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -495,14 +496,21 @@ absl::Status TelemetryStore::InsertEventRows(const std::vector<EventRow>& rows,
   sqlite::Transaction txn(*db_);
   RETURN_IF_ERROR(txn.Begin());
   ASSIGN_OR_RETURN(sqlite::Statement * insert, db_->Cached(kInsertEventSql));
+  // Metrics are updated once per (phase, error class) of the transaction,
+  // not per row: a labelled Increment builds and looks up its label set.
   struct Stored {
-    std::string phase, error_class;
-    int64_t duration_ms;
+    int64_t events = 0;
+    std::vector<double> durations_s;
   };
-  std::vector<Stored> stored;
+  std::map<std::pair<int, std::string>, Stored> stored;
+  // One label string per phase, not one allocation per row.
+  std::map<int, std::string> phases;
   for (const EventRow& row : rows) {
-    const std::string phase =
-        PhaseLabel(static_cast<v1::UpdatePhase>(row.phase));
+    auto [label, added] = phases.try_emplace(row.phase);
+    if (added) {
+      label->second = PhaseLabel(static_cast<v1::UpdatePhase>(row.phase));
+    }
+    const std::string& phase = label->second;
     // An event without an agent timestamp is placed when it arrived.
     const int64_t time_ms = row.time_ms > 0 ? row.time_ms : row.received_ms;
     insert->BindText(1, row.agent_id);
@@ -520,7 +528,11 @@ absl::Status TelemetryStore::InsertEventRows(const std::vector<EventRow>& rows,
     insert->BindInt64(13, row.received_ms);
     RETURN_IF_ERROR(insert->Run());
     if (db_->Changes() == 0) continue;  // stored by an earlier pass
-    stored.push_back({phase, row.error_class, row.duration_ms});
+    Stored& counted = stored[{row.phase, row.error_class}];
+    ++counted.events;
+    if (options_.metrics.phase_duration) {
+      counted.durations_s.push_back(row.duration_ms / 1000.0);
+    }
     if (row.phase == v1::UPDATE_PHASE_HEALTHY && !row.to_version.empty()) {
       RETURN_IF_ERROR(NoteVersion(row.agent_id, row.product, row.to_version,
                                   row.platform, time_ms));
@@ -539,13 +551,17 @@ absl::Status TelemetryStore::InsertEventRows(const std::vector<EventRow>& rows,
     options_.metrics.write_latency->Observe(
         {"telemetry"}, absl::ToDoubleSeconds(absl::Now() - started));
   }
-  for (const Stored& s : stored) {
+  for (const auto& [key, counted] : stored) {
+    const std::string& phase = phases[key.first];
     if (options_.metrics.update_events) {
-      options_.metrics.update_events->Increment({s.phase, s.error_class});
+      options_.metrics.update_events->Increment({phase, key.second},
+                                                counted.events);
     }
     if (options_.metrics.phase_duration) {
-      options_.metrics.phase_duration->Observe({s.phase},
-                                               s.duration_ms / 1000.0);
+      const std::vector<std::string> labels = {phase};
+      for (double seconds : counted.durations_s) {
+        options_.metrics.phase_duration->Observe(labels, seconds);
+      }
     }
   }
   return absl::OkStatus();
