@@ -107,7 +107,6 @@ class CommandLine {
     if (!controller_from_env.empty()) {
       global_.controller = std::string(controller_from_env);
     }
-    push_.platform = HostPlatform();
     Define();
   }
 
@@ -197,6 +196,20 @@ class CommandLine {
     Add(generate, [this](CommandContext& ctx) {
       return KeysGenerate(keys_generate_, ctx);
     });
+
+    CLI::App* sign = keys->add_subcommand(
+        "sign",
+        "Add your signature to a manifest file from `release prepare` (in "
+        "place); shows what it signs first");
+    sign->add_option("FILE", keys_sign_.manifest, "manifest file")->required();
+    sign->add_option("--key", keys_sign_.key_files,
+                     "release private key; repeatable")
+        ->required();
+    sign->add_option("--root", keys_sign_.root,
+                     "refuse keys this root does not list as release keys, "
+                     "and show the threshold");
+    Add(sign,
+        [this](CommandContext& ctx) { return KeysSign(keys_sign_, ctx); });
 
     CLI::App* root = keys->add_subcommand(
         "root", "Root metadata: which release keys agents trust");
@@ -347,22 +360,96 @@ class CommandLine {
     CLI::App* release = app_.add_subcommand("release", "Signed releases");
     release->require_subcommand(1);
     CLI::App* push = release->add_subcommand(
-        "push", "Sign a release locally and upload it to the controller");
-    push->add_option("--product", push_.product, "product name, e.g. web")
-        ->required();
-    push->add_option("--version", push_.version, "SemVer, e.g. 1.2.0")
-        ->required();
-    push->add_option("--platform", push_.platform, "os/arch of the file")
-        ->capture_default_str();
+        "push",
+        "Upload a release: sign it here with --key (repeatable), or push a "
+        "--manifest prepared and signed offline");
+    CLI::Option* push_product =
+        push->add_option("--product", push_.product, "product name, e.g. web");
+    CLI::Option* push_version =
+        push->add_option("--version", push_.version, "SemVer, e.g. 1.2.0");
+    CLI::Option* push_platform = push->add_option(
+        "--platform", push_.platform,
+        absl::StrCat("os/arch of the file (default: this host's, ",
+                     HostPlatform(), ")"));
     push->add_option("--file", push_.file, "the executable to release")
         ->required();
-    push->add_option("--key", push_.key_file,
-                     "private key from `fleetctl keys generate`")
-        ->required();
-    push->add_option("--expires", push_.expires,
-                     "manifest lifetime, e.g. 90d, 12h; 0 or never: no expiry")
-        ->capture_default_str();
+    CLI::Option* push_key = push->add_option(
+        "--key", push_.key_files,
+        "private key from `fleetctl keys generate`; repeat to sign with "
+        "several keys of a k-of-n root");
+    CLI::Option* push_expires =
+        push->add_option("--expires", push_.expires,
+                         "manifest lifetime, e.g. 90d, 12h; 0 or never: no "
+                         "expiry")
+            ->capture_default_str();
+    CLI::Option* push_downgrade = push->add_flag(
+        "--allows-downgrade", push_.allows_downgrade,
+        "sign a manifest that agents may install over a newer version");
+    push->add_option("--manifest", push_.manifest,
+                     "manifest file from `release prepare`, signed with "
+                     "`keys sign`")
+        ->excludes(push_product)
+        ->excludes(push_version)
+        ->excludes(push_platform)
+        ->excludes(push_key)
+        ->excludes(push_expires)
+        ->excludes(push_downgrade);
+    // Required unless --manifest brings them: checked while parsing, so a
+    // missing one is reported with the help pointer like any required flag.
+    push->parse_complete_callback([this, push_product, push_version, push_key] {
+      if (!push_.manifest.empty()) return;
+      for (const CLI::Option* option : {push_product, push_version, push_key}) {
+        if (option->count() == 0) {
+          throw CLI::RequiredError(
+              option->get_name() + " is required (or give --manifest)",
+              CLI::ExitCodes::RequiredError);
+        }
+      }
+    });
     Add(push, [this](CommandContext& ctx) { return ReleasePush(push_, ctx); });
+
+    CLI::App* prepare = release->add_subcommand(
+        "prepare",
+        "Write an unsigned manifest file for offline signing (keys sign)");
+    prepare->add_option("--product", prepare_.product, "product name")
+        ->required();
+    prepare->add_option("--version", prepare_.version, "SemVer, e.g. 1.2.0")
+        ->required();
+    prepare->add_option("--platform", prepare_.platform,
+                        absl::StrCat("os/arch of the file (default: this "
+                                     "host's, ",
+                                     HostPlatform(), ")"));
+    prepare->add_option("--file", prepare_.file, "the executable to release")
+        ->required();
+    prepare
+        ->add_option("--expires", prepare_.expires,
+                     "manifest lifetime, e.g. 90d; 0 or never: no expiry")
+        ->capture_default_str();
+    prepare->add_flag("--allows-downgrade", prepare_.allows_downgrade,
+                      "agents may install it over a newer version");
+    prepare->add_option("--out", prepare_.out, "manifest file to write")
+        ->required();
+    prepare->add_flag("--force", prepare_.force,
+                      "replace an existing --out (its signatures are lost)");
+    Add(prepare,
+        [this](CommandContext& ctx) { return ReleasePrepare(prepare_, ctx); });
+
+    CLI::App* verify = release->add_subcommand(
+        "verify",
+        "Check a manifest file's signatures against a root, offline, as an "
+        "agent would");
+    verify->add_option("--manifest", verify_.manifest, "manifest file")
+        ->required();
+    CLI::Option* verify_root = verify->add_option(
+        "--root", verify_.root, "root file whose release keys must sign");
+    verify
+        ->add_option("--trust-key", verify_.trust_keys,
+                     "release public key instead of --root; repeatable")
+        ->excludes(verify_root);
+    verify->add_option("--file", verify_.file,
+                       "also check this artifact's size and sha256");
+    Add(verify,
+        [this](CommandContext& ctx) { return ReleaseVerify(verify_, ctx); });
 
     CLI::App* release_list =
         release->add_subcommand("list", "List stored releases");
@@ -573,6 +660,12 @@ class CommandLine {
   // completion) run without TLS credentials; `version` runs either way and
   // reports what it could reach.
   static bool NeedsCredentials(const CLI::App* command) {
+    // Offline signing: prepare and verify read and write files only.
+    const CLI::App* parent = command->get_parent();
+    if (parent != nullptr && parent->get_name() == "release" &&
+        (command->get_name() == "prepare" || command->get_name() == "verify")) {
+      return false;
+    }
     for (const CLI::App* c = command; c != nullptr; c = c->get_parent()) {
       const std::string& name = c->get_name();
       // doctor loads them itself, to report a bad file as a failed check.
@@ -639,6 +732,9 @@ class CommandLine {
   TelemetryQueryOptions telemetry_query_;
   std::string timeout_ = "30s";
   KeysGenerateOptions keys_generate_;
+  KeysSignOptions keys_sign_;
+  ReleasePrepareOptions prepare_;
+  ReleaseVerifyOptions verify_;
   PkiInitOptions pki_init_;
   PkiIssueOptions pki_issue_;
   RootInitOptions root_init_;

@@ -72,7 +72,7 @@ TEST_F(FleetctlTest, UnknownOrMissingCommandListsTheChoices) {
   EXPECT_EQ(Run({"release", "lst"}), kExitUsage);
   EXPECT_EQ(err_.str(),
             "fleetctl: unknown command \"lst\" for \"fleetctl release\"; "
-            "expected one of: push, list\n"
+            "expected one of: push, prepare, verify, list\n"
             "Run 'fleetctl release --help' for usage.\n");
   EXPECT_EQ(Run({"rollout"}), kExitUsage);
   EXPECT_EQ(err_.str().rfind("fleetctl: \"fleetctl rollout\" needs a command: "

@@ -8,7 +8,11 @@
 
 #include "cli/command_context.h"
 #include "cli/errors.h"
+#include "cli/manifest_file.h"
+#include "cli/release_commands.h"
+#include "cli/root_commands.h"
 #include "common/ed25519.h"
+#include "common/manifest.h"
 #include "common/testing/fake_clock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -139,6 +143,183 @@ TEST_F(KeysGenerateTest, YamlNamesKeyIdAndBothFiles) {
   EXPECT_NE(printed.find("public_key: " + dir + "/release.pub"),
             std::string::npos)
       << printed;
+}
+
+// `keys sign` on files made by `release prepare`, with real keys and a real
+// 2-of-3 root file (keys root init).
+class KeysSignTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir();
+    for (const char* name : {"rel-a", "rel-b", "rel-c", "outsider", "root"}) {
+      CommandContext ctx = Context();
+      ASSERT_TRUE(KeysGenerate({.out_dir = Dir(name)}, ctx).ok());
+    }
+    {
+      CommandContext ctx = Context();
+      ASSERT_TRUE(
+          RootInit({.root_pubs = {Pub("root")},
+                    .release_pubs = {Pub("rel-a"), Pub("rel-b"), Pub("rel-c")},
+                    .release_threshold = 2,
+                    .sign_keys = {Key("root")},
+                    .out = Root()},
+                   ctx)
+              .ok());
+    }
+    std::ofstream(Dir("app")) << "the artifact bytes";
+    CommandContext ctx = Context();
+    ASSERT_TRUE(ReleasePrepare({.product = "web",
+                                .version = "1.2.0",
+                                .platform = "linux/amd64",
+                                .file = Dir("app"),
+                                .expires = "30d",
+                                .out = Manifest()},
+                               ctx)
+                    .ok());
+    out_.str("");
+  }
+
+  CommandContext Context(OutputFormat format = OutputFormat::kTable) {
+    GlobalOptions options;
+    options.output = format;
+    return CommandContext(options, io_);
+  }
+  std::string Dir(const std::string& name) { return dir_ + "/" + name; }
+  std::string Pub(const std::string& name) {
+    return Dir(name) + "/release.pub";
+  }
+  std::string Key(const std::string& name) {
+    return Dir(name) + "/release.key";
+  }
+  std::string Root() { return Dir("root.json"); }
+  std::string Manifest() { return Dir("web.manifest.json"); }
+
+  absl::Status Sign(std::vector<std::string> keys, std::string root = "") {
+    out_.str("");
+    CommandContext ctx = Context();
+    return KeysSign({.key_files = std::move(keys),
+                     .manifest = Manifest(),
+                     .root = std::move(root)},
+                    ctx);
+  }
+
+  // Verifies the file's signatures with the keys `names`, threshold n.
+  absl::Status VerifyWith(const std::vector<std::string>& names,
+                          int threshold) {
+    absl::StatusOr<ManifestFile> file = LoadManifestFile(Manifest());
+    if (!file.ok()) return file.status();
+    TrustedKeys keys;
+    for (const std::string& name : names) {
+      if (absl::Status s = keys.AddPemFile(Pub(name)); !s.ok()) return s;
+    }
+    return VerifyManifest(file->signed_manifest, keys, clock_.Now(), threshold)
+        .status();
+  }
+
+  std::string dir_;
+  std::ostringstream out_;
+  std::ostringstream err_;
+  FakeClock clock_{absl::Now()};
+  Io io_{out_, err_, false, clock_};
+};
+
+TEST_F(KeysSignTest, TwoSignersInTurnMeetTheRootThreshold) {
+  ASSERT_TRUE(Sign({Key("rel-a")}, Root()).ok());
+  EXPECT_NE(out_.str().find("signing web 1.2.0 (linux/amd64)"),
+            std::string::npos)
+      << out_.str();
+  EXPECT_NE(out_.str().find("sha256     "), std::string::npos);
+  EXPECT_NE(out_.str().find("1 of 2 needed by root v1: needs 1 more"),
+            std::string::npos)
+      << out_.str();
+  EXPECT_EQ(VerifyWith({"rel-a", "rel-b", "rel-c"}, 2).code(),
+            absl::StatusCode::kPermissionDenied);
+
+  ASSERT_TRUE(Sign({Key("rel-b")}, Root()).ok());
+  EXPECT_NE(out_.str().find("2 of 2 needed by root v1: ready to push"),
+            std::string::npos)
+      << out_.str();
+  EXPECT_TRUE(VerifyWith({"rel-a", "rel-b", "rel-c"}, 2).ok());
+  EXPECT_TRUE(VerifyWith({"rel-b"}, 1).ok());
+}
+
+TEST_F(KeysSignTest, SigningAgainIsIdempotentAndABrokenSignatureIsReplaced) {
+  ASSERT_TRUE(Sign({Key("rel-a")}).ok());
+  const std::string once = ReadAll(Manifest());
+  ASSERT_TRUE(Sign({Key("rel-a")}).ok());
+  EXPECT_NE(out_.str().find("had already signed; kept as is"),
+            std::string::npos)
+      << out_.str();
+  EXPECT_EQ(ReadAll(Manifest()), once);
+
+  // Corrupt the stored signature (a different, valid base64 value).
+  ManifestFile file = *LoadManifestFile(Manifest());
+  file.signed_manifest.mutable_signatures(0)->set_signature(
+      std::string(64, 'x'));
+  ASSERT_TRUE(WriteManifestFile(Manifest(), file, /*replace=*/true).ok());
+  ASSERT_TRUE(Sign({Key("rel-a")}).ok());
+  EXPECT_NE(out_.str().find("replaced a signature"), std::string::npos);
+  EXPECT_EQ(ReadAll(Manifest()), once);
+  EXPECT_TRUE(VerifyWith({"rel-a"}, 1).ok());
+}
+
+TEST_F(KeysSignTest, AnEditedReviewCopyIsRefusedAndNothingIsSigned) {
+  std::string text = ReadAll(Manifest());
+  const size_t at = text.find("\"1.2.0\"");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, 7, "\"1.9.0\"");
+  std::ofstream(Manifest(), std::ios::trunc) << text;
+
+  absl::Status s = Sign({Key("rel-a")});
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("review field \"version\" says \"1.9.0\" but "
+                             "the signed bytes say \"1.2.0\""),
+            std::string::npos)
+      << s;
+  EXPECT_EQ(ReadAll(Manifest()), text);
+  EXPECT_EQ(out_.str().find("signing"), std::string::npos);
+}
+
+TEST_F(KeysSignTest, AnExpiredManifestIsRefused) {
+  const std::string before = ReadAll(Manifest());
+  clock_.Advance(absl::Hours(31 * 24));
+  absl::Status s = Sign({Key("rel-a")});
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("expired at"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("prepare the release again"), std::string::npos);
+  EXPECT_EQ(ReadAll(Manifest()), before);
+}
+
+TEST_F(KeysSignTest, AKeyTheRootDoesNotTrustIsRefusedOnlyWithRoot) {
+  const std::string before = ReadAll(Manifest());
+  absl::Status s = Sign({Key("outsider")}, Root());
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_NE(s.message().find("is not a release key of root v1"),
+            std::string::npos)
+      << s;
+  EXPECT_NE(s.message().find("fleetctl keys release-key add"),
+            std::string::npos);
+  EXPECT_EQ(ReadAll(Manifest()), before);
+
+  // Without --root the signer cannot know; the signature is added and the
+  // controller (or `release verify`) refuses it later.
+  ASSERT_TRUE(Sign({Key("outsider")}).ok());
+  EXPECT_TRUE(VerifyWith({"outsider"}, 1).ok());
+  EXPECT_EQ(VerifyWith({"rel-a", "rel-b", "rel-c"}, 1).code(),
+            absl::StatusCode::kPermissionDenied);
+}
+
+TEST_F(KeysSignTest, UsageErrors) {
+  CommandContext ctx = Context();
+  EXPECT_TRUE(IsUsageError(KeysSign({.manifest = Manifest()}, ctx)));
+  EXPECT_TRUE(IsUsageError(KeysSign({.key_files = {Key("rel-a")}}, ctx)));
+  absl::Status twice = Sign({Key("rel-a"), Key("rel-a")});
+  EXPECT_TRUE(IsUsageError(twice)) << twice;
+  EXPECT_NE(twice.message().find("same key"), std::string::npos);
+  EXPECT_EQ(Sign({Dir("nope.key")}).code(), absl::StatusCode::kNotFound);
+  std::ofstream(Dir("garbage.json")) << "{}";
+  absl::Status bad_root = Sign({Key("rel-a")}, Dir("garbage.json"));
+  EXPECT_TRUE(IsUsageError(bad_root)) << bad_root;
 }
 
 }  // namespace

@@ -15,8 +15,10 @@
 #include "cli/command_context.h"
 #include "cli/errors.h"
 #include "cli/keys_commands.h"
+#include "cli/manifest_file.h"
 #include "cli/testing/fake_admin_service.h"
 #include "common/ed25519.h"
+#include "common/files.h"
 #include "common/manifest.h"
 #include "common/sha256.h"
 #include "common/testing/fake_clock.h"
@@ -67,7 +69,7 @@ class ReleaseCommandsTest : public ::testing::Test {
     options.version = "1.2.0";
     options.platform = "linux/amd64";
     options.file = dir_ + "/web";
-    options.key_file = key_file_;
+    options.key_files = {key_file_};
     return options;
   }
 
@@ -112,7 +114,7 @@ TEST_F(ReleaseCommandsTest, InvalidFlagsFailAsUsageErrorsBeforeAnyRpc) {
       {"--platform", [](ReleasePushOptions& o) { o.platform = "amd64"; }},
       {"--expires", [](ReleasePushOptions& o) { o.expires = "soon"; }},
       {"--file", [](ReleasePushOptions& o) { o.file = ""; }},
-      {"--key", [](ReleasePushOptions& o) { o.key_file = ""; }},
+      {"--key", [](ReleasePushOptions& o) { o.key_files.clear(); }},
   };
   for (const Case& c : cases) {
     ReleasePushOptions options = PushOptions();
@@ -138,7 +140,7 @@ TEST_F(ReleaseCommandsTest, MissingFileFailsBeforeAnyRpcNamingThePath) {
 
 TEST_F(ReleaseCommandsTest, MissingKeyFailsBeforeAnyRpcSayingHowToMakeOne) {
   ReleasePushOptions options = PushOptions();
-  options.key_file = dir_ + "/missing.key";
+  options.key_files = {dir_ + "/missing.key"};
   absl::Status s = Push(options);
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
   EXPECT_NE(s.message().find(dir_ + "/missing.key"), std::string::npos);
@@ -148,7 +150,7 @@ TEST_F(ReleaseCommandsTest, MissingKeyFailsBeforeAnyRpcSayingHowToMakeOne) {
 
 TEST_F(ReleaseCommandsTest, PublicKeyGivenAsKeyIsRefusedBeforeAnyRpc) {
   ReleasePushOptions options = PushOptions();
-  options.key_file = dir_ + "/keys/release.pub";
+  options.key_files = {dir_ + "/keys/release.pub"};
   absl::Status s = Push(options);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("cannot load private key"), std::string::npos);
@@ -383,6 +385,201 @@ TEST_F(ReleaseCommandsTest, ListJsonIsTheResponse) {
 TEST_F(ReleaseCommandsTest, ListWithBadFilterIsAUsageError) {
   EXPECT_TRUE(IsUsageError(List({.product = "", .platform = "plan9/amd64"})));
   EXPECT_EQ(server_.service().calls(), 0);
+}
+
+// Offline signing: prepare, then push --manifest. The recording server
+// shows what reached the wire, and that refusals happen before any RPC.
+class OfflineSigningTest : public ReleaseCommandsTest {
+ protected:
+  void SetUp() override {
+    ReleaseCommandsTest::SetUp();
+    GlobalOptions options;
+    CommandContext ctx(options, io_);
+    ASSERT_TRUE(KeysGenerate({.out_dir = dir_ + "/keys-b"}, ctx).ok());
+    manifest_ = dir_ + "/web.manifest.json";
+  }
+
+  absl::Status Prepare(ReleasePrepareOptions prepare = {}) {
+    if (prepare.product.empty()) prepare.product = "web";
+    if (prepare.version.empty()) prepare.version = "1.2.0";
+    if (prepare.platform.empty()) prepare.platform = "linux/amd64";
+    if (prepare.file.empty()) prepare.file = dir_ + "/web";
+    if (prepare.out.empty()) prepare.out = manifest_;
+    GlobalOptions options;
+    CommandContext ctx(options, io_);
+    return ReleasePrepare(prepare, ctx);
+  }
+
+  absl::Status Sign(const std::string& key) {
+    GlobalOptions options;
+    CommandContext ctx(options, io_);
+    return KeysSign({.key_files = {key}, .manifest = manifest_}, ctx);
+  }
+
+  ReleasePushOptions ManifestPush() {
+    ReleasePushOptions push;
+    push.manifest = manifest_;
+    push.file = dir_ + "/web";
+    push.expires = "";
+    return push;
+  }
+
+  std::string manifest_;
+};
+
+TEST_F(OfflineSigningTest, PreparedAndSignedManifestIsPushedByteForByte) {
+  ASSERT_TRUE(Prepare({.allows_downgrade = true}).ok());
+  EXPECT_NE(out_.str().find("prepared " + manifest_ + " (unsigned)"),
+            std::string::npos)
+      << out_.str();
+  ASSERT_TRUE(Sign(key_file_).ok());
+  ASSERT_TRUE(Sign(dir_ + "/keys-b/release.key").ok());
+  const ManifestFile file = *LoadManifestFile(manifest_);
+
+  ASSERT_TRUE(Push(ManifestPush()).ok());
+  std::optional<PushRecord> push = server_.service().last_push();
+  ASSERT_TRUE(push.has_value());
+  EXPECT_TRUE(push->manifest_first);
+  EXPECT_EQ(push->manifest.manifest(), file.signed_manifest.manifest());
+  ASSERT_EQ(push->manifest.signatures_size(), 2);
+  EXPECT_EQ(push->artifact, artifact_);
+  v1::ReleaseManifest sent;
+  ASSERT_TRUE(sent.ParseFromString(push->manifest.manifest()));
+  EXPECT_TRUE(sent.allows_downgrade());
+  EXPECT_EQ(sent.size(), artifact_.size());
+}
+
+TEST_F(OfflineSigningTest, ADifferentFileIsRefusedBeforeAnyUpload) {
+  ASSERT_TRUE(Prepare().ok());
+  ASSERT_TRUE(Sign(key_file_).ok());
+  std::string other = artifact_;
+  other[100] ^= 1;  // same size, another digest
+  WriteFile(dir_ + "/other", other);
+  ReleasePushOptions push = ManifestPush();
+  push.file = dir_ + "/other";
+  absl::Status s = Push(push);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("is not the artifact manifest"), std::string::npos)
+      << s;
+  EXPECT_NE(s.message().find("nothing was uploaded"), std::string::npos);
+  WriteFile(dir_ + "/short", artifact_.substr(1));
+  push.file = dir_ + "/short";
+  EXPECT_EQ(Push(push).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(server_.service().calls(), 0);
+}
+
+TEST_F(OfflineSigningTest,
+       UnsignedExpiredOrEditedManifestsAreRefusedBeforeAnyRpc) {
+  ASSERT_TRUE(Prepare({.expires = "1h"}).ok());
+  absl::Status unsigned_push = Push(ManifestPush());
+  EXPECT_EQ(unsigned_push.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(unsigned_push.message().find("has no signatures"),
+            std::string::npos)
+      << unsigned_push;
+  EXPECT_NE(unsigned_push.message().find("fleetctl keys sign --key KEY"),
+            std::string::npos);
+
+  ASSERT_TRUE(Sign(key_file_).ok());
+  clock_.Advance(absl::Hours(2));
+  absl::Status expired = Push(ManifestPush());
+  EXPECT_EQ(expired.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(expired.message().find("expired at"), std::string::npos) << expired;
+
+  std::ifstream in(manifest_);
+  std::string text((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  text.replace(text.find("\"web\""), 5, "\"api\"");
+  WriteFile(manifest_, text);
+  EXPECT_EQ(Push(ManifestPush()).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(server_.service().calls(), 0);
+}
+
+TEST_F(OfflineSigningTest, ManifestModeRefusesOneStepFlags) {
+  const std::pair<const char*, void (*)(ReleasePushOptions&)> cases[] = {
+      {"--product", [](ReleasePushOptions& o) { o.product = "web"; }},
+      {"--version", [](ReleasePushOptions& o) { o.version = "1.2.0"; }},
+      {"--platform", [](ReleasePushOptions& o) { o.platform = "linux/amd64"; }},
+      {"--key", [](ReleasePushOptions& o) { o.key_files = {"k"}; }},
+      {"--allows-downgrade",
+       [](ReleasePushOptions& o) { o.allows_downgrade = true; }},
+  };
+  for (const auto& [flag, mutate] : cases) {
+    ReleasePushOptions push = ManifestPush();
+    mutate(push);
+    absl::Status s = Push(push);
+    EXPECT_TRUE(IsUsageError(s)) << flag << ": " << s;
+    EXPECT_NE(s.message().find(flag), std::string::npos) << s;
+  }
+  EXPECT_EQ(server_.service().calls(), 0);
+}
+
+TEST_F(OfflineSigningTest, PrepareNeverOverwritesWithoutForce) {
+  ASSERT_TRUE(Prepare().ok());
+  ASSERT_TRUE(Sign(key_file_).ok());
+  const std::string signed_text = *ReadFile(manifest_);
+  absl::Status again = Prepare({.version = "1.3.0"});
+  EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(again.message().find("--force"), std::string::npos) << again;
+  EXPECT_EQ(*ReadFile(manifest_), signed_text);
+
+  ASSERT_TRUE(Prepare({.version = "1.3.0", .force = true}).ok());
+  const ManifestFile file = *LoadManifestFile(manifest_);
+  EXPECT_EQ(file.release.version(), "1.3.0");
+  EXPECT_EQ(file.signed_manifest.signatures_size(), 0);
+}
+
+TEST_F(OfflineSigningTest, PrepareBadFlagsAreUsageErrorsNamingTheFlag) {
+  const std::pair<const char*, ReleasePrepareOptions> cases[] = {
+      {"--product", {.product = "Web!"}},
+      {"--version", {.version = "1.2"}},
+      {"--platform", {.platform = "plan9/amd64"}},
+      {"--expires", {.expires = "soon"}},
+  };
+  for (const auto& [flag, options] : cases) {
+    absl::Status s = Prepare(options);
+    EXPECT_TRUE(IsUsageError(s)) << flag << ": " << s;
+    EXPECT_NE(s.message().find(flag), std::string::npos) << s;
+  }
+  EXPECT_FALSE(PathExists(manifest_));
+}
+
+TEST_F(OfflineSigningTest, RepeatedKeysSignOnceEach) {
+  ReleasePushOptions push = PushOptions();
+  push.key_files = {key_file_, dir_ + "/keys-b/release.key"};
+  push.allows_downgrade = true;
+  ASSERT_TRUE(Push(push).ok());
+  std::optional<PushRecord> record = server_.service().last_push();
+  ASSERT_TRUE(record.has_value());
+  TrustedKeys keys;
+  ASSERT_TRUE(keys.AddPemFile(dir_ + "/keys/release.pub").ok());
+  ASSERT_TRUE(keys.AddPemFile(dir_ + "/keys-b/release.pub").ok());
+  absl::StatusOr<v1::ReleaseManifest> verified =
+      VerifyManifest(record->manifest, keys, clock_.Now(), /*threshold=*/2);
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_TRUE(verified->allows_downgrade());
+
+  push.key_files = {key_file_, key_file_};
+  absl::Status twice = Push(push);
+  EXPECT_TRUE(IsUsageError(twice)) << twice;
+  EXPECT_NE(twice.message().find("same key"), std::string::npos);
+}
+
+TEST_F(OfflineSigningTest, ThresholdRefusalSaysNeededAndValid) {
+  server_.service().FailWith(grpc::Status(
+      grpc::StatusCode::PERMISSION_DENIED,
+      "release manifest needs valid signatures from 2 distinct trusted "
+      "release keys, has 1 (1 signature(s), signed by key ids [ab])"));
+  ASSERT_TRUE(Prepare().ok());
+  ASSERT_TRUE(Sign(key_file_).ok());
+  absl::Status s = Push(ManifestPush());
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_NE(s.message().find("not enough valid signatures on web 1.2.0 "
+                             "(linux/amd64): 2 needed, 1 valid"),
+            std::string::npos)
+      << s;
+  EXPECT_NE(s.message().find("fleetctl keys sign --key KEY " + manifest_),
+            std::string::npos)
+      << s;
 }
 
 }  // namespace
