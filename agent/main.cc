@@ -75,6 +75,10 @@ struct Flags {
   std::string health_command;
   std::string health_url;
   double health_timeout_seconds = 5;
+  // Agent self-update (docs/ARCHITECTURE.md, "Agent self-update").
+  std::string agent_product = "fleet-agent";
+  std::string agent_exec;  // default: this binary (/proc/self/exe)
+  double agent_trial_seconds = 60;
 };
 
 constexpr char kWorkerRoleFlag[] = "--internal-role=worker";
@@ -162,7 +166,8 @@ absl::StatusOr<AgentIdentity> EnsureIdentity(const Flags& flags,
 // What both roles check and derive from the flags.
 struct Setup {
   std::map<std::string, std::string> labels;
-  std::string exec_path;  // absolute
+  std::string exec_path;   // absolute
+  std::string agent_exec;  // absolute
   TrustedKeys keys;
 };
 
@@ -222,6 +227,44 @@ int Validate(const Flags& flags, Setup& setup) {
     return Fail("bad --health-timeout-seconds",
                 absl::InvalidArgumentError("must be > 0"));
   }
+  if (absl::Status s = ValidateProductName(flags.agent_product); !s.ok()) {
+    return Fail("bad --agent-product", s);
+  }
+  if (flags.agent_product == flags.product) {
+    return Fail(
+        "bad --agent-product",
+        absl::InvalidArgumentError(
+            "--agent-product must differ from --product " + flags.product +
+            ": the agent's own binary is a product of its own"));
+  }
+  if (flags.agent_trial_seconds <= 0) {
+    return Fail("bad --agent-trial-seconds",
+                absl::InvalidArgumentError("must be > 0"));
+  }
+  std::string agent_exec = flags.agent_exec;
+  if (agent_exec.empty()) {
+    // Resolved once, now: after a self-update renamed a new file over it,
+    // /proc/self/exe of this process no longer names the path.
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0) {
+      return Fail("readlink /proc/self/exe",
+                  absl::ErrnoToStatus(errno, "readlink"));
+    }
+    agent_exec.assign(self, static_cast<size_t>(n));
+  } else if (agent_exec[0] != '/') {
+    char cwd[4096];
+    if (getcwd(cwd, sizeof(cwd)) == nullptr) {
+      return Fail("getcwd", absl::ErrnoToStatus(errno, "getcwd"));
+    }
+    agent_exec = JoinPath(cwd, agent_exec);
+  }
+  if (agent_exec == exec_path) {
+    return Fail("bad --agent-exec",
+                absl::InvalidArgumentError(
+                    "--agent-exec must differ from --exec " + exec_path));
+  }
+  setup.agent_exec = agent_exec;
   setup.exec_path = exec_path;
   return 0;
 }
@@ -267,9 +310,12 @@ int RunSupervisor(const Flags& flags, int argc, char** argv) {
   for (int i = 1; i < argc; ++i) options.worker.args.push_back(argv[i]);
   options.program_stop_grace = absl::Seconds(flags.stop_grace_seconds);
   options.worker_stop_grace = absl::Seconds(flags.worker_stop_grace_seconds);
+  options.agent_exec = setup.agent_exec;
+  options.agent_trial_window = absl::Seconds(flags.agent_trial_seconds);
   LogInfo("fleet-agent supervisor starting", {{"version", kAgentVersion},
                                               {"product", flags.product},
                                               {"exec", setup.exec_path},
+                                              {"agent_exec", setup.agent_exec},
                                               {"state_dir", flags.state_dir}});
   Supervisor supervisor(std::move(options));
   if (absl::Status s = supervisor.Run(stop_signals); !s.ok()) {
@@ -329,7 +375,10 @@ int RunWorker(const Flags& flags) {
   absl::StatusOr<std::string> agent_id = (*journal)->AgentId(preferred_id);
   if (!agent_id.ok()) return Fail("bad agent id", agent_id.status());
 
+  const char* trial_env = getenv(kAgentTrialEnv);
+  const std::string trial_id = trial_env == nullptr ? "" : trial_env;
   LogInfo("fleet-agent worker starting", {{"version", kAgentVersion},
+                                          {"agent_trial", trial_id},
                                           {"agent_id", *agent_id},
                                           {"controller", flags.controller},
                                           {"product", flags.product},
@@ -345,15 +394,31 @@ int RunWorker(const Flags& flags) {
     renewer = StartIdentityRenewal(flags.controller, *enrolled, *stub);
   }
 
+  const DownloadLimits limits = {
+      .min_bytes_per_second = flags.download_min_rate,
+      .rate_window = absl::Seconds(flags.download_rate_window_seconds),
+      .transfer_deadline = absl::Seconds(flags.download_deadline_seconds)};
   ArtifactCache version_cache(JoinPath(flags.state_dir, "versions"),
                               flags.keep_versions);
-  Downloader downloader(
-      *stub, JoinPath(flags.state_dir, "downloads"),
-      {.min_bytes_per_second = flags.download_min_rate,
-       .rate_window = absl::Seconds(flags.download_rate_window_seconds),
-       .transfer_deadline = absl::Seconds(flags.download_deadline_seconds)},
-      &version_cache);
+  Downloader downloader(*stub, JoinPath(flags.state_dir, "downloads"), limits,
+                        &version_cache);
+  // The agent's own releases: a cache and downloads of their own, so the
+  // last --keep-versions are kept per product.
+  ArtifactCache agent_cache(JoinPath(flags.state_dir, "agent-versions"),
+                            flags.keep_versions);
+  Downloader agent_downloader(*stub,
+                              JoinPath(flags.state_dir, "agent-downloads"),
+                              limits, &agent_cache);
   UpdaterOptions updater_options;
+  updater_options.agent.product = flags.agent_product;
+  updater_options.agent.exec_path = setup.agent_exec;
+  updater_options.agent.version = kAgentVersion;
+  updater_options.agent.trial = &program;
+  updater_options.agent.downloader = &agent_downloader;
+  updater_options.agent.trial_directive_id = trial_id;
+  if (const char* failed = getenv(kAgentTrialFailedEnv); failed != nullptr) {
+    updater_options.agent.trial_failed = failed;
+  }
   updater_options.product = flags.product;
   updater_options.exec_path = exec_path;
   updater_options.health_window = absl::Seconds(flags.health_seconds);
@@ -370,6 +435,8 @@ int RunWorker(const Flags& flags) {
   session_options.agent_version = kAgentVersion;
   session_options.product = flags.product;
   session_options.exec_path = exec_path;
+  session_options.agent_product = flags.agent_product;
+  session_options.agent_exec_path = setup.agent_exec;
   session_options.state_dir = flags.state_dir;
   session_options.labels = labels;
   Session session(session_options, *stub, **journal, updater,
@@ -509,6 +576,17 @@ int main(int argc, char** argv) {
                  "answers 2xx within the health window (retried)");
   app.add_option("--health-timeout-seconds", flags.health_timeout_seconds,
                  "limit for one health command run or HTTP GET")
+      ->capture_default_str();
+  app.add_option("--agent-product", flags.agent_product,
+                 "the product name of this agent's own binary: releases of "
+                 "it update the agent itself")
+      ->capture_default_str();
+  app.add_option("--agent-exec", flags.agent_exec,
+                 "the agent's own binary, replaced by a self-update "
+                 "(default: this binary's path at start)");
+  app.add_option("--agent-trial-seconds", flags.agent_trial_seconds,
+                 "a new agent binary must connect and commit within this "
+                 "long, or the old one is put back")
       ->capture_default_str();
   app.add_option("--worker-stop-grace-seconds", flags.worker_stop_grace_seconds,
                  "SIGTERM to SIGKILL grace when the supervisor stops its "

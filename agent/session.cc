@@ -146,6 +146,30 @@ v1::Hello Session::BuildHello() {
       installed->add_previous_versions(std::move(version));
     }
   }
+  if (!options_.agent_product.empty()) {
+    v1::InstalledProduct* self = hello.add_installed();
+    self->set_product(options_.agent_product);
+    self->set_version(options_.agent_version);
+    absl::StatusOr<Digest> self_digest = Sha256OfFile(options_.agent_exec_path);
+    if (self_digest.ok()) {
+      self->set_sha256(DigestToBytes(*self_digest));
+      absl::StatusOr<std::optional<InstalledRecord>> record =
+          journal_.FindInstalled(options_.agent_product);
+      // A self-update's signed version outranks the built-in one (a
+      // release may carry the same code under a new version).
+      if (record.ok() && record->has_value() &&
+          (*record)->sha256 == self->sha256()) {
+        self->set_version((*record)->version);
+      }
+    }
+    absl::StatusOr<std::vector<std::string>> before =
+        journal_.PreviousVersions(options_.agent_product, self->version());
+    if (before.ok()) {
+      for (std::string& version : *before) {
+        self->add_previous_versions(std::move(version));
+      }
+    }
+  }
   absl::StatusOr<std::string> last = journal_.LastDirectiveId();
   if (last.ok()) hello.set_last_directive_id(*last);
   absl::StatusOr<std::optional<UpdateRecord>> active = journal_.ActiveUpdate();

@@ -46,6 +46,12 @@ struct SessionOptions {
   std::string agent_version;
   std::string product;
   std::string exec_path;
+  // The agent's own binary, reported in Hello as a second installed
+  // product (version: the journal's if fleet installed it, else
+  // agent_version) so rollouts of the agent product target it. Empty: not
+  // reported.
+  std::string agent_product;
+  std::string agent_exec_path;
   std::string state_dir;  // for the free-space figure in heartbeats
   std::map<std::string, std::string> labels;
   absl::Duration backoff_base = absl::Milliseconds(500);

@@ -18,8 +18,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "agent/failpoint.h"
+#include "agent/platform/swap.h"
 #include "common/files.h"
 #include "common/log.h"
+#include "common/sha256.h"
 
 namespace fleet::agent {
 
@@ -47,6 +49,40 @@ absl::StatusOr<uint64_t> ProcessStartTicks(pid_t pid) {
   }
   return ticks;
 }
+
+namespace {
+
+// The sha256 of `path` in hex, "" if it cannot be read.
+std::string HexDigestOf(const std::string& path) {
+  absl::StatusOr<Digest> digest = Sha256OfFile(path);
+  return digest.ok() ? DigestToHex(*digest) : "";
+}
+
+// Makes `exec` the binary whose sha256 is `old_hex` again: nothing to do if
+// it is (a trial that never renamed, or a crash between link and rename);
+// otherwise renames the backup (which must hold it) back over `exec`. Then
+// removes the backup and staged leftovers. FAILED_PRECONDITION if neither
+// file holds the old binary; the rename's errno status.
+absl::Status RestoreAgentBinary(const std::string& exec,
+                                const std::string& old_hex) {
+  ExecutableSwap swap(exec);
+  if (old_hex.empty() || HexDigestOf(exec) != old_hex) {
+    if (old_hex.empty() || HexDigestOf(swap.backup_path()) != old_hex) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot restore the agent binary ", exec, ": neither it nor ",
+          swap.backup_path(), " holds the old binary (sha256 ", old_hex,
+          "); reinstall fleet-agent"));
+    }
+    if (absl::Status s = DurableRename(swap.backup_path(), exec); !s.ok()) {
+      return s;
+    }
+  }
+  (void)RemoveFile(swap.staged_path());
+  (void)RemoveFile(swap.backup_path());
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 Supervisor::Supervisor(SupervisorOptions options)
     : options_(std::move(options)) {
@@ -130,6 +166,12 @@ absl::Status Supervisor::Run(const sigset_t& stop_signals) {
     self.pid = getpid();
     WritePidFile(self);
   }
+  if (const char* failed = getenv(kAgentTrialFailedEnv); failed != nullptr) {
+    trial_failed_ = failed;  // from an image that rolled a trial back
+    unsetenv(kAgentTrialFailedEnv);
+  }
+  UseNormalWorker();
+  RecoverInterruptedAgentTrial();  // may re-exec the old binary
   const bool adopted = AdoptFromHandover();
   if (!adopted) {
     EndLeftover("worker");
@@ -151,11 +193,18 @@ absl::Status Supervisor::Run(const sigset_t& stop_signals) {
     // may have been consumed before the exec).
     ReapChildren();
     // The worker still runs the old image's code: replace it, so a reload
-    // after a package upgrade runs the new binary in both roles.
-    if (worker_.pid != 0) {
+    // after a package upgrade runs the new binary in both roles. After a
+    // committed agent trial it already runs the new binary: kept.
+    if (worker_.pid != 0 && !keep_adopted_worker_) {
       BeginStop(worker_, options_.worker_stop_grace);
       worker_.wanted = true;
+    } else if (worker_.pid == 0) {
+      worker_.next_start = absl::Now();  // it ended during the exec
     }
+  } else if (trial_) {
+    // The old binary could not be restored yet: no worker until it is
+    // (RunTimers retries).
+    worker_.wanted = false;
   } else if (absl::Status s = Spawn(worker_, /*requested=*/true); !s.ok()) {
     return s;  // the worker binary itself cannot run: nothing to supervise
   }
@@ -225,8 +274,10 @@ absl::Status Supervisor::Run(const sigset_t& stop_signals) {
 }
 
 bool Supervisor::Quiet() const {
+  // A reload waits for a trial to end: it would hand over a half-swapped
+  // agent binary.
   return waits_.empty() && stop_waiters_.empty() && !worker_.stopping &&
-         !program_.stopping && inbox_.empty();
+         !program_.stopping && inbox_.empty() && !trial_;
 }
 
 namespace {
@@ -237,11 +288,11 @@ void Supervisor::ReExec() {
   // Everything the next image needs to take the children over; the pids
   // stay its children because execve keeps the pid.
   const std::string handover = absl::StrCat(
-      "1 ", worker_.pid, " ", absl::ToUnixMillis(worker_.started), " ",
+      "2 ", worker_.pid, " ", absl::ToUnixMillis(worker_.started), " ",
       worker_.runs, " ", worker_.restarts, " ", socket_fd_, " ", program_.pid,
       " ", absl::ToUnixMillis(program_.started), " ", program_.runs, " ",
       program_.restarts, " ", program_.wanted ? 1 : 0, " ",
-      program_.spec.env["FLEET_VERSION"]);
+      commit_reexec_ ? 1 : 0, " ", program_.spec.env["FLEET_VERSION"]);
   if (socket_fd_ >= 0) fcntl(socket_fd_, F_SETFD, 0);
   std::vector<std::string> argv_strings = options_.self_argv;
   std::vector<char*> argv;
@@ -254,6 +305,7 @@ void Supervisor::ReExec() {
   execv(options_.self_path.c_str(), argv.data());
   const int err = errno;
   unsetenv(kHandoverEnv);
+  commit_reexec_ = false;
   if (socket_fd_ >= 0) fcntl(socket_fd_, F_SETFD, FD_CLOEXEC);
   LogError("supervisor re-exec failed; keeps running",
            {{"path", options_.self_path}, {"error", strerror(err)}});
@@ -265,10 +317,15 @@ bool Supervisor::AdoptFromHandover() {
   const std::string text = raw;
   unsetenv(kHandoverEnv);  // not for the children
   std::vector<std::string> f = absl::StrSplit(text, ' ');
-  // "1", ten numbers, then the program's FLEET_VERSION (may be empty).
-  int64_t v[10] = {0};
-  bool ok = f.size() == 12 && f[0] == "1";
-  for (int i = 0; ok && i < 10; ++i) ok = absl::SimpleAtoi(f[i + 1], &v[i]);
+  // "1", ten numbers, then the program's FLEET_VERSION (may be empty); "2"
+  // adds an eleventh, keep_worker (the handover of a committed agent
+  // trial), before the version. An older image hands over "1".
+  int64_t v[11] = {0};
+  const int numbers = f.empty() ? 0 : f[0] == "1" ? 10 : f[0] == "2" ? 11 : 0;
+  bool ok = numbers != 0 && f.size() == static_cast<size_t>(numbers) + 2;
+  for (int i = 0; ok && i < numbers; ++i) {
+    ok = absl::SimpleAtoi(f[i + 1], &v[i]);
+  }
   if (!ok) {
     LogError("unreadable supervisor handover; starting fresh",
              {{"handover", text}});
@@ -294,7 +351,8 @@ bool Supervisor::AdoptFromHandover() {
   program_.runs = v[7];
   program_.restarts = static_cast<uint32_t>(v[8]);
   program_.wanted = v[9] != 0;
-  program_.spec.env["FLEET_VERSION"] = f[11];
+  keep_adopted_worker_ = numbers == 11 && v[10] != 0;
+  program_.spec.env["FLEET_VERSION"] = f.back();
   if (program_.wanted && program_.pid == 0) program_.next_start = absl::Now();
   LogInfo("supervisor took over its children after re-exec",
           {{"worker_pid", worker_.pid}, {"program_pid", program_.pid}});
@@ -340,6 +398,12 @@ absl::Status Supervisor::Spawn(Child& child, bool requested) {
   child.kill_at = absl::InfiniteFuture();
   ++child.runs;
   if (!requested) ++child.restarts;
+  if (&child == &worker_ && trial_ && !trial_->worker_started) {
+    // The window counts from the trial worker's start, not from the old
+    // worker's (possibly slow) stop.
+    trial_->worker_started = true;
+    trial_->deadline = child.started + options_.agent_trial_window;
+  }
   Failpoint("supervisor.spawned." + child.name);  // before its pidfile
   WritePidFile(child);
   LogInfo(child.name + " started",
@@ -397,6 +461,32 @@ void Supervisor::OnExit(Child& child, const siginfo_t& info) {
   const bool was_stopping = child.stopping;
   child.stopping = false;
   RemovePidFile(child);
+  if (&child == &worker_ && trial_) {
+    CloseWorkerSocket();
+    if (trial_->worker_started) {
+      // The trial worker ended before its commit (crashed, refused its
+      // configuration, or was killed for missing the window).
+      if (trial_->failure.empty()) {
+        trial_->failure = absl::StrCat(
+            "the new agent's worker exited ",
+            absl::FormatDuration(
+                absl::Trunc(now - child.started, absl::Milliseconds(1))),
+            " after its start, before committing: ", child.last_exit);
+      }
+      LogWarning("agent trial worker ended",
+                 {{"pid", pid},
+                  {"exit", child.last_exit},
+                  {"directive_id", trial_->directive_id}});
+      RollBackAgentTrial();
+    } else {
+      // The old worker stopped for the trial: the new one starts at once.
+      LogInfo("old worker stopped for the agent trial",
+              {{"pid", pid}, {"directive_id", trial_->directive_id}});
+      child.wanted = !shutting_down_;
+      child.next_start = now;
+    }
+    return;
+  }
   if (&child == &worker_ && !shutting_down_ && info.si_code == CLD_EXITED &&
       info.si_status == kWorkerConfigErrorExit) {
     LogError(
@@ -451,8 +541,23 @@ void Supervisor::RunTimers(absl::Time now) {
     }
     if (child->wanted && child->pid == 0 && now >= child->next_start &&
         !(shutting_down_ && child == &worker_)) {
-      (void)Spawn(*child, /*requested=*/false);
+      absl::Status spawned = Spawn(*child, /*requested=*/false);
+      if (!spawned.ok() && child == &worker_ && trial_ &&
+          !trial_->worker_started && trial_->failure.empty()) {
+        FailAgentTrial("cannot start the new agent binary: " +
+                       spawned.ToString());
+      }
     }
+  }
+  if (trial_ && trial_->worker_started && trial_->failure.empty() &&
+      now >= trial_->deadline) {
+    FailAgentTrial(
+        absl::StrCat("the new agent did not commit within the trial window of ",
+                     absl::FormatDuration(options_.agent_trial_window)));
+  }
+  if (trial_ && !trial_->failure.empty() && worker_.pid == 0 &&
+      now >= trial_->retry_restore) {
+    RollBackAgentTrial();
   }
   std::vector<PendingWait> keep;
   std::vector<uint64_t> done;
@@ -475,6 +580,10 @@ absl::Time Supervisor::NextTimer() const {
       next = std::min(next, child->next_start);
   }
   for (const PendingWait& w : waits_) next = std::min(next, w.deadline);
+  if (trial_ && trial_->worker_started && trial_->failure.empty()) {
+    next = std::min(next, trial_->deadline);
+  }
+  if (trial_) next = std::min(next, trial_->retry_restore);
   return next;
 }
 
@@ -608,11 +717,216 @@ void Supervisor::Handle(const internal::SupervisorRequest& request) {
       Reply(id, absl::OkStatus());
       return;
     }
+    case internal::SupervisorRequest::kBeginAgentTrial: {
+      absl::Status begun = BeginAgentTrial(request.begin_agent_trial());
+      Reply(id, begun);
+      if (!begun.ok()) return;
+      // The new binary is in place: the old worker goes, the trial worker
+      // follows from OnExit.
+      worker_.spec.path = options_.agent_exec;
+      worker_.spec.env[kAgentTrialEnv] = trial_->directive_id;
+      worker_.spec.env.erase(kAgentTrialFailedEnv);
+      BeginStop(worker_, options_.worker_stop_grace);
+      return;
+    }
+    case internal::SupervisorRequest::kCommitAgentTrial: {
+      absl::Status committed = CommitAgentTrial(request.commit_agent_trial());
+      Reply(id, committed);
+      if (committed.ok()) {
+        commit_reexec_ = true;
+        reexec_requested_ = true;
+      }
+      return;
+    }
     default:
       Reply(id, absl::InvalidArgumentError(
                     "unknown supervisor request (a newer worker?)"));
       return;
   }
+}
+
+std::string Supervisor::AgentTrialPath() const {
+  return JoinPath(options_.state_dir, "agent-trial");
+}
+
+void Supervisor::UseNormalWorker() {
+  worker_.spec = options_.worker;
+  if (!trial_failed_.empty()) {
+    worker_.spec.env[kAgentTrialFailedEnv] = trial_failed_;
+  }
+}
+
+absl::Status Supervisor::BeginAgentTrial(
+    const internal::BeginAgentTrial& request) {
+  if (options_.agent_exec.empty()) {
+    return absl::FailedPreconditionError(
+        "this supervisor knows no agent binary (--agent-exec)");
+  }
+  if (trial_) {
+    return absl::FailedPreconditionError("the agent trial of directive " +
+                                         trial_->directive_id +
+                                         " runs already");
+  }
+  if (request.directive_id().empty()) {
+    return absl::InvalidArgumentError("agent trial without a directive id");
+  }
+  absl::StatusOr<Digest> want = DigestFromHex(request.sha256_hex());
+  if (!want.ok()) return absl::InvalidArgumentError(want.status().message());
+  ExecutableSwap swap(options_.agent_exec);
+  const std::string staged = HexDigestOf(swap.staged_path());
+  if (staged != DigestToHex(*want)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the new agent binary is not staged at ", swap.staged_path(),
+        " (want sha256 ", DigestToHex(*want),
+        staged.empty() ? ", no such file)" : ", found " + staged + ")"));
+  }
+  const std::string old = HexDigestOf(options_.agent_exec);
+  if (old.empty()) {
+    return absl::FailedPreconditionError("cannot read the agent binary " +
+                                         options_.agent_exec);
+  }
+  // Durable before the rename: a supervisor killed from here on finds it at
+  // its next start and puts the old binary back.
+  if (absl::Status s = WriteFileAtomically(
+          AgentTrialPath(),
+          absl::StrCat(request.directive_id(), "\n", old, "\n", staged, "\n"),
+          0600);
+      !s.ok()) {
+    return s;
+  }
+  Failpoint("agent-trial.recorded");
+  if (absl::Status s = swap.Swap(); !s.ok()) {
+    (void)RemoveFile(AgentTrialPath());
+    return s;
+  }
+  Failpoint("agent-trial.swapped");
+  trial_ = AgentTrial{.directive_id = request.directive_id(),
+                      .old_sha256_hex = old,
+                      .new_sha256_hex = staged};
+  LogInfo(
+      "agent trial begins: new agent binary in place",
+      {{"directive_id", request.directive_id()},
+       {"agent_exec", options_.agent_exec},
+       {"old_sha256", old},
+       {"new_sha256", staged},
+       {"window_ms", absl::ToInt64Milliseconds(options_.agent_trial_window)}});
+  return absl::OkStatus();
+}
+
+absl::Status Supervisor::CommitAgentTrial(
+    const internal::CommitAgentTrial& request) {
+  if (!trial_ || trial_->directive_id != request.directive_id()) {
+    return absl::FailedPreconditionError("no agent trial of directive " +
+                                         request.directive_id() + " runs");
+  }
+  if (!trial_->failure.empty()) {
+    return absl::FailedPreconditionError("the agent trial of directive " +
+                                         request.directive_id() +
+                                         " failed already: " + trial_->failure);
+  }
+  Failpoint("agent-trial.committing");
+  // Removing the record is the commit: from here on a restarted supervisor
+  // keeps the new binary.
+  if (absl::Status s = RemoveFile(AgentTrialPath()); !s.ok()) return s;
+  if (absl::Status s = FsyncDir(options_.state_dir); !s.ok()) return s;
+  Failpoint("agent-trial.committed");
+  if (absl::Status s = ExecutableSwap(options_.agent_exec).Commit(); !s.ok()) {
+    LogWarning("agent backup cleanup failed", {{"error", s.ToString()}});
+  }
+  LogInfo("agent trial committed; re-executing into the new binary",
+          {{"directive_id", trial_->directive_id},
+           {"agent_exec", options_.agent_exec},
+           {"sha256", trial_->new_sha256_hex}});
+  trial_.reset();
+  trial_failed_.clear();
+  options_.self_path = options_.agent_exec;
+  options_.worker.path = options_.agent_exec;
+  UseNormalWorker();
+  return absl::OkStatus();
+}
+
+void Supervisor::FailAgentTrial(const std::string& reason) {
+  if (!trial_ || !trial_->failure.empty()) return;
+  trial_->failure = reason;
+  LogWarning("agent trial failed",
+             {{"directive_id", trial_->directive_id}, {"reason", reason}});
+  worker_.wanted = false;
+  worker_.next_start = absl::InfiniteFuture();
+  if (worker_.pid != 0) {
+    // A hung or misbehaving new binary gets no grace.
+    kill(worker_.pid, SIGKILL);
+    worker_.stopping = true;
+    worker_.kill_at = absl::InfiniteFuture();
+  } else {
+    RollBackAgentTrial();
+  }
+}
+
+void Supervisor::RollBackAgentTrial() {
+  if (!trial_) return;
+  absl::Status restored =
+      RestoreAgentBinary(options_.agent_exec, trial_->old_sha256_hex);
+  if (!restored.ok()) {
+    LogError("agent trial rollback failed; retrying in 1 s",
+             {{"directive_id", trial_->directive_id},
+              {"error", restored.ToString()}});
+    trial_->retry_restore = absl::Now() + absl::Seconds(1);
+    worker_.wanted = false;
+    return;
+  }
+  Failpoint("agent-trial.restored");
+  if (absl::Status s = RemoveFile(AgentTrialPath()); !s.ok()) {
+    LogWarning("cannot remove the agent trial record",
+               {{"error", s.ToString()}});
+  }
+  (void)FsyncDir(options_.state_dir);
+  LogWarning("agent self-update rolled back: the old agent binary is back",
+             {{"directive_id", trial_->directive_id},
+              {"reason", trial_->failure},
+              {"agent_exec", options_.agent_exec}});
+  trial_failed_ = trial_->directive_id + " " + trial_->failure;
+  trial_.reset();
+  UseNormalWorker();
+  worker_.wanted = !shutting_down_;
+  worker_.next_start = absl::Now();
+  worker_.backoff = worker_.policy.initial_backoff;
+}
+
+void Supervisor::RecoverInterruptedAgentTrial() {
+  absl::StatusOr<std::string> text = ReadFile(AgentTrialPath());
+  if (!text.ok()) return;
+  std::vector<std::string> lines =
+      absl::StrSplit(*text, '\n', absl::SkipEmpty());
+  trial_ =
+      AgentTrial{.directive_id = lines.size() > 0 ? lines[0] : "",
+                 .old_sha256_hex = lines.size() > 1 ? lines[1] : "",
+                 .new_sha256_hex = lines.size() > 2 ? lines[2] : "",
+                 .worker_started = true,
+                 .failure =
+                     "the agent supervisor was restarted during the trial of "
+                     "the new agent"};
+  LogWarning("an agent trial was interrupted; putting the old binary back",
+             {{"directive_id", trial_->directive_id},
+              {"agent_exec", options_.agent_exec}});
+  RollBackAgentTrial();
+  if (trial_) return;  // not restored: retried from the loop
+  if (trial_failed_.empty() || options_.agent_exec.empty()) return;
+  const std::string old = lines.size() > 1 ? lines[1] : "";
+  if (HexDigestOf("/proc/self/exe") == old) return;
+  // This image is the new binary (systemd started AGENT_EXEC while it held
+  // the trial): become the old one before any child runs.
+  std::vector<std::string> argv_strings = options_.self_argv;
+  std::vector<char*> argv;
+  for (std::string& a : argv_strings) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  setenv(kAgentTrialFailedEnv, trial_failed_.c_str(), 1);
+  LogInfo("re-executing the restored agent binary",
+          {{"path", options_.agent_exec}});
+  execv(options_.agent_exec.c_str(), argv.data());
+  const int err = errno;
+  unsetenv(kAgentTrialFailedEnv);
+  LogError("re-exec of the restored agent binary failed; running on",
+           {{"path", options_.agent_exec}, {"error", strerror(err)}});
 }
 
 }  // namespace fleet::agent

@@ -34,6 +34,7 @@
 //   supervisor.pid   "PID START_TICKS\n" of this process
 //   worker.pid       of the current worker, removed when it ends
 //   program.pid      of the current program process, removed when it ends
+//   agent-trial      while an agent self-update's trial runs (see above)
 // START_TICKS is field 22 of /proc/PID/stat, so a recycled pid never
 // matches.
 #ifndef FLEET_AGENT_SUPERVISOR_H_
@@ -43,6 +44,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,6 +61,13 @@ namespace fleet::agent {
 // cannot help, so the supervisor stops the program and exits with an
 // error too, as the single-process agent did (EX_CONFIG).
 inline constexpr int kWorkerConfigErrorExit = 78;
+
+// Set in the trial worker's environment: the directive id of the agent
+// self-update it is the trial of.
+inline constexpr char kAgentTrialEnv[] = "FLEET_AGENT_TRIAL";
+// Set in a worker's environment after an agent trial failed: "<directive
+// id> <reason>", for the journal's ROLLED_BACK.
+inline constexpr char kAgentTrialFailedEnv[] = "FLEET_AGENT_TRIAL_FAILED";
 
 struct SupervisorOptions {
   // The managed program; FLEET_VERSION is set from each StartProgram.
@@ -77,6 +86,11 @@ struct SupervisorOptions {
   absl::Duration worker_stop_grace = absl::Seconds(10);
   // The same for the program when the supervisor stops.
   absl::Duration program_stop_grace = absl::Seconds(10);
+  // The agent's own binary, which a self-update replaces (--agent-exec;
+  // normally self_path). Empty: self-update refused.
+  std::string agent_exec;
+  // How long a trial worker has, from its start, to commit.
+  absl::Duration agent_trial_window = absl::Seconds(60);
 };
 
 class Supervisor {
@@ -115,6 +129,19 @@ class Supervisor {
     absl::Time kill_at = absl::InfiniteFuture();
     bool stopping = false;
   };
+  // An agent self-update between BeginAgentTrial and its commit or
+  // rollback.
+  struct AgentTrial {
+    std::string directive_id;
+    std::string old_sha256_hex;  // AGENT_EXEC before the trial
+    std::string new_sha256_hex;
+    bool worker_started = false;  // the trial worker was spawned
+    absl::Time deadline = absl::InfiniteFuture();  // set at that spawn
+    // Set once the trial failed; the rollback runs when the trial worker
+    // is gone.
+    std::string failure;
+    absl::Time retry_restore = absl::InfiniteFuture();
+  };
   struct PendingWait {
     uint64_t id;
     uint64_t run;  // the program run it watches
@@ -144,6 +171,22 @@ class Supervisor {
   // After a ReExec: takes the children and the worker's socket over from
   // the environment. False (nothing adopted) on a normal start.
   bool AdoptFromHandover();
+  // Agent self-update (see the file comment).
+  absl::Status BeginAgentTrial(const internal::BeginAgentTrial& request);
+  absl::Status CommitAgentTrial(const internal::CommitAgentTrial& request);
+  // Marks the trial failed with `reason` and kills the trial worker; the
+  // rollback follows once it is reaped (at once if none runs).
+  void FailAgentTrial(const std::string& reason);
+  // Puts the old agent binary back, removes STATE/agent-trial and starts
+  // the old worker. On a failed rename retries every second, the worker
+  // kept down (the old binary must be back before an old worker runs).
+  void RollBackAgentTrial();
+  // At start, before any child: a trial recorded by a supervisor that died
+  // mid-trial is rolled back; re-execs the old binary if this is not it.
+  void RecoverInterruptedAgentTrial();
+  std::string AgentTrialPath() const;
+  // The worker's spec for a normal (not trial) start.
+  void UseNormalWorker();
 
   SupervisorOptions options_;
   Child worker_;
@@ -158,6 +201,14 @@ class Supervisor {
   bool reexec_requested_ = false;
   // Set when the worker exited with kWorkerConfigErrorExit.
   bool worker_config_error_ = false;
+  std::optional<AgentTrial> trial_;
+  // kAgentTrialFailedEnv for the workers started after a failed trial.
+  std::string trial_failed_;
+  // The next ReExec follows a committed trial: the worker already runs the
+  // new binary and is kept.
+  bool commit_reexec_ = false;
+  // Set by AdoptFromHandover when the handover came from a commit.
+  bool keep_adopted_worker_ = false;
 };
 
 // The start time of `pid` in clock ticks since boot (/proc/PID/stat field

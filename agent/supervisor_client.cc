@@ -134,6 +134,22 @@ void SupervisorClient::CancelWaits() {
   (void)Call(std::move(request), absl::Seconds(5));
 }
 
+absl::Status SupervisorClient::BeginAgentTrial(const std::string& directive_id,
+                                               const std::string& sha256_hex) {
+  internal::SupervisorRequest request;
+  request.mutable_begin_agent_trial()->set_directive_id(directive_id);
+  request.mutable_begin_agent_trial()->set_sha256_hex(sha256_hex);
+  // Hashing and renaming a binary of some tens of MB.
+  return Call(std::move(request), absl::Minutes(1));
+}
+
+absl::Status SupervisorClient::CommitAgentTrial(
+    const std::string& directive_id) {
+  internal::SupervisorRequest request;
+  request.mutable_commit_agent_trial()->set_directive_id(directive_id);
+  return Call(std::move(request), absl::Minutes(1));
+}
+
 ProgramState SupervisorClient::state() const {
   internal::SupervisorRequest request;
   request.mutable_program_status();

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/agent_trial_control.h"
 #include "agent/platform/program_control.h"
 #include "agent/supervisor.pb.h"
 
@@ -24,7 +25,7 @@ namespace fleet::agent {
 // The descriptor a worker finds its supervisor socket on.
 inline constexpr int kWorkerSocketFd = 3;
 
-class SupervisorClient : public ProgramControl {
+class SupervisorClient : public ProgramControl, public AgentTrialControl {
  public:
   // Takes ownership of `fd` (a connected stream socket) and starts reading.
   explicit SupervisorClient(int fd);
@@ -43,6 +44,10 @@ class SupervisorClient : public ProgramControl {
   // The supervisor's answer; a default state (not wanted, no pid) if it does
   // not answer within 5 s.
   ProgramState state() const override;
+
+  absl::Status BeginAgentTrial(const std::string& directive_id,
+                               const std::string& sha256_hex) override;
+  absl::Status CommitAgentTrial(const std::string& directive_id) override;
 
   // False once the supervisor closed the socket (it died or restarts us).
   bool connected() const;

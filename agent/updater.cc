@@ -77,6 +77,7 @@ Updater::Updater(UpdaterOptions options, UpdateJournal& journal,
       program_(program),
       clock_(clock),
       swap_(options_.exec_path),
+      agent_swap_(options_.agent.exec_path),
       phase_started_(clock.Now()) {}
 
 Updater::~Updater() { Stop(); }
@@ -180,14 +181,18 @@ void Updater::Run() {
   }
 }
 
-std::string Updater::InstalledVersion() {
+std::string Updater::InstalledVersion(const std::string& product) {
   absl::StatusOr<std::optional<InstalledRecord>> installed =
-      journal_.FindInstalled(options_.product);
+      journal_.FindInstalled(product);
   if (!installed.ok()) {
     LogError("journal read failed", {{"error", installed.status().ToString()}});
     return "";
   }
-  return installed->has_value() ? (*installed)->version : "";
+  if (installed->has_value()) return (*installed)->version;
+  // The agent binary fleet did not install itself: the version built in.
+  return SelfUpdateEnabled() && product == options_.agent.product
+             ? options_.agent.version
+             : "";
 }
 
 void Updater::EnsureProgramRunning() {
@@ -197,7 +202,7 @@ void Updater::EnsureProgramRunning() {
             {{"exec", options_.exec_path}});
     return;
   }
-  program_.SetEnv("FLEET_VERSION", InstalledVersion());
+  program_.SetEnv("FLEET_VERSION", InstalledVersion(options_.product));
   absl::Status started = program_.Start();
   if (!started.ok()) {
     LogError("program start failed", {{"error", started.ToString()}});
@@ -221,6 +226,15 @@ std::optional<UpdateRecord> Updater::Recover() {
     if (absl::Status cleaned = downloader_.DiscardAll(); !cleaned.ok()) {
       LogWarning("cleanup failed", {{"error", cleaned.ToString()}});
     }
+    if (SelfUpdateEnabled()) {
+      // The agent's backup belongs to the supervisor, which resolved any
+      // trial before this worker started; only a staged leftover is ours.
+      (void)RemoveFile(agent_swap_.staged_path());
+      if (absl::Status cleaned = options_.agent.downloader->DiscardAll();
+          !cleaned.ok()) {
+        LogWarning("cleanup failed", {{"error", cleaned.ToString()}});
+      }
+    }
     return std::nullopt;
   }
   UpdateRecord record = **std::move(active);
@@ -228,6 +242,10 @@ std::optional<UpdateRecord> Updater::Recover() {
           {{"directive_id", record.directive_id},
            {"state", std::string(ToString(record.state))},
            {"attempt", record.attempt}});
+  if (MayBeSwapped(record.state) && IsAgentUpdate(record)) {
+    ResolveAgentTrial(record);
+    return std::nullopt;
+  }
   if (MayBeSwapped(record.state)) {
     RollBack(record, error_class::kInterrupted,
              absl::StrCat("agent restarted during the update (at ",
@@ -290,7 +308,16 @@ void Updater::Process(const v1::UpdateDirective& directive) {
   record.directive_id = id;
   record.rollout_id = directive.rollout_id();
   record.product = options_.product;
-  record.from_version = InstalledVersion();
+  if (SelfUpdateEnabled()) {
+    // Which executable the directive is for decides everything after; the
+    // product is checked again, signed, in CheckManifest.
+    v1::ReleaseManifest unverified;
+    if (unverified.ParseFromString(directive.manifest().manifest()) &&
+        unverified.product() == options_.agent.product) {
+      record.product = options_.agent.product;
+    }
+  }
+  record.from_version = InstalledVersion(record.product);
   record.kind = directive.kind() == v1::DIRECTIVE_KIND_ROLLBACK
                     ? v1::DIRECTIVE_KIND_ROLLBACK
                     : v1::DIRECTIVE_KIND_UPDATE;
@@ -330,11 +357,12 @@ absl::StatusOr<v1::ReleaseManifest> Updater::CheckManifest(
             : error_class::kSignature;
     return manifest.status();
   }
-  if (manifest->product() != options_.product) {
+  if (manifest->product() != record.product) {
     *error_class = error_class::kProduct;
-    return absl::InvalidArgumentError(
-        absl::StrCat("release is for product ", manifest->product(),
-                     ", this agent manages ", options_.product));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "release is for product ", manifest->product(), ", this agent manages ",
+        options_.product,
+        SelfUpdateEnabled() ? " and is " + options_.agent.product : ""));
   }
   if (manifest->platform() != HostPlatform()) {
     *error_class = error_class::kPlatform;
@@ -458,7 +486,7 @@ void Updater::Fail(UpdateRecord& record, const std::string& error_class,
                         error_class == error_class::kDeadline ||
                         error_class == error_class::kSwap ||
                         error_class == error_class::kInterrupted;
-  if (digest && verified) (void)downloader_.Discard(*digest);
+  if (digest && verified) (void)DownloaderFor(record).Discard(*digest);
 }
 
 void Updater::RollBack(UpdateRecord& record, const std::string& error_class,
@@ -492,21 +520,21 @@ void Updater::RollBack(UpdateRecord& record, const std::string& error_class,
 absl::StatusOr<DownloadResult> Updater::DownloadWithRetry(
     UpdateRecord& record, const v1::ReleaseManifest& manifest,
     Cancellation& cancel) {
+  Downloader& dl = DownloaderFor(record);
   const Digest digest = *DigestFromBytes(manifest.sha256());
   absl::Duration delay = options_.download_retry_initial;
   for (int attempt = 1;; ++attempt) {
-    const uint64_t before = downloader_.BytesOnDisk(digest);
+    const uint64_t before = dl.BytesOnDisk(digest);
     absl::StatusOr<DownloadResult> result =
-        downloader_.Fetch(digest, manifest.size(), cancel);
-    if (!result.ok() && downloader_.BytesOnDisk(digest) > before) {
+        dl.Fetch(digest, manifest.size(), cancel);
+    if (!result.ok() && dl.BytesOnDisk(digest) > before) {
       // A transfer that makes progress is flaky, not broken: the attempt
       // budget counts failures in a row without progress.
       attempt = 1;
       delay = options_.download_retry_initial;
     }
     const bool disk_error =
-        !result.ok() &&
-        absl::StrContains(result.status().message(), downloader_.dir());
+        !result.ok() && absl::StrContains(result.status().message(), dl.dir());
     if (result.ok() || disk_error || !Retriable(result.status()) ||
         attempt >= options_.download_attempts) {
       return result;
@@ -519,9 +547,8 @@ absl::StatusOr<DownloadResult> Updater::DownloadWithRetry(
     if (cancel.WaitFor(delay)) return absl::CancelledError(cancel.reason());
     delay = std::min(delay * 2, options_.download_retry_max);
     // DOWNLOADING again: the transfer resumes from what is on disk.
-    absl::StatusOr<uint64_t> seq =
-        journal_.AppendEvent(MakeEvent(record, UpdateState::kDownloading, "",
-                                       "", downloader_.BytesOnDisk(digest)));
+    absl::StatusOr<uint64_t> seq = journal_.AppendEvent(MakeEvent(
+        record, UpdateState::kDownloading, "", "", dl.BytesOnDisk(digest)));
     if (!seq.ok()) return seq.status();
   }
 }
@@ -547,6 +574,13 @@ void Updater::Execute(UpdateRecord record) {
     active_cancel_ = nullptr;
   };
 
+  // The agent's own binary or the managed program.
+  const bool agent = IsAgentUpdate(record);
+  Downloader& dl = DownloaderFor(record);
+  ExecutableSwap& swap = agent ? agent_swap_ : swap_;
+  const std::string& exec =
+      agent ? options_.agent.exec_path : options_.exec_path;
+
   std::string klass;
   absl::StatusOr<v1::ReleaseManifest> manifest = CheckManifest(record, &klass);
   if (!manifest.ok()) {
@@ -563,7 +597,7 @@ void Updater::Execute(UpdateRecord record) {
       Fail(record, error_class::kVerify, status);
     } else if (status.code() == absl::StatusCode::kCancelled) {
       Fail(record, error_class::kCanceled, status);
-    } else if (absl::StrContains(status.message(), downloader_.dir())) {
+    } else if (absl::StrContains(status.message(), dl.dir())) {
       Fail(record, error_class::kDisk, status);
     } else {
       Fail(record, error_class::kDownload, status);
@@ -589,19 +623,18 @@ void Updater::Execute(UpdateRecord record) {
     }
     switch (record.state) {
       case UpdateState::kReceived: {
-        absl::StatusOr<Digest> current = Sha256OfFile(options_.exec_path);
+        absl::StatusOr<Digest> current = Sha256OfFile(exec);
         if (current.ok()) {
           // What runs now is a release a later rollback may return to.
           absl::Status noted =
-              journal_.RecordRanHere(options_.product, DigestToBytes(*current));
+              journal_.RecordRanHere(record.product, DigestToBytes(*current));
           if (!noted.ok()) {
             LogWarning("journal write failed", {{"error", noted.ToString()}});
           }
         }
         if (current.ok() && *current == digest) {
-          InstalledRecord installed{options_.product, manifest->version(),
-                                    DigestToBytes(digest), options_.exec_path,
-                                    0};
+          InstalledRecord installed{record.product, manifest->version(),
+                                    DigestToBytes(digest), exec, 0};
           if (!Advance(record, UpdateState::kHealthy, "", "", 0, true,
                        &installed)
                    .ok()) {
@@ -611,7 +644,7 @@ void Updater::Execute(UpdateRecord record) {
           return;
         }
         if (!Advance(record, UpdateState::kDownloading, "", "",
-                     downloader_.BytesOnDisk(digest))
+                     dl.BytesOnDisk(digest))
                  .ok()) {
           return;
         }
@@ -646,7 +679,7 @@ void Updater::Execute(UpdateRecord record) {
           download = *result;
         }
         if (download->size != manifest->size() || download->digest != digest) {
-          (void)downloader_.Discard(digest);
+          (void)dl.Discard(digest);
           Fail(record, error_class::kVerify,
                absl::DataLossError(absl::StrCat(
                    "artifact has ", download->size, " bytes and sha256 ",
@@ -658,7 +691,7 @@ void Updater::Execute(UpdateRecord record) {
         break;
       }
       case UpdateState::kVerified: {
-        absl::Status staged = swap_.Stage(downloader_.PartPath(digest), digest);
+        absl::Status staged = swap.Stage(dl.PartPath(digest), digest);
         if (!staged.ok()) {
           if (staged.code() == absl::StatusCode::kNotFound) {
             // The download vanished (cleaned up by hand?): fetch it again.
@@ -666,7 +699,7 @@ void Updater::Execute(UpdateRecord record) {
             absl::StatusOr<DownloadResult> result =
                 DownloadWithRetry(record, *manifest, cancel);
             if (result.ok()) {
-              staged = swap_.Stage(result->path, digest);
+              staged = swap.Stage(result->path, digest);
             } else {
               staged = result.status();
             }
@@ -684,9 +717,9 @@ void Updater::Execute(UpdateRecord record) {
         // A staged file that could never run (a noexec mount, a mode the
         // file system refuses) must fail here, while the old program still
         // runs, not after the swap.
-        if (absl::Status runnable = CheckRunnable(swap_.staged_path());
+        if (absl::Status runnable = CheckRunnable(swap.staged_path());
             !runnable.ok()) {
-          (void)RemoveFile(swap_.staged_path());
+          (void)RemoveFile(swap.staged_path());
           Fail(record, error_class::kDisk, runnable);
           return;
         }
@@ -699,6 +732,10 @@ void Updater::Execute(UpdateRecord record) {
           if (stopping_) return;
           active_swapped_ = true;  // from here on a Cancel is too late
         }
+        if (agent) {
+          BeginAgentTrial(record, digest);
+          return;
+        }
         // Journaled before the rename: after a crash from here on, the next
         // start rolls back.
         if (!Advance(record, UpdateState::kSwapped, "", "", 0,
@@ -706,12 +743,12 @@ void Updater::Execute(UpdateRecord record) {
                  .ok()) {
           return;
         }
-        absl::Status swapped = swap_.Swap();
+        absl::Status swapped = swap.Swap();
         if (swapped.ok()) Failpoint("swap.renamed");
         if (!swapped.ok()) {
           // Swap() leaves EXEC as it was; Rollback only drops the backup
           // link and staged file.
-          (void)swap_.Rollback(digest);
+          (void)swap.Rollback(digest);
           (void)Advance(record, UpdateState::kFailed,
                         std::string(swapped.message()), error_class::kSwap);
           return;
@@ -724,7 +761,7 @@ void Updater::Execute(UpdateRecord record) {
         }
         LogInfo("update phase", {{"directive_id", record.directive_id},
                                  {"phase", "SWAPPED"},
-                                 {"exec", options_.exec_path}});
+                                 {"exec", exec}});
         break;
       }
       case UpdateState::kSwapped: {
@@ -748,7 +785,7 @@ void Updater::Execute(UpdateRecord record) {
       }
       case UpdateState::kRestarted: {
         HealthCheckOptions checks = options_.health;
-        checks.env["FLEET_PRODUCT"] = options_.product;
+        checks.env["FLEET_PRODUCT"] = record.product;
         checks.env["FLEET_VERSION"] = record.to_version;
         const HealthChecker checker(std::move(checks));
         if (checker.enabled()) {
@@ -770,19 +807,19 @@ void Updater::Execute(UpdateRecord record) {
                    absl::StrCat("health check failed: ", health.message()));
           return;
         }
-        InstalledRecord installed{options_.product, manifest->version(),
-                                  DigestToBytes(digest), options_.exec_path, 0};
+        InstalledRecord installed{record.product, manifest->version(),
+                                  DigestToBytes(digest), exec, 0};
         if (!Advance(record, UpdateState::kHealthy, "", "", 0, true, &installed)
                  .ok()) {
           RollBack(record, error_class::kDisk, "journal write failed");
           return;
         }
-        absl::Status committed = swap_.Commit();
+        absl::Status committed = swap.Commit();
         if (!committed.ok()) {
           LogWarning("backup cleanup failed",
                      {{"error", committed.ToString()}});
         }
-        (void)downloader_.Discard(digest);
+        (void)dl.Discard(digest);
         break;
       }
       default:
@@ -792,6 +829,162 @@ void Updater::Execute(UpdateRecord record) {
         return;
     }
   }
+}
+
+bool Updater::SelfUpdateEnabled() const {
+  return options_.agent.trial != nullptr &&
+         options_.agent.downloader != nullptr &&
+         !options_.agent.product.empty() && !options_.agent.exec_path.empty();
+}
+
+bool Updater::IsAgentUpdate(const UpdateRecord& record) const {
+  return SelfUpdateEnabled() && record.product == options_.agent.product;
+}
+
+Downloader& Updater::DownloaderFor(const UpdateRecord& record) {
+  return IsAgentUpdate(record) ? *options_.agent.downloader : downloader_;
+}
+
+void Updater::WaitUntilStopped() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(&stopping_));
+}
+
+void Updater::BeginAgentTrial(UpdateRecord& record, const Digest& digest) {
+  // Journaled before the supervisor renames: after a crash from here on,
+  // the next worker resolves the trial by what AGENT_EXEC holds.
+  if (!Advance(record, UpdateState::kSwapped, "", "", 0, /*event=*/false)
+           .ok()) {
+    return;
+  }
+  absl::Status begun = options_.agent.trial->BeginAgentTrial(
+      record.directive_id, DigestToHex(digest));
+  if (!begun.ok() && !absl::IsUnavailable(begun) &&
+      !absl::IsDeadlineExceeded(begun)) {
+    // The supervisor refused or its rename failed: nothing was swapped.
+    (void)RemoveFile(agent_swap_.staged_path());
+    (void)options_.agent.downloader->Discard(digest);
+    (void)Advance(record, UpdateState::kFailed, std::string(begun.message()),
+                  error_class::kSwap);
+    return;
+  }
+  if (!begun.ok()) {
+    // No answer: the rename may have happened. The next worker decides by
+    // what AGENT_EXEC holds.
+    LogError(
+        "agent trial request unanswered",
+        {{"directive_id", record.directive_id}, {"error", begun.ToString()}});
+  } else {
+    LogInfo("agent trial begun; the supervisor replaces this worker",
+            {{"directive_id", record.directive_id},
+             {"to_version", record.to_version}});
+  }
+  // This binary is no longer the agent's: take no more directives.
+  WaitUntilStopped();
+}
+
+void Updater::ResolveAgentTrial(UpdateRecord& record) {
+  std::optional<Digest> digest = ManifestDigest(record);
+  if (!digest) {
+    LogError("journaled manifest unreadable; cannot resolve the agent trial",
+             {{"directive_id", record.directive_id}});
+    return;
+  }
+  // The journal keeps to_version empty (it is known only once the
+  // manifest was checked); the events need it.
+  v1::ReleaseManifest manifest;
+  if (manifest.ParseFromString(record.signed_manifest.manifest())) {
+    record.to_version = manifest.version();
+  }
+  const bool trial = options_.agent.trial_directive_id == record.directive_id;
+  absl::StatusOr<Digest> current = Sha256OfFile(options_.agent.exec_path);
+  const bool new_in_place = current.ok() && *current == *digest;
+  if (trial && new_in_place) {
+    RunAgentTrial(record, *digest);
+    return;
+  }
+  if (new_in_place) {
+    // Committed by the supervisor (it removes the backup and keeps the new
+    // binary only then); the trial worker died before journaling HEALTHY.
+    if (record.state == UpdateState::kSwapped &&
+        !Advance(record, UpdateState::kRestarted).ok()) {
+      return;
+    }
+    CommitAgentUpdate(record, *digest);
+    return;
+  }
+  // The supervisor put the old binary back before starting this worker.
+  std::string reason = absl::StrCat(
+      "the agent restarted during its self-update (at ", ToString(record.state),
+      ") and the old agent binary is in place");
+  const std::string& failed = options_.agent.trial_failed;
+  if (absl::StartsWith(failed, record.directive_id + " ")) {
+    reason = failed.substr(record.directive_id.size() + 1);
+  }
+  (void)RemoveFile(agent_swap_.staged_path());
+  if (!Advance(record, UpdateState::kRolledBack, reason,
+               error_class::kAgentTrial)
+           .ok()) {
+    return;
+  }
+  (void)options_.agent.downloader->Discard(*digest);
+}
+
+void Updater::RunAgentTrial(UpdateRecord& record, const Digest& digest) {
+  LogInfo("agent trial: this worker runs the new binary",
+          {{"directive_id", record.directive_id},
+           {"to_version", record.to_version}});
+  if (record.state == UpdateState::kSwapped) {
+    // The rename happened (this binary runs): its event, then RESTARTED.
+    absl::StatusOr<uint64_t> seq = journal_.AppendEvent(
+        MakeEvent(record, UpdateState::kSwapped, "", "", 0));
+    if (!seq.ok()) return;  // no commit: the supervisor rolls back
+    if (!Advance(record, UpdateState::kRestarted).ok()) return;
+  }
+  // Commit only once the controller acknowledged RESTARTED: the new agent
+  // connected, and its journal and stream work end to end.
+  const uint64_t restarted_seq = journal_.LastEventSeq();
+  for (;;) {
+    absl::StatusOr<std::vector<v1::UpdateEvent>> pending =
+        journal_.PendingEvents(restarted_seq - 1, 1);
+    if (pending.ok() &&
+        (pending->empty() || pending->front().seq() > restarted_seq)) {
+      break;
+    }
+    absl::MutexLock lock(&mu_);
+    if (mu_.AwaitWithTimeout(absl::Condition(&stopping_),
+                             absl::Milliseconds(100))) {
+      return;
+    }
+  }
+  Failpoint("agent-trial.acked");
+  absl::Status committed =
+      options_.agent.trial->CommitAgentTrial(record.directive_id);
+  if (!committed.ok()) {
+    // Too late (the window closed): the supervisor is rolling back and
+    // ends this worker; the old one journals the outcome.
+    LogError("agent trial commit refused",
+             {{"directive_id", record.directive_id},
+              {"error", committed.ToString()}});
+    WaitUntilStopped();
+    return;
+  }
+  CommitAgentUpdate(record, digest);
+}
+
+void Updater::CommitAgentUpdate(UpdateRecord& record, const Digest& digest) {
+  InstalledRecord installed{options_.agent.product, record.to_version,
+                            DigestToBytes(digest), options_.agent.exec_path, 0};
+  if (!Advance(record, UpdateState::kHealthy, "", "", 0, true, &installed)
+           .ok()) {
+    return;
+  }
+  // The supervisor removes the backup at the commit; a supervisor killed
+  // right after the commit point leaves it behind.
+  if (absl::Status cleaned = agent_swap_.Commit(); !cleaned.ok()) {
+    LogWarning("agent backup cleanup failed", {{"error", cleaned.ToString()}});
+  }
+  (void)options_.agent.downloader->Discard(digest);
 }
 
 }  // namespace fleet::agent

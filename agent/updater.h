@@ -21,6 +21,19 @@
 //   FAILED       ended before the swap; the old program kept running
 //   ROLLED_BACK  ended after the swap; backup restored, old program restarted
 //
+// A directive for the agent's own product (options.agent) runs the same
+// states up to STAGED (beside AGENT_EXEC, its own downloads and cache);
+// then SWAPPED is journaled and the supervisor is asked for a trial
+// (agent/agent_trial_control.h), which renames the binary in and replaces
+// this worker. The trial worker's Start() journals SWAPPED's event and
+// RESTARTED, waits until the controller acknowledged RESTARTED, asks the
+// supervisor to commit, and only then journals HEALTHY: a HEALTHY that
+// could still be rolled back would be two final outcomes. Any other
+// worker that finds such an update open resolves it by what AGENT_EXEC
+// holds: the new binary (committed) -> HEALTHY; the old one (the
+// supervisor rolled the trial back) -> ROLLED_BACK, error class
+// agent-trial, with the supervisor's reason. The program is never touched.
+//
 // On Start(), an update journaled at SWAPPED or RESTARTED is rolled back and
 // one journaled earlier is resumed (its download resumes from the partial
 // file) before new directives are taken; only then is the program started.
@@ -42,6 +55,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/agent_trial_control.h"
 #include "agent/cancellation.h"
 #include "agent/directive_handler.h"
 #include "agent/downloader.h"
@@ -80,6 +94,27 @@ struct UpdaterOptions {
   // Checks the new version must pass within the health window besides
   // staying up (agent/health.h); none by default.
   HealthCheckOptions health;
+
+  // Agent self-update: directives whose signed manifest names
+  // `agent.product` replace the agent's own binary through the
+  // supervisor's trial instead of the program. Off unless `trial` and
+  // `downloader` are set.
+  struct SelfUpdate {
+    std::string product;    // --agent-product
+    std::string exec_path;  // --agent-exec
+    // from_version while fleet never installed the agent here
+    // (agent/version.h).
+    std::string version;
+    AgentTrialControl* trial = nullptr;  // borrowed
+    // Its own downloads dir and cache, so the agent's versions are kept
+    // apart from the program's.
+    Downloader* downloader = nullptr;  // borrowed
+    // kAgentTrialEnv: this worker is the trial of that directive.
+    std::string trial_directive_id;
+    // kAgentTrialFailedEnv: "<directive id> <reason>" of a failed trial.
+    std::string trial_failed;
+  };
+  SelfUpdate agent;
 };
 
 class Updater : public DirectiveHandler {
@@ -151,8 +186,25 @@ class Updater : public DirectiveHandler {
   v1::UpdateEvent MakeEvent(const UpdateRecord& record, UpdateState phase,
                             const std::string& error,
                             const std::string& error_class, uint64_t bytes);
-  std::string InstalledVersion();
+  // The journal's version of `product` (for the agent's own product
+  // without one: options.agent.version).
+  std::string InstalledVersion(const std::string& product);
   bool stopping() const;
+  // Blocks until Stop().
+  void WaitUntilStopped();
+
+  // Agent self-update (see the file comment).
+  bool SelfUpdateEnabled() const;
+  bool IsAgentUpdate(const UpdateRecord& record) const;
+  Downloader& DownloaderFor(const UpdateRecord& record);
+  // From STAGED: journals SWAPPED, asks the supervisor for the trial, then
+  // waits to be stopped (FAILED if the supervisor refused).
+  void BeginAgentTrial(UpdateRecord& record, const Digest& digest);
+  // An agent update found open at SWAPPED or RESTARTED at start.
+  void ResolveAgentTrial(UpdateRecord& record);
+  // In the trial worker: RESTARTED, its ack, the supervisor's commit.
+  void RunAgentTrial(UpdateRecord& record, const Digest& digest);
+  void CommitAgentUpdate(UpdateRecord& record, const Digest& digest);
 
   const UpdaterOptions options_;
   UpdateJournal& journal_;
@@ -161,6 +213,8 @@ class Updater : public DirectiveHandler {
   ProgramControl& program_;
   const Clock& clock_;
   ExecutableSwap swap_;
+  // Stages the agent's own binary; the supervisor renames it in.
+  ExecutableSwap agent_swap_;
   // When the current update reached its last phase (for duration_ms).
   absl::Time phase_started_;
 
@@ -196,6 +250,9 @@ inline constexpr char kDeadline[] = "deadline";
 inline constexpr char kInterrupted[] = "interrupted";
 inline constexpr char kBusy[] = "busy";
 inline constexpr char kBlacklisted[] = "blacklisted";
+// An agent self-update whose trial failed (or was interrupted): the new
+// agent binary crashed, hung, or did not commit within the trial window.
+inline constexpr char kAgentTrial[] = "agent-trial";
 }  // namespace error_class
 
 }  // namespace fleet::agent

@@ -322,24 +322,7 @@ absl::Status AwaitFailpointKillAndRestart(AgentHandle& agent,
 
 bool WaitForAgentReporting(FleetHarness& fleet, const std::string& agent_id,
                            const std::string& version, absl::Duration timeout) {
-  return WaitFor(
-      [&] {
-        grpc::ClientContext ctx;
-        v1::ListAgentsResponse resp;
-        if (!fleet.admin()
-                 .ListAgents(&ctx, v1::ListAgentsRequest(), &resp)
-                 .ok()) {
-          return false;
-        }
-        for (const v1::Agent& a : resp.agents()) {
-          if (a.agent_id() != agent_id || !a.connected()) continue;
-          for (const v1::InstalledProduct& p : a.installed()) {
-            if (p.product() == "app" && p.version() == version) return true;
-          }
-        }
-        return false;
-      },
-      timeout);
+  return WaitForProductReported(fleet, agent_id, "app", version, "", timeout);
 }
 
 std::string CreateRollout(FleetHarness& fleet, const std::string& version,
@@ -372,6 +355,211 @@ absl::StatusOr<v1::RolloutTarget> WaitForOnlyTargetFinal(
                      " targets, want 1:\n", rollout->DebugString()));
   }
   return rollout->targets(0);
+}
+
+std::string AgentBinary(const AgentHandle& agent) {
+  return agent.dir + "/agent/fleet-agent";
+}
+
+std::unique_ptr<AgentHandle> MakeSelfUpdatingAgent(
+    FleetHarness& fleet, const std::string& name,
+    std::vector<std::string> extra_flags,
+    std::map<std::string, std::string> extra_env) {
+  auto agent = std::make_unique<AgentHandle>();
+  agent->name = name;
+  agent->dir = fleet.dir() + "/" + name;
+  agent->state_dir = agent->dir + "/state";
+  agent->exec_path = agent->dir + "/bin/app";
+  agent->status_path = agent->dir + "/status";
+  if (!MakeDirs(agent->dir + "/bin").ok() ||
+      !MakeDirs(agent->dir + "/agent").ok()) {
+    return nullptr;
+  }
+  absl::StatusOr<std::string> binary = ReadFile(Runfile("agent/fleet-agent"));
+  if (!binary.ok() ||
+      !WriteFileAtomically(AgentBinary(*agent), *binary, 0755).ok()) {
+    return nullptr;
+  }
+  const std::string key = agent->dir + "/release.pub";
+  if (!fleet.release_key().PublicKey().WritePemFile(key).ok()) return nullptr;
+  std::vector<std::string> argv = {AgentBinary(*agent),
+                                   "--controller",
+                                   fleet.controller_address(),
+                                   "--state-dir",
+                                   agent->state_dir,
+                                   "--trust-key",
+                                   key,
+                                   "--product",
+                                   "app",
+                                   "--exec",
+                                   agent->exec_path,
+                                   "--agent-id",
+                                   name,
+                                   "--insecure",
+                                   "--health-seconds",
+                                   "1"};
+  argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+  extra_env["FLEET_SAMPLE_STATUS"] = agent->status_path;
+  agent->process = std::make_unique<Subprocess>(argv, agent->dir + "/agent.log",
+                                                std::move(extra_env));
+  return agent;
+}
+
+std::string MakeNewAgentBinary(FleetHarness& fleet, const std::string& tag) {
+  absl::StatusOr<std::string> binary = ReadFile(Runfile("agent/fleet-agent"));
+  if (!binary.ok()) return "";
+  const std::string out = fleet.dir() + "/programs/fleet-agent-" + tag;
+  if (!MakeDirs(fleet.dir() + "/programs").ok() ||
+      !WriteFileAtomically(out, *binary + "\nfleet-agent release " + tag + "\n",
+                           0755)
+           .ok()) {
+    return "";
+  }
+  return out;
+}
+
+bool WaitForProductReported(FleetHarness& fleet, const std::string& agent_id,
+                            const std::string& product,
+                            const std::string& version,
+                            const std::string& sha256_hex,
+                            absl::Duration timeout) {
+  return WaitFor(
+      [&] {
+        grpc::ClientContext ctx;
+        v1::ListAgentsResponse resp;
+        if (!fleet.admin()
+                 .ListAgents(&ctx, v1::ListAgentsRequest(), &resp)
+                 .ok()) {
+          return false;
+        }
+        for (const v1::Agent& a : resp.agents()) {
+          if (a.agent_id() != agent_id || !a.connected()) continue;
+          for (const v1::InstalledProduct& p : a.installed()) {
+            if (p.product() != product) continue;
+            if (!version.empty() && p.version() != version) continue;
+            absl::StatusOr<Digest> digest = DigestFromBytes(p.sha256());
+            if (!sha256_hex.empty() &&
+                (!digest.ok() || DigestToHex(*digest) != sha256_hex)) {
+              continue;
+            }
+            return true;
+          }
+        }
+        return false;
+      },
+      timeout);
+}
+
+std::string CreateProductRollout(FleetHarness& fleet,
+                                 const std::string& product,
+                                 const std::string& version,
+                                 std::string* error) {
+  RunResult r = fleet.Fleetctl({"-o", "json", "rollout", "create", "--product",
+                                product, "--version", version});
+  nlohmann::json j = nlohmann::json::parse(r.out, nullptr, false);
+  if (r.exit_code != 0 || j.is_discarded() || !j.contains("rollout_id")) {
+    *error = absl::StrCat("fleetctl rollout create exited ", r.exit_code, ": ",
+                          r.err, r.out);
+    return "";
+  }
+  return j["rollout_id"].get<std::string>();
+}
+
+pid_t RolePid(const AgentHandle& agent, const std::string& role) {
+  absl::StatusOr<std::string> text =
+      ReadFile(agent.state_dir + "/" + role + ".pid");
+  if (!text.ok()) return 0;
+  std::vector<std::string> parts = absl::StrSplit(*text, ' ');
+  int pid = 0;
+  if (parts.empty() || !absl::SimpleAtoi(parts[0], &pid)) return 0;
+  return pid;
+}
+
+namespace {
+
+// The digest of the binary `pid` runs, "" if it cannot be read.
+std::string ExeDigest(pid_t pid) {
+  if (pid <= 0) return "";
+  absl::StatusOr<Digest> digest =
+      Sha256OfFile(absl::StrCat("/proc/", pid, "/exe"));
+  return digest.ok() ? DigestToHex(*digest) : "";
+}
+
+// Live processes whose command line has --internal-role=worker and
+// --state-dir `state_dir`.
+std::vector<pid_t> WorkersOf(const std::string& state_dir) {
+  std::vector<pid_t> found;
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return found;
+  while (dirent* e = readdir(proc)) {
+    int pid = 0;
+    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
+    absl::StatusOr<std::string> cmdline =
+        ReadFile(absl::StrCat("/proc/", pid, "/cmdline"));
+    if (!cmdline.ok()) continue;
+    std::vector<std::string> argv = absl::StrSplit(*cmdline, '\0');
+    bool worker = false, ours = false;
+    for (size_t i = 0; i < argv.size(); ++i) {
+      if (argv[i] == "--internal-role=worker") worker = true;
+      if (argv[i] == "--state-dir" && i + 1 < argv.size() &&
+          argv[i + 1] == state_dir) {
+        ours = true;
+      }
+    }
+    const char state = ProcessState(pid);
+    if (worker && ours && state != 0 && state != 'Z') {
+      found.push_back(pid);
+    }
+  }
+  closedir(proc);
+  return found;
+}
+
+std::string AgentProblemsNow(const AgentHandle& agent,
+                             const std::string& want) {
+  const std::string binary = AgentBinary(agent);
+  absl::StatusOr<Digest> on_disk = Sha256OfFile(binary);
+  if (!on_disk.ok()) return "agent binary unreadable: " + binary;
+  if (DigestToHex(*on_disk) != want) {
+    return absl::StrCat("agent binary holds ", DigestToHex(*on_disk), ", want ",
+                        want);
+  }
+  for (const std::string& leftover :
+       {binary + ".fleet-new", binary + ".fleet-backup",
+        agent.state_dir + "/agent-trial"}) {
+    if (PathExists(leftover)) return "leftover " + leftover;
+  }
+  const pid_t supervisor = RolePid(agent, "supervisor");
+  if (ExeDigest(supervisor) != want) {
+    return absl::StrCat("supervisor ", supervisor, " runs ",
+                        ExeDigest(supervisor), ", want ", want);
+  }
+  std::vector<pid_t> workers = WorkersOf(agent.state_dir);
+  if (workers.size() != 1) {
+    return absl::StrCat(workers.size(), " workers run, want 1");
+  }
+  if (ExeDigest(workers[0]) != want) {
+    return absl::StrCat("worker ", workers[0], " runs ", ExeDigest(workers[0]),
+                        ", want ", want);
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string AgentProblems(const AgentHandle& agent,
+                          const std::string& want_sha256_hex,
+                          absl::Duration timeout) {
+  std::string problem;
+  const bool settled = WaitFor(
+      [&] {
+        problem = AgentProblemsNow(agent, want_sha256_hex);
+        return problem.empty();
+      },
+      timeout);
+  if (!settled) return problem;
+  absl::SleepFor(absl::Seconds(1));
+  return AgentProblemsNow(agent, want_sha256_hex);
 }
 
 }  // namespace fleet::testing

@@ -9,6 +9,8 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -108,6 +110,58 @@ std::string CreateRollout(FleetHarness& fleet, const std::string& version,
 // `timeout` or has not exactly one target.
 absl::StatusOr<v1::RolloutTarget> WaitForOnlyTargetFinal(
     FleetHarness& fleet, const std::string& rollout_id, absl::Duration timeout);
+
+// --- Agent self-update (the agent's own binary as the product) ---
+
+// The product name fleet-agent reports its own binary as (its
+// --agent-product default).
+inline constexpr char kAgentProduct[] = "fleet-agent";
+
+// An agent like FleetHarness::StartAgent's (product "app", the harness's
+// release key, --health-seconds 1) that runs from its own copy of the real
+// fleet-agent binary, AgentBinary(agent), so a self-update can replace that
+// file; `extra_flags` (e.g. --agent-trial-seconds) and `extra_env` (e.g. a
+// failpoint) are added. Not started: the caller preinstalls the program and
+// starts agent->process (killed with its process group when destroyed).
+// nullptr if the copy fails.
+std::unique_ptr<AgentHandle> MakeSelfUpdatingAgent(
+    FleetHarness& fleet, const std::string& name,
+    std::vector<std::string> extra_flags = {},
+    std::map<std::string, std::string> extra_env = {});
+std::string AgentBinary(const AgentHandle& agent);
+
+// A new agent release: the real fleet-agent binary with `tag` appended (a
+// different sha256; the ELF loader ignores trailing bytes, so it really
+// runs as fleet-agent). Written below the harness dir; "" on failure.
+std::string MakeNewAgentBinary(FleetHarness& fleet, const std::string& tag);
+
+// Waits until `agent_id` is connected and reports `product` at `version`
+// (any version if empty) and, if `sha256_hex` is not empty, with that
+// digest.
+bool WaitForProductReported(FleetHarness& fleet, const std::string& agent_id,
+                            const std::string& product,
+                            const std::string& version,
+                            const std::string& sha256_hex,
+                            absl::Duration timeout);
+
+// `fleetctl -o json rollout create --product P --version V`: the rollout id,
+// or "" with `*error` set.
+std::string CreateProductRollout(FleetHarness& fleet,
+                                 const std::string& product,
+                                 const std::string& version,
+                                 std::string* error);
+
+// Problems with the agent's own processes and binary ("" when all is well):
+// AgentBinary(agent) must hold `want_sha256_hex`, without staged or backup
+// leftovers or STATE/agent-trial; the supervisor named by supervisor.pid
+// must be alive and run that binary (/proc/PID/exe's digest), as must
+// exactly one worker. Polls up to `timeout`, like ProgramProblems.
+std::string AgentProblems(const AgentHandle& agent,
+                          const std::string& want_sha256_hex,
+                          absl::Duration timeout);
+
+// The pid a role's pidfile (supervisor, worker, program) names, 0 if none.
+pid_t RolePid(const AgentHandle& agent, const std::string& role);
 
 }  // namespace fleet::testing
 
