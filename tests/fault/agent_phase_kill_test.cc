@@ -29,6 +29,17 @@ std::vector<SelfUpdateCase> Cases() {
        .error_contains = "restarted during the trial",
        .phases = RolledBackBeforeTrialPhases(),
        .supervisor_and_program_kept = false},
+      // Rolling back: a new agent that crashes at start, and the
+      // supervisor killed right after it renamed the backup back, before
+      // it removed STATE/agent-trial: the next one finds the old binary in
+      // place and only finishes the rollback.
+      {.name = "supervisor_killed_while_rolling_back",
+       .new_agent = NewAgent::kCrashes,
+       .failpoint = "agent-trial.restored",
+       .ends_on_new = false,
+       .error_contains = "restarted during the trial",
+       .phases = RolledBackBeforeTrialPhases(),
+       .supervisor_and_program_kept = false},
       // The trial worker in its health window (RESTARTED journaled).
       {.name = "trial_worker_killed_in_trial",
        .failpoint = "journaled.RESTARTED",
