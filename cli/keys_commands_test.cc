@@ -322,5 +322,57 @@ TEST_F(KeysSignTest, UsageErrors) {
   EXPECT_TRUE(IsUsageError(bad_root)) << bad_root;
 }
 
+// `release verify` on the same files: what an agent pinned at the root would
+// decide, offline.
+TEST_F(KeysSignTest, VerifyCountsOnlyTheRootsReleaseKeysAndChecksTheFile) {
+  auto verify = [&](ReleaseVerifyOptions options) {
+    out_.str("");
+    options.manifest = Manifest();
+    CommandContext ctx = Context();
+    return ReleaseVerify(options, ctx);
+  };
+  ASSERT_TRUE(Sign({Key("rel-a"), Key("outsider")}).ok());
+  absl::Status short_of_one = verify({.root = Root()});
+  EXPECT_EQ(short_of_one.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_NE(short_of_one.message().find(
+                "1 valid signature(s) trusted by root v1, 2 needed"),
+            std::string::npos)
+      << short_of_one;
+  EXPECT_NE(out_.str().find("not a release key of root v1"), std::string::npos)
+      << out_.str();
+  // The outsider's key alone, as a --trust-key controller would see it.
+  EXPECT_TRUE(verify({.trust_keys = {Pub("outsider")}}).ok()) << out_.str();
+
+  ASSERT_TRUE(Sign({Key("rel-b")}).ok());
+  ASSERT_TRUE(verify({.root = Root(), .file = Dir("app")}).ok());
+  EXPECT_NE(out_.str().find("verified: 2 of 2"), std::string::npos)
+      << out_.str();
+  std::ofstream(Dir("other")) << "other bytes";
+  EXPECT_EQ(verify({.root = Root(), .file = Dir("other")}).code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  // A root that expired refuses, as agents refuse new installs.
+  {
+    CommandContext ctx = Context();
+    ASSERT_TRUE(RootInit({.root_pubs = {Pub("root")},
+                          .release_pubs = {Pub("rel-a")},
+                          .expires = "1h",
+                          .sign_keys = {Key("root")},
+                          .out = Dir("short-root.json")},
+                         ctx)
+                    .ok());
+  }
+  clock_.Advance(absl::Hours(2));
+  absl::Status expired = verify({.root = Dir("short-root.json")});
+  EXPECT_EQ(expired.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(expired.message().find("expired"), std::string::npos) << expired;
+
+  CommandContext ctx = Context();
+  EXPECT_TRUE(IsUsageError(ReleaseVerify({.manifest = Manifest()}, ctx)));
+  EXPECT_TRUE(IsUsageError(ReleaseVerify(
+      {.manifest = Manifest(), .root = Root(), .trust_keys = {Pub("rel-a")}},
+      ctx)));
+}
+
 }  // namespace
 }  // namespace fleet::cli

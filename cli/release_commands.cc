@@ -448,7 +448,8 @@ absl::Status ReleasePush(const ReleasePushOptions& options,
     release = std::move(file.release);
   } else {
     ASSIGN_OR_RETURN(signed_manifest, SignHere(options, platform, digest, ctx));
-    release.ParseFromString(signed_manifest.manifest());
+    // Serialized just above by SignManifest, so it parses.
+    (void)release.ParseFromString(signed_manifest.manifest());
   }
 
   const std::string what = absl::StrCat(
