@@ -320,6 +320,8 @@ absl::Status Session::Serve() {
     journal_.Interrupt();
   });
 
+  // 0 (an older controller): one event per message.
+  const size_t max_batch = welcome.max_events_per_batch();
   uint64_t sent = acked;
   absl::Time next_heartbeat = absl::Now() + interval;
   std::string why = "stream ended";
@@ -331,15 +333,33 @@ absl::Status Session::Serve() {
       break;
     }
     bool write_failed = false;
-    for (v1::UpdateEvent& event : *pending) {
-      const uint64_t seq = event.seq();
-      v1::AgentMessage msg;
-      *msg.mutable_event() = std::move(event);
-      if (!stream->Write(msg)) {
-        write_failed = true;
-        break;
+    if (max_batch > 1 && pending->size() > 1) {
+      // A backlog (resends after a reconnect, a burst of phases) goes in
+      // batches: each message costs both sides far more than an event.
+      for (size_t i = 0; i < pending->size() && !write_failed; i += max_batch) {
+        const size_t end = std::min(pending->size(), i + max_batch);
+        v1::AgentMessage msg;
+        for (size_t j = i; j < end; ++j) {
+          *msg.mutable_events()->add_events() = std::move((*pending)[j]);
+        }
+        const uint64_t last = msg.events().events(end - i - 1).seq();
+        if (!stream->Write(msg)) {
+          write_failed = true;
+        } else {
+          sent = last;
+        }
       }
-      sent = seq;
+    } else {
+      for (v1::UpdateEvent& event : *pending) {
+        const uint64_t seq = event.seq();
+        v1::AgentMessage msg;
+        *msg.mutable_event() = std::move(event);
+        if (!stream->Write(msg)) {
+          write_failed = true;
+          break;
+        }
+        sent = seq;
+      }
     }
     if (write_failed) {
       why = "event write failed";

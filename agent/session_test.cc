@@ -254,6 +254,8 @@ TEST_F(SessionTest, SendsEventsInOrderAndDropsAckedOnes) {
     EXPECT_EQ(events[i].seq(), i + 1);
   }
   EXPECT_EQ(events[3].phase(), v1::UPDATE_PHASE_HEALTHY);
+  // This controller's Welcome allows no batches: one message per event.
+  EXPECT_EQ(controller_->event_messages(), 4);
   // Acked events leave the journal.
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   while (!journal_->PendingEvents(0, 10)->empty() && absl::Now() < deadline) {
@@ -284,6 +286,31 @@ TEST_F(SessionTest, ResendsUnackedEventsInOrderAfterReconnect) {
   std::vector<v1::UpdateEvent> pending = *journal_->PendingEvents(0, 10);
   ASSERT_EQ(pending.size(), 2u);
   EXPECT_EQ(pending[0].seq(), 2u);
+}
+
+TEST_F(SessionTest, SendsABacklogInBatchesNoLargerThanTheWelcomeAllows) {
+  controller_->set_max_events_per_batch(4);
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(
+        journal_->AppendEvent(Event("d-1", v1::UPDATE_PHASE_RECEIVED)).ok());
+  }
+  StartSession();
+  ASSERT_TRUE(controller_->WaitUntil(
+      [](const TestController& c) { return c.stored().size() == 10; }));
+  std::vector<v1::UpdateEvent> events = controller_->events();
+  ASSERT_EQ(events.size(), 10u);
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].seq(), i + 1);
+  }
+  // 4 + 4 + 2; a larger batch would have ended the stream.
+  EXPECT_EQ(controller_->event_messages(), 3);
+  EXPECT_EQ(controller_->streams(), 1);
+  // A single new event still goes alone.
+  ASSERT_TRUE(
+      journal_->AppendEvent(Event("d-1", v1::UPDATE_PHASE_HEALTHY)).ok());
+  ASSERT_TRUE(controller_->WaitUntil(
+      [](const TestController& c) { return c.stored().size() == 11; }));
+  EXPECT_EQ(controller_->event_messages(), 4);
 }
 
 TEST_F(SessionTest, HandsDirectivesAndCancelsToTheHandler) {

@@ -48,6 +48,16 @@ void TestController::set_welcome_blacklist(
   welcome_blacklist_ = std::move(entries);
 }
 
+void TestController::set_max_events_per_batch(uint32_t n) {
+  absl::MutexLock lock(&mu_);
+  max_events_per_batch_ = n;
+}
+
+int TestController::event_messages() const {
+  absl::MutexLock lock(&mu_);
+  return event_messages_;
+}
+
 void TestController::set_welcome_acked_seq(uint64_t seq) {
   absl::MutexLock lock(&mu_);
   welcome_override_ = true;
@@ -124,6 +134,7 @@ grpc::Status TestController::Connect(
     uint64_t acked = stored_.empty() ? 0 : stored_.rbegin()->first;
     if (welcome_override_) acked = welcome_acked_;
     welcome.mutable_welcome()->set_acked_event_seq(acked);
+    welcome.mutable_welcome()->set_max_events_per_batch(max_events_per_batch_);
     for (const v1::BlacklistedVersion& entry : welcome_blacklist_) {
       *welcome.mutable_welcome()->add_blacklist() = entry;
     }
@@ -133,13 +144,28 @@ grpc::Status TestController::Connect(
   }
 
   bool reader_done = false;  // guarded by mu_
+  bool bad_batch = false;    // guarded by mu_
   std::thread reader([&] {
     v1::AgentMessage msg;
     while (stream->Read(&msg)) {
       absl::MutexLock lock(&mu_);
+      std::vector<v1::UpdateEvent> received;
       if (msg.has_event()) {
-        events_.push_back(msg.event());
-        stored_.emplace(msg.event().seq(), msg.event());
+        received.push_back(msg.event());
+      } else if (msg.has_events()) {
+        if (msg.events().events_size() > max_events_per_batch_) {
+          bad_batch = true;
+          break;
+        }
+        received.assign(msg.events().events().begin(),
+                        msg.events().events().end());
+      }
+      if (!received.empty()) {
+        ++event_messages_;
+        for (const v1::UpdateEvent& event : received) {
+          events_.push_back(event);
+          stored_.emplace(event.seq(), event);
+        }
         if (auto_ack_) {
           v1::ControllerMessage ack;
           ack.mutable_ack()->set_acked_seq(stored_.rbegin()->first);
@@ -180,6 +206,10 @@ grpc::Status TestController::Connect(
   reader.join();
   absl::MutexLock lock(&mu_);
   if (current_ == id) current_ = 0;
+  if (bad_batch) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "event batch larger than the Welcome allowed");
+  }
   return result;
 }
 

@@ -37,6 +37,10 @@ class TestController final : public v1::AgentService::Service {
   void set_welcome_acked_seq(uint64_t seq);
   // The blacklist every later Welcome carries (default: none).
   void set_welcome_blacklist(std::vector<v1::BlacklistedVersion> entries);
+  // The Welcome's max_events_per_batch (default 0: one event per message,
+  // as an older controller). A batch larger than this, or any batch while
+  // it is 0, ends the stream with INVALID_ARGUMENT, as the controller does.
+  void set_max_events_per_batch(uint32_t n);
 
   std::vector<v1::Hello> hellos() const;
   // Every event in arrival order, duplicates included.
@@ -44,6 +48,8 @@ class TestController final : public v1::AgentService::Service {
   // Events stored once per seq.
   std::map<uint64_t, v1::UpdateEvent> stored() const;
   int heartbeats() const;
+  // AgentMessages that carried events (one per single event or batch).
+  int event_messages() const;
   int streams() const;
 
   // Queues a message for the open stream; false if none is open.
@@ -77,6 +83,8 @@ class TestController final : public v1::AgentService::Service {
   std::vector<v1::UpdateEvent> events_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, v1::UpdateEvent> stored_ ABSL_GUARDED_BY(mu_);
   int heartbeats_ ABSL_GUARDED_BY(mu_) = 0;
+  uint32_t max_events_per_batch_ ABSL_GUARDED_BY(mu_) = 0;
+  int event_messages_ ABSL_GUARDED_BY(mu_) = 0;
   int streams_ ABSL_GUARDED_BY(mu_) = 0;
   int current_ ABSL_GUARDED_BY(mu_) = 0;  // id of the open stream, 0: none
   bool drop_ ABSL_GUARDED_BY(mu_) = false;
