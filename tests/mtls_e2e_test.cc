@@ -143,6 +143,21 @@ class MtlsTest : public ::testing::Test {
     return agents;
   }
 
+  // The id of a connected agent, once the controller lists one (up to
+  // 30 s); "" if none connected.
+  std::string WaitForConnectedAgent() {
+    std::string agent_id;
+    WaitFor(
+        [&] {
+          for (const auto& [id, connected] : Agents()) {
+            if (connected) agent_id = id;
+          }
+          return !agent_id.empty();
+        },
+        absl::Seconds(30));
+    return agent_id;
+  }
+
   // Every listed agent's labels, by id.
   std::map<std::string, std::map<std::string, std::string>> AgentLabels() {
     RunResult listed = Fleetctl({"agents", "list", "-o", "json"});
@@ -210,15 +225,8 @@ TEST_F(MtlsTest, EnrolledAgentConnectsAndEverythingElseIsRefused) {
 
   // Enrolls, stores a private key, and connects as the certificate's agent.
   StartAgent("a1", {"--tls-ca", ca, "--enroll-token", token});
-  std::string agent_id;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        for (const auto& [id, connected] : Agents()) {
-          if (connected) agent_id = id;
-        }
-        return !agent_id.empty();
-      },
-      absl::Seconds(30)));
+  const std::string agent_id = WaitForConnectedAgent();
+  ASSERT_FALSE(agent_id.empty()) << "no agent connected within 30 s";
   EXPECT_TRUE(absl::StartsWith(agent_id, "ag-")) << agent_id;
   struct stat st;
   ASSERT_EQ(stat((dir_ + "/a1/state/identity/agent.key").c_str(), &st), 0);
@@ -412,15 +420,8 @@ TEST_F(MtlsTest, AgentRenewsItsCertificateWithoutRestarting) {
   Subprocess* agent =
       StartAgent("a1", {"--tls-ca", ca, "--enroll-token",
                         NewToken(1, {"ring=canary"}), "--label", "ring=prod"});
-  std::string agent_id;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        for (const auto& [id, connected] : Agents()) {
-          if (connected) agent_id = id;
-        }
-        return !agent_id.empty();
-      },
-      absl::Seconds(30)));
+  const std::string agent_id = WaitForConnectedAgent();
+  ASSERT_FALSE(agent_id.empty()) << "no agent connected within 30 s";
   const std::string cert_file = dir_ + "/a1/state/identity/agent.crt";
   absl::StatusOr<pki::CertificateInfo> first =
       pki::ParseCertificate(*ReadFile(cert_file));

@@ -1,6 +1,5 @@
 #include "tests/fault/fault_checks.h"
 
-#include <dirent.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -59,22 +58,13 @@ bool IsFinal(v1::UpdatePhase phase) {
 }  // namespace
 
 std::vector<pid_t> ProgramInstances(const std::string& exec_path) {
-  std::vector<pid_t> pids;
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return pids;
-  while (dirent* e = readdir(proc)) {
-    int pid = 0;
-    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
-    const std::string cmdline =
-        ReadProcFile(absl::StrCat("/proc/", pid, "/cmdline"));
-    // The program itself, or an interpreter running it (`sh EXEC`); not a
-    // process that merely names it (the agent's `--exec EXEC`).
-    const std::vector<absl::string_view> argv = absl::StrSplit(cmdline, '\0');
-    const bool runs = (!argv.empty() && argv[0] == exec_path) ||
-                      (argv.size() > 1 && argv[1] == exec_path);
-    if (runs && ProcessState(pid) != 'Z') pids.push_back(pid);
-  }
-  closedir(proc);
+  // The program itself, or an interpreter running it (`sh EXEC`); not a
+  // process that merely names it (the agent's `--exec EXEC`).
+  const std::vector<pid_t> pids =
+      ProcessesWhere([&](const std::vector<std::string>& argv) {
+        return (!argv.empty() && argv[0] == exec_path) ||
+               (argv.size() > 1 && argv[1] == exec_path);
+      });
   // A script program forks subshells (`sleep 1 &`) that briefly carry the
   // same `sh EXEC` command line: a child of an instance is not another one.
   const absl::flat_hash_set<pid_t> candidates(pids.begin(), pids.end());
@@ -86,24 +76,17 @@ std::vector<pid_t> ProgramInstances(const std::string& exec_path) {
 }
 
 pid_t ControllerPid(const std::string& data_dir) {
-  pid_t found = 0;
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return 0;
-  while (dirent* e = readdir(proc)) {
-    int pid = 0;
-    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
-    const std::vector<std::string> argv = absl::StrSplit(
-        ReadProcFile(absl::StrCat("/proc/", pid, "/cmdline")), '\0');
-    if (argv.empty() || !absl::EndsWith(argv[0], "fleet-controller")) continue;
-    for (size_t i = 0; i + 1 < argv.size(); ++i) {
-      if (argv[i] == "--data-dir" && argv[i + 1] == data_dir &&
-          ProcessState(pid) != 'Z') {
-        found = pid;
-      }
-    }
-  }
-  closedir(proc);
-  return found;
+  const std::vector<pid_t> found =
+      ProcessesWhere([&](const std::vector<std::string>& argv) {
+        if (argv.empty() || !absl::EndsWith(argv[0], "fleet-controller")) {
+          return false;
+        }
+        for (size_t i = 0; i + 1 < argv.size(); ++i) {
+          if (argv[i] == "--data-dir" && argv[i + 1] == data_dir) return true;
+        }
+        return false;
+      });
+  return found.empty() ? 0 : found.back();
 }
 
 bool IsStopped(pid_t pid) { return ProcessState(pid) == 'T'; }
@@ -488,16 +471,7 @@ std::string ExeDigest(pid_t pid) {
 // Live processes whose command line has --internal-role=worker and
 // --state-dir `state_dir`.
 std::vector<pid_t> WorkersOf(const std::string& state_dir) {
-  std::vector<pid_t> found;
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return found;
-  while (dirent* e = readdir(proc)) {
-    int pid = 0;
-    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
-    absl::StatusOr<std::string> cmdline =
-        ReadFile(absl::StrCat("/proc/", pid, "/cmdline"));
-    if (!cmdline.ok()) continue;
-    std::vector<std::string> argv = absl::StrSplit(*cmdline, '\0');
+  return ProcessesWhere([&](const std::vector<std::string>& argv) {
     bool worker = false, ours = false;
     for (size_t i = 0; i < argv.size(); ++i) {
       if (argv[i] == "--internal-role=worker") worker = true;
@@ -506,13 +480,8 @@ std::vector<pid_t> WorkersOf(const std::string& state_dir) {
         ours = true;
       }
     }
-    const char state = ProcessState(pid);
-    if (worker && ours && state != 0 && state != 'Z') {
-      found.push_back(pid);
-    }
-  }
-  closedir(proc);
-  return found;
+    return worker && ours;
+  });
 }
 
 std::string AgentProblemsNow(const AgentHandle& agent,

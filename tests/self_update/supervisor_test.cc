@@ -1,7 +1,6 @@
 // The supervisor/worker split with the real fleet-agent binary, a real gRPC
 // controller on 127.0.0.1 and a real managed program: who restarts whom
 // when a role dies, and that exactly one program instance ever runs.
-#include <dirent.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -23,6 +22,7 @@ namespace fleet {
 namespace {
 
 using ::fleet::testing::MakeTempDir;
+using ::fleet::testing::ProcessesWhere;
 using ::fleet::testing::Runfile;
 using ::fleet::testing::Subprocess;
 using ::fleet::testing::WaitFor;
@@ -51,23 +51,10 @@ bool Alive(pid_t pid) {
 // Live program instances: `sleep MARKER` processes (the agents carry the
 // marker on their command lines too, after "--").
 std::vector<pid_t> ProcessesWithArg(const std::string& marker) {
-  std::vector<pid_t> found;
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return found;
-  while (dirent* e = readdir(proc)) {
-    int pid = 0;
-    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
-    absl::StatusOr<std::string> cmdline =
-        ReadFile(absl::StrCat("/proc/", pid, "/cmdline"));
-    if (!cmdline.ok()) continue;
-    std::vector<std::string> argv = absl::StrSplit(*cmdline, '\0');
-    if (argv.size() >= 2 && Basename(argv[0]) == "sleep" && argv[1] == marker &&
-        Alive(pid)) {
-      found.push_back(pid);
-    }
-  }
-  closedir(proc);
-  return found;
+  return ProcessesWhere([&](const std::vector<std::string>& argv) {
+    return argv.size() >= 2 && Basename(argv[0]) == "sleep" &&
+           argv[1] == marker;
+  });
 }
 
 class SupervisorTest : public ::testing::Test {

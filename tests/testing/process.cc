@@ -1,5 +1,6 @@
 #include "tests/testing/process.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -12,10 +13,13 @@
 
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 extern char** environ;
 
@@ -222,6 +226,35 @@ int PickFreePort() {
   }
   close(fd);
   return port;
+}
+
+std::vector<pid_t> ProcessesWhere(
+    const std::function<bool(const std::vector<std::string>& argv)>& match) {
+  std::vector<pid_t> found;
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return found;
+  while (dirent* e = readdir(proc)) {
+    int pid = 0;
+    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
+    std::ifstream cmdline(absl::StrCat("/proc/", pid, "/cmdline"));
+    std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+    if (!cmdline || !stat) continue;  // ended meanwhile
+    const std::string args((std::istreambuf_iterator<char>(cmdline)),
+                           std::istreambuf_iterator<char>());
+    const std::string fields((std::istreambuf_iterator<char>(stat)),
+                             std::istreambuf_iterator<char>());
+    // The state follows the parenthesised command name, which may itself
+    // hold spaces or parentheses.
+    const size_t close = fields.rfind(')');
+    if (close == std::string::npos || close + 2 >= fields.size() ||
+        fields[close + 2] == 'Z') {
+      continue;
+    }
+    if (args.empty()) continue;  // a kernel thread, or ending
+    if (match(absl::StrSplit(args, '\0'))) found.push_back(pid);
+  }
+  closedir(proc);
+  return found;
 }
 
 }  // namespace fleet::testing

@@ -80,6 +80,12 @@ bool WaitFor(const std::function<bool()>& done, absl::Duration timeout);
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int PickFreePort();
 
+// Every live process (zombies left out) whose command line, split at its
+// NULs, `match` accepts; in /proc order. For counting instances and
+// finding processes a test did not start itself (a supervisor's children).
+std::vector<pid_t> ProcessesWhere(
+    const std::function<bool(const std::vector<std::string>& argv)>& match);
+
 }  // namespace fleet::testing
 
 #endif  // FLEET_TESTS_TESTING_PROCESS_H_
