@@ -14,6 +14,40 @@ namespace {
 
 std::vector<SelfUpdateCase> Cases() {
   return {
+      // Before the swap the agent's own binary is a download like any
+      // other: the worker killed while downloading (second chunk of the
+      // ~6 MB binary), or once DOWNLOADED, VERIFIED or STAGED is journaled,
+      // is restarted by the supervisor and resumes; the update commits.
+      {.name = "worker_killed_downloading",
+       .failpoint = "download.chunk:2",
+       .ends_on_new = true,
+       .phases = AllSelfUpdatePhases()},
+      {.name = "worker_killed_downloaded",
+       .failpoint = "journaled.DOWNLOADED",
+       .ends_on_new = true,
+       .phases = AllSelfUpdatePhases()},
+      {.name = "worker_killed_verified",
+       .failpoint = "journaled.VERIFIED",
+       .ends_on_new = true,
+       .phases = AllSelfUpdatePhases()},
+      {.name = "worker_killed_staged",
+       .failpoint = "journaled.STAGED",
+       .ends_on_new = true,
+       .phases = AllSelfUpdatePhases()},
+      // The supervisor with STATE/agent-trial written, before the rename:
+      // the old binary is still in place; the next one only finishes.
+      {.name = "supervisor_killed_trial_recorded",
+       .failpoint = "agent-trial.recorded",
+       .ends_on_new = false,
+       .phases = RolledBackBeforeTrialPhases(),
+       .supervisor_and_program_kept = false},
+      // The supervisor asked to commit, before the commit point: the trial
+      // record still stands, so the new binary is put back out.
+      {.name = "supervisor_killed_committing",
+       .failpoint = "agent-trial.committing",
+       .ends_on_new = false,
+       .phases = RolledBackInTrialPhases(),
+       .supervisor_and_program_kept = false},
       // The old worker, SWAPPED journaled, before it asked for the trial:
       // the restarted worker finds the old binary in place.
       {.name = "old_worker_killed_at_swapping",
