@@ -4,6 +4,9 @@
 // must end with a complete program, old or new as the outcome says, exactly
 // one instance running, one final outcome, every event stored once.
 //
+// A second test does the same to an agent self-update (the agent's own
+// binary as the product).
+//
 // Reproducible: the seed is printed; FLEET_FAULT_SEED=<seed> replays it.
 // FLEET_FAULT_ITERATIONS (default 3) and FLEET_FAULT_SOAK_SECONDS (keep
 // going until this much time has passed) make it a soak run; see README.md.
@@ -11,6 +14,7 @@
 #include <stdlib.h>
 
 #include <iostream>
+#include <memory>
 #include <random>
 #include <string>
 
@@ -148,6 +152,106 @@ TEST(RandomKillTest, UpdateSurvivesAKillAtARandomMoment) {
       return;
     }
     agent->process->Kill();  // its program too; the next iteration is alone
+  }
+}
+
+// The same for the agent's own binary: a fresh controller per iteration
+// (the rollout of product fleet-agent targets every agent it knows), one
+// self-updating agent, a kill at a random moment of its self-update
+// (download, trial, commit or the re-exec after it). Whatever it hit, the
+// agent must end on the old or the new binary whole in every role, the
+// program untouched and running once, one final outcome, every event once.
+// FLEET_FAULT_AGENT_ITERATIONS (default 2) sets how many.
+constexpr int kMaxAgentKillDelayMs = 4000;
+
+TEST(RandomKillTest, AgentSelfUpdateSurvivesAKillAtARandomMoment) {
+  const uint64_t seed = static_cast<uint64_t>(
+      EnvInt("FLEET_FAULT_SEED", absl::ToUnixNanos(absl::Now()) & 0x7fffffff));
+  const int64_t iterations = EnvInt("FLEET_FAULT_AGENT_ITERATIONS", 2);
+  const absl::Duration soak =
+      absl::Seconds(EnvInt("FLEET_FAULT_SOAK_SECONDS", 0));
+  std::cerr << "FLEET_FAULT_SEED=" << seed << " (set it to replay this run)\n";
+  RecordProperty("FLEET_FAULT_SEED", std::to_string(seed));
+  std::mt19937_64 rng(seed);
+
+  const absl::Time start = absl::Now();
+  for (int64_t i = 0; i < iterations || absl::Now() - start < soak; ++i) {
+    const int delay_ms =
+        std::uniform_int_distribution<int>(0, kMaxAgentKillDelayMs)(rng);
+    const Victim victim =
+        static_cast<Victim>(std::uniform_int_distribution<int>(0, 2)(rng));
+    SCOPED_TRACE(absl::StrCat("iteration ", i, ", kill ", VictimName(victim),
+                              " after ", delay_ms,
+                              " ms, FLEET_FAULT_SEED=", seed));
+    FleetHarness fleet;
+    ASSERT_TRUE(fleet.StartController().ok()) << fleet.DumpLogs();
+    const std::string program = fleet.MakeSampleApp("1.0.0");
+    ASSERT_FALSE(program.empty());
+    ASSERT_EQ(fleet.PushRelease("app", "1.0.0", program).exit_code, 0);
+    const std::string new_agent = MakeNewAgentBinary(fleet, "0.2.0");
+    ASSERT_FALSE(new_agent.empty());
+    ASSERT_EQ(fleet.PushRelease(kAgentProduct, "0.2.0", new_agent).exit_code,
+              0);
+    std::unique_ptr<AgentHandle> agent = MakeSelfUpdatingAgent(
+        fleet, "a1",
+        {"--agent-trial-seconds", "30", "--worker-stop-grace-seconds", "5"});
+    ASSERT_NE(agent, nullptr);
+    absl::StatusOr<Digest> old_digest = Sha256OfFile(AgentBinary(*agent));
+    absl::StatusOr<Digest> new_digest = Sha256OfFile(new_agent);
+    absl::StatusOr<Digest> program_digest = Sha256OfFile(program);
+    ASSERT_TRUE(old_digest.ok() && new_digest.ok() && program_digest.ok());
+    ASSERT_TRUE(fleet.Preinstall(agent.get(), program).ok());
+    ASSERT_TRUE(agent->process->Start().ok());
+    ASSERT_TRUE(WaitForAgentReporting(fleet, "a1", "1.0.0", absl::Seconds(30)))
+        << fleet.DumpLogs();
+
+    std::string error;
+    const std::string rollout_id =
+        CreateProductRollout(fleet, kAgentProduct, "0.2.0", &error);
+    ASSERT_FALSE(rollout_id.empty()) << error;
+    absl::SleepFor(absl::Milliseconds(delay_ms));
+    const pid_t worker = RolePid(*agent, "worker");
+    if (victim != Victim::kSupervisor && worker != 0) kill(worker, SIGKILL);
+    if (victim != Victim::kWorker) {
+      // Killed and started again from AGENT_EXEC, as systemd would: the
+      // new binary if it was renamed in.
+      agent->process->Kill();
+      ASSERT_TRUE(agent->process->Start().ok());
+    }
+
+    absl::StatusOr<v1::RolloutTarget> target =
+        WaitForOnlyTargetFinal(fleet, rollout_id, absl::Seconds(90));
+    ASSERT_TRUE(target.ok())
+        << target.status() << fleet.DumpLogs() << agent->process->ReadLog();
+    const bool on_new = target->state() == v1::TARGET_STATE_HEALTHY;
+    ASSERT_TRUE(on_new || target->state() == v1::TARGET_STATE_ROLLED_BACK ||
+                target->state() == v1::TARGET_STATE_FAILED)
+        << target->DebugString();
+    std::cerr << "agent iteration " << i << ": killed " << VictimName(victim)
+              << " after " << delay_ms << " ms -> "
+              << v1::TargetState_Name(target->state()) << "\n";
+
+    EXPECT_EQ(
+        AgentProblems(*agent, DigestToHex(on_new ? *new_digest : *old_digest),
+                      absl::Seconds(30)),
+        "");
+    EXPECT_EQ(ProgramProblems(*agent, "1.0.0", DigestToHex(*program_digest),
+                              absl::Seconds(30)),
+              "");
+    absl::StatusOr<std::vector<StoredEvent>> events =
+        ControllerEvents(fleet.controller_data_dir(), "a1");
+    ASSERT_TRUE(events.ok()) << events.status();
+    const v1::UpdatePhase final_phase =
+        on_new ? v1::UPDATE_PHASE_HEALTHY
+        : target->state() == v1::TARGET_STATE_ROLLED_BACK
+            ? v1::UPDATE_PHASE_ROLLED_BACK
+            : v1::UPDATE_PHASE_FAILED;
+    EXPECT_EQ(EventProblems(*events, target->directive_id(), final_phase), "");
+    if (HasFailure()) {
+      std::cerr << fleet.DumpLogs() << "--- agent a1 ---\n"
+                << agent->process->ReadLog();
+      return;
+    }
   }
 }
 
