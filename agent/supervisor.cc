@@ -63,11 +63,27 @@ std::string HexDigestOf(const std::string& path) {
 // otherwise renames the backup (which must hold it) back over `exec`. Then
 // removes the backup and staged leftovers. FAILED_PRECONDITION if neither
 // file holds the old binary; the rename's errno status.
+//
+// `old_hex` empty: the trial record was unreadable (torn or damaged), so
+// the backup's presence decides. It exists only from the rename that put
+// the new binary in until the trial ends (a commit removes the record
+// before the backup, a rollback renames the backup back before removing
+// the record): with a backup, the new binary is in place; without one, the
+// old binary is.
 absl::Status RestoreAgentBinary(const std::string& exec,
                                 const std::string& old_hex) {
   ExecutableSwap swap(exec);
-  if (old_hex.empty() || HexDigestOf(exec) != old_hex) {
-    if (old_hex.empty() || HexDigestOf(swap.backup_path()) != old_hex) {
+  if (old_hex.empty()) {
+    if (PathExists(swap.backup_path())) {
+      if (absl::Status s = DurableRename(swap.backup_path(), exec); !s.ok()) {
+        return s;
+      }
+    }
+    (void)RemoveFile(swap.staged_path());
+    return absl::OkStatus();
+  }
+  if (HexDigestOf(exec) != old_hex) {
+    if (HexDigestOf(swap.backup_path()) != old_hex) {
       return absl::FailedPreconditionError(absl::StrCat(
           "cannot restore the agent binary ", exec, ": neither it nor ",
           swap.backup_path(), " holds the old binary (sha256 ", old_hex,
@@ -897,10 +913,24 @@ void Supervisor::RecoverInterruptedAgentTrial() {
   if (!text.ok()) return;
   std::vector<std::string> lines =
       absl::StrSplit(*text, '\n', absl::SkipEmpty());
+  auto is_digest = [](const std::string& hex) {
+    return hex.size() == 64 && std::all_of(hex.begin(), hex.end(), [](char c) {
+             return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+           });
+  };
+  if (lines.size() < 3 || !is_digest(lines[1]) || !is_digest(lines[2])) {
+    // Never block on it: without a worker the agent could not even report.
+    LogError(
+        "agent trial record unreadable; restoring by the backup file alone",
+        {{"path", AgentTrialPath()}, {"content_bytes", text->size()}});
+    lines.resize(3);
+    lines[1].clear();
+    lines[2].clear();
+  }
   trial_ =
-      AgentTrial{.directive_id = lines.size() > 0 ? lines[0] : "",
-                 .old_sha256_hex = lines.size() > 1 ? lines[1] : "",
-                 .new_sha256_hex = lines.size() > 2 ? lines[2] : "",
+      AgentTrial{.directive_id = lines[0],
+                 .old_sha256_hex = lines[1],
+                 .new_sha256_hex = lines[2],
                  .worker_started = true,
                  .failure =
                      "the agent supervisor was restarted during the trial of "
@@ -911,7 +941,9 @@ void Supervisor::RecoverInterruptedAgentTrial() {
   RollBackAgentTrial();
   if (trial_) return;  // not restored: retried from the loop
   if (trial_failed_.empty() || options_.agent_exec.empty()) return;
-  const std::string old = lines.size() > 1 ? lines[1] : "";
+  // Without a readable record the restored file itself says what "old" is.
+  const std::string old =
+      lines[1].empty() ? HexDigestOf(options_.agent_exec) : lines[1];
   if (HexDigestOf("/proc/self/exe") == old) return;
   // This image is the new binary (systemd started AGENT_EXEC while it held
   // the trial): become the old one before any child runs.

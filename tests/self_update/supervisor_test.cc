@@ -85,15 +85,29 @@ class SupervisorTest : public ::testing::Test {
     for (pid_t pid : ProcessesWithArg(marker_)) kill(pid, SIGKILL);
   }
 
-  std::unique_ptr<Subprocess> StartAgent() {
-    auto agent = std::make_unique<Subprocess>(
-        std::vector<std::string>{
-            Runfile("agent/fleet-agent"), "--controller",
-            controller_->address(), "--insecure", "--state-dir", state_dir_,
-            "--trust-key", key_path_, "--product", "app", "--exec", exec_,
-            "--stop-grace-seconds", "2", "--worker-stop-grace-seconds", "5",
-            "--", marker_},
-        JoinPath(dir_, "agent.log"));
+  std::unique_ptr<Subprocess> StartAgent(
+      const std::vector<std::string>& extra_flags = {}) {
+    std::vector<std::string> argv = {Runfile("agent/fleet-agent"),
+                                     "--controller",
+                                     controller_->address(),
+                                     "--insecure",
+                                     "--state-dir",
+                                     state_dir_,
+                                     "--trust-key",
+                                     key_path_,
+                                     "--product",
+                                     "app",
+                                     "--exec",
+                                     exec_,
+                                     "--stop-grace-seconds",
+                                     "2",
+                                     "--worker-stop-grace-seconds",
+                                     "5"};
+    argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+    argv.push_back("--");
+    argv.push_back(marker_);
+    auto agent =
+        std::make_unique<Subprocess>(argv, JoinPath(dir_, "agent.log"));
     EXPECT_TRUE(agent->Start().ok());
     return agent;
   }
@@ -301,6 +315,58 @@ TEST_F(SupervisorTest, SigtermStopsWorkerThenProgramAndExitsZero) {
   EXPECT_FALSE(Alive(worker));
   EXPECT_FALSE(PathExists(JoinPath(state_dir_, "program.pid")));
 }
+
+// A damaged STATE/agent-trial (the supervisor was killed mid-trial and the
+// record did not survive) must not keep the agent from starting its worker:
+// the backup's presence alone says which binary is the old one.
+class DamagedTrialRecordTest : public SupervisorTest,
+                               public ::testing::WithParamInterface<bool> {};
+
+TEST_P(DamagedTrialRecordTest, OldBinaryIsInPlaceAndTheWorkerStarts) {
+  const bool backup_present = GetParam();
+  absl::StatusOr<std::string> real = ReadFile(Runfile("agent/fleet-agent"));
+  ASSERT_TRUE(real.ok()) << real.status();
+  const std::string agent_exec = JoinPath(dir_, "agent-bin/fleet-agent");
+  ASSERT_TRUE(MakeDirs(Dirname(agent_exec)).ok());
+  ASSERT_TRUE(MakeDirs(state_dir_).ok());
+  if (backup_present) {
+    // Mid-trial: the new binary renamed in, the old one kept as backup.
+    ASSERT_TRUE(
+        WriteFileAtomically(agent_exec, *real + "\n# new agent\n", 0755).ok());
+    ASSERT_TRUE(
+        WriteFileAtomically(agent_exec + ".fleet-backup", *real, 0755).ok());
+  } else {
+    // Recorded, not yet renamed: the old binary in place, the new staged.
+    ASSERT_TRUE(WriteFileAtomically(agent_exec, *real, 0755).ok());
+    ASSERT_TRUE(WriteFileAtomically(agent_exec + ".fleet-new",
+                                    *real + "\n# new agent\n", 0755)
+                    .ok());
+  }
+  ASSERT_TRUE(WriteFileAtomically(JoinPath(state_dir_, "agent-trial"),
+                                  "d-1\nnot a digest\n", 0600)
+                  .ok());
+
+  agent_ = StartAgent({"--agent-exec", agent_exec});
+  WaitRunning();
+  ASSERT_TRUE(controller_->WaitUntil(
+      [](const agent::testing::TestController& c) { return c.streams() >= 1; }))
+      << agent_->ReadLog();
+  absl::StatusOr<std::string> in_place = ReadFile(agent_exec);
+  ASSERT_TRUE(in_place.ok());
+  EXPECT_TRUE(*in_place == *real) << "the old agent binary is not in place";
+  EXPECT_FALSE(PathExists(agent_exec + ".fleet-backup"));
+  EXPECT_FALSE(PathExists(agent_exec + ".fleet-new"));
+  EXPECT_FALSE(PathExists(JoinPath(state_dir_, "agent-trial")));
+  EXPECT_NE(agent_->ReadLog().find("agent trial record unreadable"),
+            std::string::npos)
+      << agent_->ReadLog();
+  EXPECT_EQ(PidOf(state_dir_, "supervisor"), agent_->pid());
+}
+
+INSTANTIATE_TEST_SUITE_P(BackupOrNot, DamagedTrialRecordTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "BackupPresent" : "NoBackup";
+                         });
 
 }  // namespace
 }  // namespace fleet
