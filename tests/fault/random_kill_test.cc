@@ -62,18 +62,37 @@ const char* VictimName(Victim v) {
   return "?";
 }
 
+// FLEET_FAULT_SEED, or a new seed from the clock; printed and recorded in
+// test.xml so a failure can be replayed.
+uint64_t SeedForThisRun() {
+  const uint64_t seed = static_cast<uint64_t>(
+      EnvInt("FLEET_FAULT_SEED", absl::ToUnixNanos(absl::Now()) & 0x7fffffff));
+  std::cerr << "FLEET_FAULT_SEED=" << seed << " (set it to replay this run)\n";
+  ::testing::Test::RecordProperty("FLEET_FAULT_SEED", std::to_string(seed));
+  return seed;
+}
+
+// The agent's final phase a final target state stands for.
+v1::UpdatePhase FinalPhaseOf(v1::TargetState state) {
+  switch (state) {
+    case v1::TARGET_STATE_HEALTHY:
+      return v1::UPDATE_PHASE_HEALTHY;
+    case v1::TARGET_STATE_ROLLED_BACK:
+      return v1::UPDATE_PHASE_ROLLED_BACK;
+    default:
+      return v1::UPDATE_PHASE_FAILED;
+  }
+}
+
 // An update takes about 1.5 s here (download, swap, 1 s health window):
 // kills are spread over a little more than that.
 constexpr int kMaxKillDelayMs = 2500;
 
 TEST(RandomKillTest, UpdateSurvivesAKillAtARandomMoment) {
-  const uint64_t seed = static_cast<uint64_t>(
-      EnvInt("FLEET_FAULT_SEED", absl::ToUnixNanos(absl::Now()) & 0x7fffffff));
+  const uint64_t seed = SeedForThisRun();
   const int64_t iterations = EnvInt("FLEET_FAULT_ITERATIONS", 3);
   const absl::Duration soak =
       absl::Seconds(EnvInt("FLEET_FAULT_SOAK_SECONDS", 0));
-  std::cerr << "FLEET_FAULT_SEED=" << seed << " (set it to replay this run)\n";
-  RecordProperty("FLEET_FAULT_SEED", std::to_string(seed));
   std::mt19937_64 rng(seed);
 
   FleetHarness fleet;
@@ -141,12 +160,9 @@ TEST(RandomKillTest, UpdateSurvivesAKillAtARandomMoment) {
     absl::StatusOr<std::vector<StoredEvent>> events =
         ControllerEvents(fleet.controller_data_dir(), name);
     ASSERT_TRUE(events.ok()) << events.status();
-    const v1::UpdatePhase final_phase =
-        on_new ? v1::UPDATE_PHASE_HEALTHY
-        : target->state() == v1::TARGET_STATE_ROLLED_BACK
-            ? v1::UPDATE_PHASE_ROLLED_BACK
-            : v1::UPDATE_PHASE_FAILED;
-    EXPECT_EQ(EventProblems(*events, target->directive_id(), final_phase), "");
+    EXPECT_EQ(EventProblems(*events, target->directive_id(),
+                            FinalPhaseOf(target->state())),
+              "");
     if (HasFailure()) {
       std::cerr << fleet.DumpLogs();
       return;
@@ -165,13 +181,10 @@ TEST(RandomKillTest, UpdateSurvivesAKillAtARandomMoment) {
 constexpr int kMaxAgentKillDelayMs = 4000;
 
 TEST(RandomKillTest, AgentSelfUpdateSurvivesAKillAtARandomMoment) {
-  const uint64_t seed = static_cast<uint64_t>(
-      EnvInt("FLEET_FAULT_SEED", absl::ToUnixNanos(absl::Now()) & 0x7fffffff));
+  const uint64_t seed = SeedForThisRun();
   const int64_t iterations = EnvInt("FLEET_FAULT_AGENT_ITERATIONS", 2);
   const absl::Duration soak =
       absl::Seconds(EnvInt("FLEET_FAULT_SOAK_SECONDS", 0));
-  std::cerr << "FLEET_FAULT_SEED=" << seed << " (set it to replay this run)\n";
-  RecordProperty("FLEET_FAULT_SEED", std::to_string(seed));
   std::mt19937_64 rng(seed);
 
   const absl::Time start = absl::Now();
@@ -241,12 +254,9 @@ TEST(RandomKillTest, AgentSelfUpdateSurvivesAKillAtARandomMoment) {
     absl::StatusOr<std::vector<StoredEvent>> events =
         ControllerEvents(fleet.controller_data_dir(), "a1");
     ASSERT_TRUE(events.ok()) << events.status();
-    const v1::UpdatePhase final_phase =
-        on_new ? v1::UPDATE_PHASE_HEALTHY
-        : target->state() == v1::TARGET_STATE_ROLLED_BACK
-            ? v1::UPDATE_PHASE_ROLLED_BACK
-            : v1::UPDATE_PHASE_FAILED;
-    EXPECT_EQ(EventProblems(*events, target->directive_id(), final_phase), "");
+    EXPECT_EQ(EventProblems(*events, target->directive_id(),
+                            FinalPhaseOf(target->state())),
+              "");
     if (HasFailure()) {
       std::cerr << fleet.DumpLogs() << "--- agent a1 ---\n"
                 << agent->process->ReadLog();
