@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/backoff.h"
 #include "common/log.h"
 #include "common/tls.h"
 
@@ -28,8 +29,7 @@ IdentityRenewer::IdentityRenewer(
     std::function<void(const AgentIdentity&)> on_renewed)
     : options_(std::move(options)),
       on_renewed_(std::move(on_renewed)),
-      current_(std::move(current)),
-      rng_(std::random_device{}()) {}
+      current_(std::move(current)) {}
 
 IdentityRenewer::~IdentityRenewer() { Stop(); }
 
@@ -64,7 +64,8 @@ bool IdentityRenewer::WaitUntil(absl::Time deadline) {
 }
 
 void IdentityRenewer::Run() {
-  absl::Duration backoff = options_.backoff_base;
+  // Full jitter: agents refused together do not come back together.
+  Backoff backoff(options_.backoff_base, options_.backoff_cap);
   while (true) {
     const AgentIdentity identity = current();
     const absl::Time due = RenewalTime(identity);
@@ -84,21 +85,14 @@ void IdentityRenewer::Run() {
         current_ = *renewed;
         ++renewals_;
       }
-      backoff = options_.backoff_base;
+      backoff.Reset();
       LogInfo("agent certificate renewed",
               {{"agent_id", renewed->agent_id},
                {"not_after", Rfc3339(renewed->not_after)}});
       if (on_renewed_) on_renewed_(*renewed);
       continue;
     }
-    absl::Duration wait;
-    {
-      absl::MutexLock lock(&mu_);
-      // Full jitter: agents refused together do not come back together.
-      std::uniform_real_distribution<double> jitter(0, 1);
-      wait = backoff * jitter(rng_);
-    }
-    backoff = std::min(backoff * 2, options_.backoff_cap);
+    absl::Duration wait = backoff.NextDelay();
     if (identity.not_after <= absl::Now()) {
       // Nothing but a new enrollment helps now; say so every time.
       LogError(

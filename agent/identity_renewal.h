@@ -32,7 +32,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -92,7 +91,6 @@ class IdentityRenewer {
   AgentIdentity current_ ABSL_GUARDED_BY(mu_);
   uint64_t renewals_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
 };
 
 // An AgentService stub whose channel can be replaced while calls are open

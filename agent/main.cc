@@ -16,7 +16,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,6 +37,7 @@
 #include "agent/trust.h"
 #include "agent/updater.h"
 #include "agent/version.h"
+#include "common/backoff.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/manifest.h"
@@ -135,8 +135,7 @@ absl::StatusOr<AgentIdentity> EnsureIdentity(const Flags& flags,
   options.platform = HostPlatform();
   char host[256] = {0};
   if (gethostname(host, sizeof(host) - 1) == 0) options.hostname = host;
-  absl::Duration backoff = absl::Seconds(1);
-  std::mt19937_64 rng(std::random_device{}());
+  Backoff backoff(absl::Seconds(1), absl::Minutes(1));
   while (true) {
     absl::StatusOr<AgentIdentity> enrolled = Enroll(options);
     if (enrolled.ok()) {
@@ -149,9 +148,7 @@ absl::StatusOr<AgentIdentity> EnsureIdentity(const Flags& flags,
         !absl::IsResourceExhausted(enrolled.status())) {
       return enrolled.status();
     }
-    const absl::Duration wait =
-        absl::Milliseconds(std::uniform_int_distribution<int64_t>(
-            0, absl::ToInt64Milliseconds(backoff))(rng));
+    const absl::Duration wait = backoff.NextDelay();
     LogWarning("enrollment failed; retrying",
                {{"error", enrolled.status().ToString()},
                 {"retry_in_ms", absl::ToInt64Milliseconds(wait)}});
@@ -159,7 +156,6 @@ absl::StatusOr<AgentIdentity> EnsureIdentity(const Flags& flags,
     if (sigtimedwait(&stop_signals, nullptr, &timeout) > 0) {
       return absl::CancelledError("stopped while waiting to enroll");
     }
-    backoff = std::min(backoff * 2, absl::Minutes(1));
   }
 }
 

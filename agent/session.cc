@@ -11,6 +11,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "agent/platform/process.h"
+#include "common/backoff.h"
 #include "common/files.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
@@ -51,8 +52,7 @@ Session::Session(SessionOptions options, v1::AgentService::StubInterface& stub,
       handler_(handler),
       program_stats_(std::move(program_stats)),
       clock_(clock),
-      started_(clock.Now()),
-      rng_(std::random_device{}()) {}
+      started_(clock.Now()) {}
 
 bool Session::shutting_down() const {
   absl::MutexLock lock(&mu_);
@@ -79,25 +79,16 @@ void Session::Shutdown() {
 }
 
 void Session::Run() {
-  int failures = 0;
+  // Full jitter: a controller restart must not bring every agent back at
+  // the same instant.
+  Backoff backoff(options_.backoff_base, options_.backoff_cap);
   while (!shutting_down()) {
     const uint64_t welcomes_before = welcomes();
     absl::Status ended = Serve();
     if (shutting_down()) break;
-    if (welcomes() != welcomes_before) failures = 0;
-    ++failures;
-    // Full jitter: a controller restart must not bring every agent back at
-    // the same instant.
-    const absl::Duration cap =
-        std::min(options_.backoff_cap,
-                 options_.backoff_base * (1LL << std::min(failures - 1, 20)));
-    absl::Duration delay;
-    {
-      absl::MutexLock lock(&mu_);
-      std::uniform_int_distribution<int64_t> dist(
-          0, absl::ToInt64Milliseconds(cap));
-      delay = absl::Milliseconds(dist(rng_));
-    }
+    if (welcomes() != welcomes_before) backoff.Reset();
+    const absl::Duration delay = backoff.NextDelay();
+    const int failures = backoff.failures();
     // A controller restarting is routine (UNAVAILABLE a few times); a
     // refusal, or unavailability that persists, is worth a warning.
     const nlohmann::json fields = {

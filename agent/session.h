@@ -26,7 +26,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <random>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -113,7 +112,6 @@ class Session {
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool connected_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t welcomes_ ABSL_GUARDED_BY(mu_) = 0;
-  std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace fleet::agent
